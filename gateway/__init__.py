@@ -1,0 +1,3 @@
+"""qrgate: async QR-login and session gateway."""
+
+__version__ = "0.1.0"
