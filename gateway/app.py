@@ -1,0 +1,145 @@
+"""`create_app(settings)`: the Starlette application; its lifespan wires the parts together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway import errors
+from gateway.accounts import login
+from gateway.accounts.lockout import Lockout, LockoutPolicy
+from gateway.accounts.passwords import PasswordHashing
+from gateway.components import Draining, Gateway, gateway_of
+from gateway.directory.db import create_engine, migrate
+from gateway.directory.persons import PersonDirectory
+from gateway.middleware import BodyLimitMiddleware
+from gateway.qr import http as qr_http
+from gateway.qr.render import QrImages
+from gateway.qr.service import QrService
+from gateway.settings import Settings
+from gateway.state.base import StateStore
+from gateway.state.memory import MemoryStore
+from gateway.tokens import routes as token_routes
+from gateway.tokens.issuer import TokenIssuer
+from gateway.tokens.keys import load_or_create
+from gateway.tokens.verifier import AccessTokenVerifier, StaticKeys
+
+log = logging.getLogger("qrgate")
+
+
+def create_store(settings: Settings) -> StateStore:
+    if not settings.redis_url:
+        return MemoryStore()
+    from gateway.state.redis import RedisStore
+
+    return RedisStore.from_url(settings.redis_url)
+
+
+def password_hashing(settings: Settings) -> PasswordHashing:
+    return PasswordHashing(
+        memory_kib=settings.argon2_memory_kib,
+        time_cost=settings.argon2_time_cost,
+        parallelism=settings.argon2_parallelism,
+        workers=settings.hash_workers,
+    )
+
+
+@asynccontextmanager
+async def assemble(settings: Settings) -> AsyncIterator[Gateway]:
+    """Build every part, and take them down again in reverse order."""
+    store = create_store(settings)
+    engine = create_engine(settings.database_url)
+    hashing = password_hashing(settings)
+    try:
+        if settings.database_auto_migrate:
+            await migrate(engine)
+        await store.start()
+        ring = load_or_create(settings.keys_file, settings.signing_alg)
+        issuer = TokenIssuer(settings, ring, store)
+        verifier = AccessTokenVerifier(
+            StaticKeys(ring.verification_keys), issuer=settings.issuer, audience=settings.token_audience
+        )
+        yield Gateway(
+            settings=settings,
+            store=store,
+            engine=engine,
+            directory=PersonDirectory(engine),
+            hashing=hashing,
+            issuer=issuer,
+            verifier=verifier,
+            qr=QrService(settings, store, issuer),
+            images=QrImages(),
+            clients=settings.client_policies(),
+            login_lockout=Lockout(
+                store,
+                LockoutPolicy(settings.password_max_failures, settings.password_lockout_seconds, "login"),
+            ),
+            draining=Draining(),
+        )
+    finally:
+        await store.close()
+        await engine.dispose()
+        hashing.close()
+
+
+async def on_gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.GatewayError)
+    return errors.problem_response(exc)
+
+
+async def on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return errors.problem_response(errors.MethodNotAllowed(f"{request.method} is not allowed here."))
+    if exc.status_code == 404:
+        return errors.problem_response(errors.NotFound(f"No such resource: {request.url.path}"))
+    return errors.problem_response(errors.BadRequest(str(exc.detail), status=exc.status_code))
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return errors.problem_response(
+        errors.GatewayError("An internal error occurred.", code="internal_error", status=500)
+    )
+
+
+async def healthz(request: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    config = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with assemble(config) as gateway:
+            app.state.gateway = gateway
+            yield
+
+    app = Starlette(
+        routes=[
+            *qr_http.routes(),
+            *login.routes(),
+            *token_routes.routes(),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        middleware=[Middleware(BodyLimitMiddleware, limit=config.max_body_bytes)],
+        exception_handlers={
+            errors.GatewayError: on_gateway_error,
+            HTTPException: on_http_exception,
+            Exception: on_unexpected,
+        },
+        lifespan=lifespan,
+    )
+    return app
+
+
+__all__ = ["create_app", "gateway_of"]

@@ -1,0 +1,52 @@
+"""The parts one gateway process wires together at start-up (see app.lifespan)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import HTTPConnection
+
+from gateway.accounts.lockout import Lockout
+from gateway.accounts.passwords import PasswordHashing
+from gateway.directory.persons import PersonDirectory
+from gateway.qr.render import QrImages
+from gateway.qr.service import QrService
+from gateway.settings import ClientPolicy, Settings
+from gateway.state.base import StateStore
+from gateway.tokens.issuer import TokenIssuer
+from gateway.tokens.verifier import AccessTokenVerifier
+
+
+@dataclass
+class Draining:
+    """Set when the process is shutting down: open WebSockets close with 1001 and clients reconnect
+    elsewhere."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def started(self) -> bool:
+        return self.event.is_set()
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    store: StateStore
+    engine: AsyncEngine
+    directory: PersonDirectory
+    hashing: PasswordHashing
+    issuer: TokenIssuer
+    verifier: AccessTokenVerifier
+    qr: QrService
+    images: QrImages
+    clients: dict[str, ClientPolicy]
+    login_lockout: Lockout
+    draining: Draining
+
+
+def gateway_of(conn: HTTPConnection) -> Gateway:
+    component: Gateway = conn.app.state.gateway
+    return component

@@ -1,0 +1,152 @@
+"""Errors named by cause, mapped once to RFC 9457 problem+json.
+
+    GatewayError                       any refusal the client can act on (4xx) or retry (503)
+    ├── BadRequest (400)               malformed JSON, wrong types, missing fields: `invalid_request`
+    │   └── UnknownClient (400)        `unknown_client`
+    ├── Unauthorized (401)             missing or invalid bearer / waiter token
+    │   └── InvalidCredentials (401)   wrong password, with `attempts_left`
+    ├── Forbidden (403)                `client_not_allowed`, `not_scanner`
+    ├── NotFound (404)                 `qr_not_found`, `not_found`
+    ├── Conflict (409)                 `qr_already_scanned`, `qr_wrong_state`, `already_delivered`
+    ├── Gone (410)                     `qr_expired`
+    ├── PayloadTooLarge (413)          `body_too_large`
+    ├── UnsupportedMediaType (415)     `unsupported_media_type`
+    ├── Locked (423)                   `account_locked`, with `retry_after`
+    └── ServiceUnavailable (503)       `store_unavailable`, `database_unavailable`, with Retry-After
+
+Handlers raise; `problem_response` renders. Nothing else writes error bodies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import Response
+
+from gateway.jsonutil import dumps
+
+PROBLEM_TYPE_BASE = "https://qrgate.dev/problems/"
+
+
+class GatewayError(Exception):
+    status: int = 400
+    code: str = "invalid_request"
+    title: str = "Bad request"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "type": PROBLEM_TYPE_BASE + self.code,
+            "title": self.title,
+            "status": self.status,
+            "code": self.code,
+            "detail": self.detail,
+            **self.extra,
+        }
+
+
+class BadRequest(GatewayError):
+    pass
+
+
+class UnknownClient(BadRequest):
+    code = "unknown_client"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    code = "unauthorized"
+    title = "Unauthorized"
+
+
+class InvalidCredentials(Unauthorized):
+    code = "invalid_credentials"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class NotFound(GatewayError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    code = "method_not_allowed"
+    title = "Method not allowed"
+
+
+class Conflict(GatewayError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class Gone(GatewayError):
+    status = 410
+    code = "gone"
+    title = "Gone"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    code = "body_too_large"
+    title = "Request body too large"
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
+
+
+class Locked(GatewayError):
+    status = 423
+    code = "account_locked"
+    title = "Locked"
+
+
+class TooManyRequests(GatewayError):
+    status = 429
+    code = "too_many_requests"
+    title = "Too many requests"
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    code = "service_unavailable"
+    title = "Service unavailable"
+
+    def __init__(self, detail: str, *, code: str | None = None, retry_after: int = 2) -> None:
+        super().__init__(detail, code=code, headers={"Retry-After": str(retry_after)})
+
+
+def problem_response(error: GatewayError) -> Response:
+    headers = dict(error.headers)
+    if error.status == 401 and "WWW-Authenticate" not in headers:
+        headers["WWW-Authenticate"] = "Bearer"
+    return Response(
+        dumps(error.body()), status_code=error.status, headers=headers, media_type="application/problem+json"
+    )

@@ -1,0 +1,64 @@
+"""Reading requests: JSON bodies into typed models, bearer tokens, the client's address.
+
+Every way a request can be malformed ends here as a 4xx problem that names what is wrong.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.requests import Request
+
+from gateway import errors
+from gateway.jsonutil import JSONDecodeError, loads
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Request bodies: no unknown fields, no type coercion (\"5\" is not 5)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for item in exc.errors()[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "body"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def parse_model(model: type[Model], data: object) -> Model:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise errors.BadRequest(f"Invalid request body: {_describe(exc)}.", code="invalid_request") from exc
+
+
+async def read_json(request: Request, model: type[Model]) -> Model:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise errors.UnsupportedMediaType("Send the body as application/json.")
+    body = await request.body()  # bounded by BodyLimitMiddleware
+    try:
+        data = loads(body)
+    except JSONDecodeError as exc:
+        raise errors.BadRequest("The body is not valid JSON.", code="malformed_json") from exc
+    if not isinstance(data, dict):
+        raise errors.BadRequest("The body must be a JSON object.", code="invalid_request")
+    return parse_model(model, data)
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() not in ("bearer", "dpop") or not token.strip():
+        raise errors.Unauthorized("Send the access token as 'Authorization: Bearer <token>'.")
+    return token.strip()
+
+
+def client_ip(request: Request) -> str:
+    # uvicorn has already replaced this with X-Forwarded-For when the peer is a trusted proxy.
+    return request.client.host if request.client else ""

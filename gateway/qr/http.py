@@ -1,0 +1,183 @@
+"""HTTP adapter of the QR protocol: mint, image, long-poll state, scan, confirm, cancel, abandon."""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import Field
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from gateway import errors
+from gateway.accounts.rules import mask_name
+from gateway.components import Gateway, gateway_of
+from gateway.inputs import StrictModel, bearer_token, client_ip, read_json
+from gateway.jsonutil import dumps
+from gateway.qr import machine
+from gateway.qr.machine import QrState
+from gateway.qr.messages import StateView
+from gateway.qr.render import MEDIA_TYPES
+from gateway.qr.service import Scanner, view
+from gateway.qr.ws import qr_events
+from gateway.tokens.bearer import authenticate
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class MintRequest(StrictModel):
+    client_id: str = Field(min_length=1, max_length=64)
+    device_name: str | None = Field(default=None, max_length=128)
+    dpop_jkt: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{43}$")
+
+
+def json_response(body: object, status: int = 200) -> Response:
+    return Response(dumps(body), status_code=status, media_type="application/json", headers=NO_STORE)
+
+
+async def mint(request: Request) -> Response:
+    gw = gateway_of(request)
+    body = await read_json(request, MintRequest)
+    policy = gw.clients.get(body.client_id)
+    if policy is None:
+        raise errors.UnknownClient(f"Unknown client_id {body.client_id!r}.")
+    if not policy.may_mint_qr:
+        raise errors.Forbidden(f"Client {body.client_id!r} may not mint QR codes.", code="client_not_allowed")
+    result = await gw.qr.mint(
+        client_id=body.client_id,
+        device_name=body.device_name or "",
+        dpop_jkt=body.dpop_jkt,
+        ip=client_ip(request),
+        user_agent=request.headers.get("user-agent", "")[:256],
+    )
+    return json_response(result, 201)
+
+
+async def image(request: Request) -> Response:
+    gw = gateway_of(request)
+    qr_id: str = request.path_params["qr_id"]
+    kind: str = request.path_params["kind"]
+    if kind not in MEDIA_TYPES:
+        raise errors.NotFound("Images are served as .svg or .png.", code="not_found")
+    record = await gw.qr.get(qr_id)
+    if machine.effective_state(record, time.time()) is not QrState.PENDING:
+        raise errors.NotFound("This QR code can no longer be scanned.", code="qr_not_found")
+    content = f"{gw.settings.public_url.rstrip('/')}/q/{qr_id}"
+    return Response(
+        gw.images.render(content, kind),
+        media_type=MEDIA_TYPES[kind],
+        headers={"Cache-Control": "private, max-age=60"},
+    )
+
+
+async def waiter_record(request: Request, gw: Gateway) -> dict[str, str]:
+    token = bearer_token(request)
+    return await gw.qr.record_for_waiter(request.path_params["qr_id"], token)
+
+
+def parse_wait(request: Request, limit: int) -> float:
+    raw = request.query_params.get("wait", "0")
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise errors.BadRequest("wait must be a number of seconds.", code="invalid_request") from None
+    if not 0 <= wait <= limit:
+        raise errors.BadRequest(f"wait must be between 0 and {limit} seconds.", code="invalid_request")
+    return wait
+
+
+async def long_poll(request: Request) -> Response:
+    """Answer at once when there is a result to deliver or the QR is finished; otherwise wait for
+    the next change (or `wait` seconds) and answer the state then."""
+    gw = gateway_of(request)
+    wait = parse_wait(request, gw.settings.long_poll_max_wait)
+    qr_id = request.path_params["qr_id"]
+    await waiter_record(request, gw)
+    deadline = time.monotonic() + wait
+    async with gw.store.subscribe(qr_id) as waiter:
+        record = await gw.qr.get(qr_id)
+        first = machine.effective_state(record, time.time())
+        state = first
+        while state is first and state not in machine.TERMINAL and state is not QrState.CONFIRMED:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or gw.draining.started:
+                break
+            until_expiry = float(record["expires_at"]) - time.time()
+            await waiter.wait(max(0.0, min(remaining, until_expiry + 0.01)))
+            record = await gw.qr.get(qr_id)
+            state = machine.effective_state(record, time.time())
+    answer: StateView = view(record, time.time())
+    if state is QrState.CONFIRMED:
+        token = await gw.qr.deliver(qr_id)
+        if token is None:
+            answer = view(await gw.qr.get(qr_id), time.time())
+        else:
+            answer["token"] = token
+    return json_response(answer)
+
+
+async def abandon(request: Request) -> Response:
+    gw = gateway_of(request)
+    await gw.qr.abandon(request.path_params["qr_id"], bearer_token(request))
+    return Response(status_code=204)
+
+
+async def scanning_person(request: Request, gw: Gateway) -> tuple[str, str]:
+    claims = await authenticate(request, gw.verifier)
+    policy = gw.clients.get(claims["client_id"])
+    if policy is None or not policy.may_scan_qr:
+        raise errors.Forbidden("Only the mobile app may scan QR codes.", code="client_not_allowed")
+    person = await gw.directory.get(claims["sub"])
+    if person is None:
+        raise errors.Unauthorized("The person of this token no longer exists.", code="invalid_token")
+    return person.id, person.name
+
+
+async def scan(request: Request) -> Response:
+    gw = gateway_of(request)
+    person_id, name = await scanning_person(request, gw)
+    scanner = Scanner(person_id=person_id, display_name=mask_name(name), ip=client_ip(request))
+    return json_response(await gw.qr.scan(request.path_params["qr_id"], scanner))
+
+
+async def confirm(request: Request) -> Response:
+    gw = gateway_of(request)
+    person_id, _ = await scanning_person(request, gw)
+    await gw.qr.confirm(request.path_params["qr_id"], person_id)
+    return Response(status_code=204)
+
+
+async def cancel(request: Request) -> Response:
+    gw = gateway_of(request)
+    person_id, _ = await scanning_person(request, gw)
+    await gw.qr.cancel(request.path_params["qr_id"], person_id)
+    return Response(status_code=204)
+
+
+LANDING = """<!doctype html><html lang="zh-CN"><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>扫码登录 · QR login</title>
+<body style="font-family:sans-serif;max-width:32em;margin:3em auto;padding:0 1em;line-height:1.6">
+<h1>请使用个人所得税 App 扫码</h1>
+<p>这是扣缴客户端的登录二维码。请打开个人所得税 App，点击“扫一扫”扫描此二维码，并在手机上确认登录。</p>
+<h2 lang="en">Scan this code with the tax app</h2>
+<p lang="en">This QR code logs in to the withholding desktop client. Open the Individual Income Tax app,
+tap "Scan", scan the code, and confirm the login on your phone.</p></body></html>"""
+
+
+async def landing(request: Request) -> Response:
+    # Says nothing about the QR's state: a camera app's user learns only what to do next.
+    return HTMLResponse(LANDING, headers={"Cache-Control": "public, max-age=3600"})
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/v1/qr", mint, methods=["POST"]),
+        Route("/v1/qr/{qr_id}.{kind:str}", image, methods=["GET"]),
+        Route("/v1/qr/{qr_id}", abandon, methods=["DELETE"]),
+        Route("/v1/qr/{qr_id}/state", long_poll, methods=["GET"]),
+        Route("/v1/qr/{qr_id}/scan", scan, methods=["POST"]),
+        Route("/v1/qr/{qr_id}/confirm", confirm, methods=["POST"]),
+        Route("/v1/qr/{qr_id}/cancel", cancel, methods=["POST"]),
+        WebSocketRoute("/v1/qr/{qr_id}/events", qr_events),
+        Route("/q/{qr_id}", landing, methods=["GET"]),
+    ]

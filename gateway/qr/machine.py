@@ -1,0 +1,119 @@
+"""The QR login lifecycle as a table, with no I/O.
+
+Theory of operation. A QR session is a flat record of string fields (it maps one to one onto a Redis
+hash). Every change is a `Transition`: "if the state is one of these, these fields hold these values
+and the code has not expired, move to that state and set these fields". A store applies a transition
+atomically (a Lua script in Redis, a plain function under the event loop in memory), so of two
+racing scans exactly one finds the state still `pending`.
+
+    pending ──scan──▶ scanned ──confirm──▶ confirmed ──deliver──▶ delivered
+       │                 │
+       ├──abandon────────┼──cancel/abandon──▶ cancelled
+       └──(time)─────────┴──(time)──────────▶ expired
+
+`expired` is never written: a pending or scanned record whose `expires_at` has passed *reads* as
+expired (`effective_state`), so expiry needs no timer in the store and no process must be alive for
+it. A confirmed result stays deliverable until the record is purged.
+
+When a store refuses a transition, `refusal` looks at the record as it is now and names the cause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from gateway import errors
+
+
+class QrState(StrEnum):
+    PENDING = "pending"
+    SCANNED = "scanned"
+    CONFIRMED = "confirmed"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class QrEvent(StrEnum):
+    SCAN = "scan"
+    CONFIRM = "confirm"
+    CANCEL = "cancel"  # by the phone that scanned
+    ABANDON = "abandon"  # by the desktop that minted
+    DELIVER = "deliver"
+
+
+TERMINAL = frozenset({QrState.DELIVERED, QrState.CANCELLED, QrState.EXPIRED})
+OPEN = frozenset({QrState.PENDING, QrState.SCANNED})
+
+# event -> (states it may start from, state it leads to, refused after expiry, only the scanner)
+TABLE: dict[QrEvent, tuple[frozenset[QrState], QrState, bool, bool]] = {
+    QrEvent.SCAN: (frozenset({QrState.PENDING}), QrState.SCANNED, True, False),
+    QrEvent.CONFIRM: (frozenset({QrState.SCANNED}), QrState.CONFIRMED, True, True),
+    QrEvent.CANCEL: (frozenset({QrState.SCANNED}), QrState.CANCELLED, True, True),
+    QrEvent.ABANDON: (OPEN, QrState.CANCELLED, True, False),
+    QrEvent.DELIVER: (frozenset({QrState.CONFIRMED}), QrState.DELIVERED, False, False),
+}
+
+Fields = Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    event: QrEvent
+    from_states: frozenset[QrState]
+    to_state: QrState
+    before_expiry: bool
+    require: Mapping[str, str] = field(default_factory=dict)
+    updates: Mapping[str, str] = field(default_factory=dict)
+
+    def applies_to(self, record: Fields, now: float) -> bool:
+        if record.get("state") not in self.from_states:
+            return False
+        if self.before_expiry and now >= float(record["expires_at"]):
+            return False
+        return all(record.get(name) == value for name, value in self.require.items())
+
+    def apply(self, record: Fields) -> dict[str, str]:
+        return {**record, **self.updates, "state": self.to_state.value}
+
+
+def plan(event: QrEvent, *, actor: str | None = None, updates: Mapping[str, str] | None = None) -> Transition:
+    """The transition for `event` by `actor` (the scanning person's id, where the table needs one)."""
+    from_states, to_state, before_expiry, only_scanner = TABLE[event]
+    require: dict[str, str] = {}
+    if only_scanner:
+        if actor is None:
+            raise ValueError(f"{event} needs the acting person")
+        require["scanner_sub"] = actor
+    return Transition(event, from_states, to_state, before_expiry, require, dict(updates or {}))
+
+
+def effective_state(record: Fields, now: float) -> QrState:
+    state = QrState(record["state"])
+    if state in OPEN and now >= float(record["expires_at"]):
+        return QrState.EXPIRED
+    return state
+
+
+def expires_in(record: Fields, now: float) -> int:
+    return max(0, int(float(record["expires_at"]) - now + 0.999))
+
+
+def refusal(record: Fields | None, transition: Transition, now: float) -> errors.GatewayError:
+    """Why `transition` did not apply to `record` (None: the record does not exist)."""
+    if record is None:
+        return errors.NotFound("This QR code does not exist or has been purged.", code="qr_not_found")
+    state = effective_state(record, now)
+    event = transition.event
+    if event is QrEvent.DELIVER and state is QrState.DELIVERED:
+        return errors.Conflict("The login result was already delivered.", code="already_delivered")
+    if state is QrState.EXPIRED and transition.before_expiry:
+        return errors.Gone("This QR code has expired; the desktop shows a new one.", code="qr_expired")
+    if event is QrEvent.SCAN and state is not QrState.PENDING:
+        return errors.Conflict("This QR code has already been scanned.", code="qr_already_scanned")
+    scanner = transition.require.get("scanner_sub")
+    if scanner is not None and record.get("scanner_sub") not in ("", None, scanner):
+        return errors.Forbidden("Only the person who scanned this QR code may do this.", code="not_scanner")
+    return errors.Conflict(f"Cannot {event.value} a QR code that is {state.value}.", code="qr_wrong_state")

@@ -1,0 +1,161 @@
+"""QR login use cases: mint, scan, confirm, cancel, abandon, deliver. Stores and transports are
+adapters around this; the legality of every step is decided by `machine`, atomically in the store."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from gateway import errors
+from gateway.qr import machine
+from gateway.qr.machine import QrEvent, QrState
+from gateway.qr.messages import MintResponse, ScanResponse, StateView
+from gateway.settings import Settings
+from gateway.state.base import StateStore
+from gateway.tokens.claims import TokenResponse
+from gateway.tokens.issuer import TokenIssuer
+
+QR_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{22}")
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def proximity(requester_ip: str, scanner_ip: str) -> str:
+    """Same /24 (IPv4) or /64 (IPv6): probably the same office network. Anything unparsable: unknown."""
+    try:
+        a, b = ipaddress.ip_address(requester_ip), ipaddress.ip_address(scanner_ip)
+    except ValueError:
+        return "unknown"
+    if a.version != b.version:
+        return "different_network"
+    prefix = 24 if a.version == 4 else 64
+    net = ipaddress.ip_network(f"{a}/{prefix}", strict=False)
+    return "same_network" if b in net else "different_network"
+
+
+@dataclass(frozen=True, slots=True)
+class Scanner:
+    person_id: str
+    display_name: str
+    ip: str
+
+
+class QrService:
+    def __init__(self, settings: Settings, store: StateStore, issuer: TokenIssuer) -> None:
+        self._settings = settings
+        self._store = store
+        self._issuer = issuer
+        self._base = settings.public_url.rstrip("/")
+
+    # desktop ---------------------------------------------------------------------------------------
+    async def mint(
+        self, *, client_id: str, device_name: str, dpop_jkt: str | None, ip: str, user_agent: str
+    ) -> MintResponse:
+        qr_id = secrets.token_urlsafe(16)
+        waiter_token = secrets.token_urlsafe(32)
+        now = time.time()
+        ttl = self._settings.qr_ttl
+        record = {
+            "state": QrState.PENDING.value,
+            "client_id": client_id,
+            "device_name": device_name,
+            "dpop_jkt": dpop_jkt or "",
+            "waiter_hash": _hash(waiter_token),
+            "created_at": repr(now),
+            "expires_at": repr(now + ttl),
+            "ip": ip,
+            "user_agent": user_agent,
+            "scanner_sub": "",
+            "scanner_name": "",
+        }
+        await self._store.create_qr(qr_id, record, ttl + self._settings.qr_purge_after)
+        ws_base = "ws" + self._base.removeprefix("http")
+        return {
+            "qr_id": qr_id,
+            "qr_content": f"{self._base}/q/{qr_id}",
+            "expires_in": ttl,
+            "waiter_token": waiter_token,
+            "events_url": f"{ws_base}/v1/qr/{qr_id}/events",
+            "image_url": f"{self._base}/v1/qr/{qr_id}.svg",
+        }
+
+    async def record_for_waiter(self, qr_id: str, waiter_token: str) -> dict[str, str]:
+        """The record, if `waiter_token` is the one minted with it (compared in constant time)."""
+        record = await self.get(qr_id)
+        if not hmac.compare_digest(record["waiter_hash"], _hash(waiter_token)):
+            raise errors.Unauthorized("The waiter token does not belong to this QR code.", code="invalid_waiter_token")
+        return record
+
+    async def get(self, qr_id: str) -> dict[str, str]:
+        record = await self._store.get_qr(qr_id) if QR_ID_PATTERN.fullmatch(qr_id) else None
+        if record is None:
+            raise machine.refusal(None, machine.plan(QrEvent.SCAN), time.time())
+        return record
+
+    async def abandon(self, qr_id: str, waiter_token: str) -> None:
+        await self.record_for_waiter(qr_id, waiter_token)
+        await self._apply(qr_id, machine.plan(QrEvent.ABANDON))
+
+    async def deliver(self, qr_id: str) -> TokenResponse | None:
+        """confirmed -> delivered, once. The tokens are minted only here, by the one winner, so no
+        token ever rests in the store. None: someone else (another connection) delivered first."""
+        ok, record = await self._store.transition_qr(qr_id, machine.plan(QrEvent.DELIVER), time.time())
+        if not ok or record is None:
+            return None
+        return await self._issuer.start_session(
+            subject=record["scanner_sub"],
+            client_id=record["client_id"],
+            amr=["qr"],
+            device_name=record["device_name"],
+            jkt=record["dpop_jkt"] or None,
+        )
+
+    # phone -----------------------------------------------------------------------------------------
+    async def scan(self, qr_id: str, scanner: Scanner) -> ScanResponse:
+        now = time.time()
+        updates = {
+            "scanner_sub": scanner.person_id,
+            "scanner_name": scanner.display_name,
+            "scanned_at": repr(now),
+        }
+        record = await self._apply(qr_id, machine.plan(QrEvent.SCAN, updates=updates), now)
+        return {
+            "qr_id": qr_id,
+            "client_id": record["client_id"],
+            "device_name": record["device_name"],
+            "requested_at": datetime.fromtimestamp(float(record["created_at"]), UTC).isoformat(),
+            "requester": {"ip": record["ip"], "user_agent": record["user_agent"]},
+            "proximity": "unknown" if not record["ip"] else proximity(record["ip"], scanner.ip),  # type: ignore[typeddict-item]
+            "expires_in": machine.expires_in(record, now),
+        }
+
+    async def confirm(self, qr_id: str, person_id: str) -> None:
+        await self._apply(qr_id, machine.plan(QrEvent.CONFIRM, actor=person_id))
+
+    async def cancel(self, qr_id: str, person_id: str) -> None:
+        await self._apply(qr_id, machine.plan(QrEvent.CANCEL, actor=person_id))
+
+    async def _apply(self, qr_id: str, transition: machine.Transition, now: float | None = None) -> dict[str, str]:
+        moment = time.time() if now is None else now
+        if not QR_ID_PATTERN.fullmatch(qr_id):
+            raise machine.refusal(None, transition, moment)
+        ok, record = await self._store.transition_qr(qr_id, transition, moment)
+        if not ok or record is None:
+            raise machine.refusal(record, transition, moment)
+        return record
+
+
+def view(record: dict[str, str], now: float) -> StateView:
+    state = machine.effective_state(record, now)
+    result: StateView = {"state": state.value, "expires_in": machine.expires_in(record, now)}
+    if state in (QrState.SCANNED, QrState.CONFIRMED) and record.get("scanner_name"):
+        result["scanner"] = {"display_name": record["scanner_name"]}
+    return result

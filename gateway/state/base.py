@@ -1,0 +1,125 @@
+"""The ephemeral state store: what both the memory and the Redis store promise.
+
+Everything here may expire, and every key has a TTL. The store is the single source of truth for
+QR sessions, counters and refresh sessions; its wake-up channel only tells local waiters "read
+again", so a lost wake-up costs latency, never correctness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
+
+from gateway import errors
+from gateway.qr.machine import Transition
+
+
+class StoreUnavailable(errors.ServiceUnavailable):
+    code = "store_unavailable"
+
+
+class Waiter:
+    """One local listener on one QR session's wake-up channel (a coalescing queue of size one)."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait for a wake-up; False on timeout. A wake-up that came earlier is not lost."""
+        if not self._event.is_set():
+            try:
+                await asyncio.wait_for(self._event.wait(), timeout)
+            except TimeoutError:
+                return False
+        self._event.clear()
+        return True
+
+
+class LocalWaiters:
+    """This process's waiters, by channel. Waking never blocks: a slow client cannot stall fan-out."""
+
+    def __init__(self) -> None:
+        self._by_channel: dict[str, set[Waiter]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(group) for group in self._by_channel.values())
+
+    def channels(self) -> list[str]:
+        return list(self._by_channel)
+
+    def add(self, channel: str, waiter: Waiter) -> bool:
+        """Register; True when this is the channel's first local waiter."""
+        group = self._by_channel.setdefault(channel, set())
+        group.add(waiter)
+        return len(group) == 1
+
+    def remove(self, channel: str, waiter: Waiter) -> bool:
+        """Unregister; True when the channel has no local waiter left."""
+        group = self._by_channel.get(channel)
+        if group is None:
+            return False
+        group.discard(waiter)
+        if group:
+            return False
+        del self._by_channel[channel]
+        return True
+
+    def wake(self, channel: str) -> None:
+        for waiter in self._by_channel.get(channel, ()):
+            waiter.wake()
+
+    def wake_all(self) -> None:
+        for group in self._by_channel.values():
+            for waiter in group:
+                waiter.wake()
+
+
+class StateStore(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable when the store cannot be reached."""
+
+    # QR sessions -----------------------------------------------------------------------------
+    async def create_qr(self, qr_id: str, record: Mapping[str, str], ttl: int) -> None: ...
+
+    async def get_qr(self, qr_id: str) -> dict[str, str] | None: ...
+
+    async def transition_qr(self, qr_id: str, transition: Transition, now: float) -> tuple[bool, dict[str, str] | None]:
+        """Apply atomically. (True, record after) or (False, record as it is, None if absent).
+        A successful transition wakes the QR's waiters in every process."""
+
+    def subscribe(self, qr_id: str) -> AbstractAsyncContextManager[Waiter]:
+        """Async context manager: a waiter on the QR's wake-up channel, registered on entry."""
+
+    # Generic expiring data ---------------------------------------------------------------------
+    async def hit(self, key: str, ttl: int) -> int:
+        """Increment a counter; its TTL starts at the first hit. Returns the new count."""
+
+    async def put(self, key: str, value: Mapping[str, str], ttl: int) -> None: ...
+
+    async def get(self, key: str) -> dict[str, str] | None: ...
+
+    async def take(self, key: str) -> dict[str, str] | None:
+        """Atomic get-and-delete: of concurrent takers, exactly one gets the value."""
+
+    async def delete(self, key: str) -> None: ...
+
+
+@asynccontextmanager
+async def waiting(waiters: LocalWaiters, channel: str) -> AsyncIterator[Waiter]:
+    waiter = Waiter()
+    waiters.add(channel, waiter)
+    try:
+        yield waiter
+    finally:
+        waiters.remove(channel, waiter)

@@ -1,0 +1,104 @@
+"""The embedded store: one process, plain dicts, atomic because the event loop runs one task at a time.
+
+No method awaits between reading and writing a key, so each operation is as atomic as a Lua script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+
+from gateway.qr.machine import Transition
+from gateway.state.base import LocalWaiters, Waiter, waiting
+
+SWEEP_INTERVAL = 30.0
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[float, dict[str, str]]] = {}
+        self._counters: dict[str, tuple[float, int]] = {}
+        self.waiters = LocalWaiters()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="memory-store-sweeper")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    async def ping(self) -> None:
+        return None
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            self.sweep()
+
+    def sweep(self) -> None:
+        now = time.monotonic()
+        for table in (self._data, self._counters):
+            for key in [k for k, (deadline, _) in table.items() if deadline <= now]:
+                del table[key]
+
+    def _read(self, key: str) -> dict[str, str] | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[0] <= time.monotonic():
+            del self._data[key]
+            return None
+        return item[1]
+
+    # QR sessions -----------------------------------------------------------------------------
+    async def create_qr(self, qr_id: str, record: Mapping[str, str], ttl: int) -> None:
+        self._data["qr:" + qr_id] = (time.monotonic() + ttl, dict(record))
+
+    async def get_qr(self, qr_id: str) -> dict[str, str] | None:
+        record = self._read("qr:" + qr_id)
+        return dict(record) if record is not None else None
+
+    async def transition_qr(self, qr_id: str, transition: Transition, now: float) -> tuple[bool, dict[str, str] | None]:
+        key = "qr:" + qr_id
+        record = self._read(key)
+        if record is None:
+            return False, None
+        if not transition.applies_to(record, now):
+            return False, dict(record)
+        changed = transition.apply(record)
+        self._data[key] = (self._data[key][0], changed)
+        self.waiters.wake(qr_id)
+        return True, dict(changed)
+
+    def subscribe(self, qr_id: str) -> AbstractAsyncContextManager[Waiter]:
+        return waiting(self.waiters, qr_id)
+
+    # Generic expiring data ---------------------------------------------------------------------
+    async def hit(self, key: str, ttl: int) -> int:
+        now = time.monotonic()
+        deadline, count = self._counters.get(key, (0.0, 0))
+        if deadline <= now:
+            deadline, count = now + ttl, 0
+        self._counters[key] = (deadline, count + 1)
+        return count + 1
+
+    async def put(self, key: str, value: Mapping[str, str], ttl: int) -> None:
+        self._data[key] = (time.monotonic() + ttl, dict(value))
+
+    async def get(self, key: str) -> dict[str, str] | None:
+        record = self._read(key)
+        return dict(record) if record is not None else None
+
+    async def take(self, key: str) -> dict[str, str] | None:
+        record = self._read(key)
+        if record is not None:
+            del self._data[key]
+        return record
+
+    async def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+        self._counters.pop(key, None)

@@ -1,0 +1,30 @@
+"""Wire shapes of tokens (they match protocols/schemas/access-token-claims.json)."""
+
+from __future__ import annotations
+
+from typing import NotRequired, TypedDict
+
+
+class Confirmation(TypedDict):
+    jkt: str
+
+
+class AccessTokenClaims(TypedDict):
+    iss: str
+    sub: str
+    aud: str | list[str]
+    exp: int
+    iat: int
+    jti: str
+    client_id: str
+    sid: str
+    amr: list[str]
+    auth_time: int
+    cnf: NotRequired[Confirmation]
+
+
+class TokenResponse(TypedDict):
+    access_token: str
+    token_type: str
+    expires_in: int
+    refresh_token: str

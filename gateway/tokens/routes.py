@@ -1,0 +1,62 @@
+"""Discovery: the public JWKS and the OpenID Provider metadata."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.components import gateway_of
+from gateway.jsonutil import dumps
+
+
+async def jwks(request: Request) -> Response:
+    gw = gateway_of(request)
+    return Response(
+        dumps(gw.issuer.ring.public_jwks()),
+        media_type="application/jwk-set+json",
+        headers={"Cache-Control": "public, max-age=300"},
+    )
+
+
+async def openid_configuration(request: Request) -> Response:
+    gw = gateway_of(request)
+    base = gw.settings.issuer
+    algs = sorted({key.alg for key in gw.issuer.ring.keys})
+    document = {
+        "issuer": base,
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+        "token_endpoint": f"{base}/v1/token",
+        "revocation_endpoint": f"{base}/v1/revoke",
+        "grant_types_supported": [
+            "password",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ],
+        "response_types_supported": ["token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": algs,
+        "token_endpoint_auth_methods_supported": ["none"],
+        "dpop_signing_alg_values_supported": ["ES256", "EdDSA"],
+        "claims_supported": [
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "jti",
+            "client_id",
+            "sid",
+            "amr",
+            "auth_time",
+            "cnf",
+        ],
+    }
+    return Response(dumps(document), media_type="application/json", headers={"Cache-Control": "public, max-age=300"})
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+        Route("/.well-known/openid-configuration", openid_configuration, methods=["GET"]),
+    ]
