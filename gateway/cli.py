@@ -55,19 +55,22 @@ def serve(settings: Settings, host: str, port: int) -> None:
     GatewayServer(config).run()
 
 
-async def add_person(settings: Settings, args: argparse.Namespace, password: str) -> str:
-    id_type = rules.IdType(args.id_type)
+async def add_person_record(
+    settings: Settings, *, login_name: str, phone: str, name: str, id_type: str, id_number: str, password: str
+) -> str:
+    """Validate by the account rules, hash the password, and add the person; returns the new id."""
+    kind = rules.IdType(id_type)
     engine = create_engine(settings.database_url)
     hashing = password_hashing(settings)
     try:
         if settings.database_auto_migrate:
             await migrate(engine)
         return await PersonDirectory(engine).add(
-            id_type=id_type,
-            id_number=rules.normalise_id_number(id_type, args.id_number),
-            name=rules.normalise_name(args.name),
-            login_name=rules.check_login_name(args.login_name),
-            phone=rules.check_phone(args.phone),
+            id_type=kind,
+            id_number=rules.normalise_id_number(kind, id_number),
+            name=rules.normalise_name(name),
+            login_name=rules.check_login_name(login_name),
+            phone=rules.check_phone(phone),
             password_hash=await hashing.hash(rules.check_password(password)),
         )
     finally:
@@ -119,7 +122,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "admin" and args.admin_command == "person":
         password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else getpass.getpass("Password: ")
         try:
-            print(asyncio.run(add_person(settings, args, password)))
+            person_id = add_person_record(
+                settings,
+                login_name=args.login_name,
+                phone=args.phone,
+                name=args.name,
+                id_type=args.id_type,
+                id_number=args.id_number,
+                password=password,
+            )
+            print(asyncio.run(person_id))
         except errors.GatewayError as exc:
             print(f"qrgate: {exc.code}: {exc.detail}", file=sys.stderr)
             return 2

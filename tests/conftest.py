@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.gateway_server import ThreadedGateway, free_port, make_settings
+
+_counter = itertools.count(1)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGateway]:
+    """One gateway on its embedded defaults (memory store, SQLite), shared by the session."""
+    port = free_port()
+    server = ThreadedGateway(make_settings(tmp_path_factory.mktemp("gateway"), port), port).start()
+    yield server
+    server.stop()
+
+
+def new_identity() -> dict[str, str]:
+    """A fresh, valid person (unique phone, login name and resident ID number)."""
+    n = next(_counter)
+    body = f"110105199001{n % 100:02d}{(n // 100) % 1000:03d}"
+    weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
+    check = "10X98765432"[sum(int(d) * w for d, w in zip(body, weights, strict=True)) % 11]
+    return {
+        "login_name": f"tester_{n}",
+        "phone": f"139{n:08d}",
+        "name": "张三",
+        "id_type": "resident_id",
+        "id_number": body + check,
+        "password": "Passw0rd!x",
+    }
+
+
+@pytest.fixture
+def make_person(gateway: ThreadedGateway) -> Iterator[object]:
+    def factory(**overrides: str) -> dict[str, str]:
+        identity = {**new_identity(), **overrides}
+        identity["id"] = gateway.add_person(**identity)
+        return identity
+
+    yield factory
+
+
+def artifacts_dir() -> Path:
+    path = Path("test-artifacts")
+    path.mkdir(exist_ok=True)
+    return path
