@@ -45,7 +45,8 @@ def new_identity() -> dict[str, str]:
 def make_person(gateway: ThreadedGateway) -> Iterator[object]:
     def factory(**overrides: str) -> dict[str, str]:
         identity = {**new_identity(), **overrides}
-        identity["id"] = gateway.add_person(**identity)
+        fields = {k: v for k, v in identity.items() if k != "id"}
+        identity["id"] = gateway.add_person(**fields)
         return identity
 
     yield factory

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,10 @@ class ThreadedGateway:
         self._thread.join(timeout=15)
 
     def add_person(self, **person: str) -> str:
-        return asyncio.run(add_person_record(self.settings, **person))
+        """Add through the same code path as `qrgate admin person add` (on its own event loop, so it
+        also works from inside an async test)."""
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, add_person_record(self.settings, **person)).result()
 
 
 class GatewayProcess:
