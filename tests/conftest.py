@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,14 +42,14 @@ def new_identity() -> dict[str, str]:
 
 
 @pytest.fixture
-def make_person(gateway: ThreadedGateway) -> Iterator[object]:
+def make_person(gateway: ThreadedGateway) -> Callable[..., dict[str, str]]:
     def factory(**overrides: str) -> dict[str, str]:
         identity = {**new_identity(), **overrides}
         fields = {k: v for k, v in identity.items() if k != "id"}
         identity["id"] = gateway.add_person(**fields)
         return identity
 
-    yield factory
+    return factory
 
 
 def artifacts_dir() -> Path:

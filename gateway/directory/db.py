@@ -33,6 +33,10 @@ async def migrate(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+        elif engine.dialect.name == "sqlite":
+            # A write opens the transaction and takes SQLite's write lock before anything is read.
+            await conn.execute(text("CREATE TABLE IF NOT EXISTS qrgate_migration_lock (id INTEGER)"))
+            await conn.execute(text("DELETE FROM qrgate_migration_lock"))
         await conn.run_sync(lambda sync: command.upgrade(_alembic_config(sync), "head"))
 
 

@@ -1,0 +1,87 @@
+"""The account rules of DOMAIN.md as pure checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway import errors
+from gateway.accounts import rules
+from gateway.accounts.rules import IdType
+
+
+@pytest.mark.parametrize("name", ["ab", "张三", "Tax_User_01", "𠮷野家", "a" * 16, "李_1"])
+def test_good_login_names(name: str) -> None:
+    assert rules.check_login_name(name) == name
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("a", "login_name_length"),
+        ("a" * 17, "login_name_length"),
+        ("12345678", "login_name_all_digits"),
+        ("bad name", "login_name_characters"),
+        ("bad-name", "login_name_characters"),
+        ("émile", "login_name_characters"),
+    ],
+)
+def test_bad_login_names(name: str, code: str) -> None:
+    with pytest.raises(errors.BadRequest) as caught:
+        rules.check_login_name(name)
+    assert caught.value.code == code
+
+
+@pytest.mark.parametrize("password", ["Abcdefg1", "abcdefg1!", "ABCDEFG1!", "Abcdefgh!", "Aa1!Aa1!Aa1!Aa1"])
+def test_good_passwords(password: str) -> None:
+    assert rules.check_password(password) == password
+
+
+@pytest.mark.parametrize(
+    ("password", "code"),
+    [
+        ("Abc1!", "password_length"),
+        ("Abcdefgh1!Abcdef", "password_length"),
+        ("Abcd efg1", "password_spaces"),
+        ("abcdefgh1", "password_too_simple"),
+        ("ABCDEFGHI", "password_too_simple"),
+    ],
+)
+def test_bad_passwords(password: str, code: str) -> None:
+    with pytest.raises(errors.BadRequest) as caught:
+        rules.check_password(password)
+    assert caught.value.code == code
+
+
+def test_resident_id_checksum() -> None:
+    assert rules.normalise_id_number(IdType.RESIDENT_ID, "11010519491231002x") == "11010519491231002X"
+    with pytest.raises(errors.BadRequest):
+        rules.normalise_id_number(IdType.RESIDENT_ID, "110105194912310021")
+
+
+@pytest.mark.parametrize(
+    ("kind", "number", "valid"),
+    [
+        (IdType.PASSPORT, "E12345678", True),
+        (IdType.PASSPORT, "E1", False),
+        (IdType.HK_MACAU_PERMIT, "H12345678", True),
+        (IdType.HK_MACAU_PERMIT, "X12345678", False),
+        (IdType.TAIWAN_PERMIT, "12345678", True),
+        (IdType.FOREIGN_PERMANENT_RESIDENT, "USA123456789012", True),
+        (IdType.FOREIGN_PERMANENT_RESIDENT, "US123", False),
+    ],
+)
+def test_other_id_formats(kind: IdType, number: str, valid: bool) -> None:
+    if valid:
+        assert rules.normalise_id_number(kind, number) == number
+    else:
+        with pytest.raises(errors.BadRequest):
+            rules.normalise_id_number(kind, number)
+
+
+def test_names_are_nfc_and_masked() -> None:
+    decomposed = "Zoe\u0308"
+    assert rules.normalise_name(decomposed) == "Zoë"
+    assert rules.mask_name("张三") == "张*"
+    assert rules.mask_name("欧阳娜娜") == "欧***"
+    assert rules.mask_name("𠮷田") == "𠮷*"
+    assert rules.mask_name("李") == "*"
