@@ -146,9 +146,7 @@ async def test_oversized_message_closes_1009(http: httpx.AsyncClient) -> None:
         assert await close_code(ws) == 1009
 
 
-async def test_reconnect_before_delivery_gets_current_state_first(
-    http: httpx.AsyncClient, make_person: Person
-) -> None:
+async def test_reconnect_before_delivery_gets_current_state_first(http: httpx.AsyncClient, make_person: Person) -> None:
     phone = await phone_login(http, make_person())
     minted = await mint(http)
     ws = await open_events(minted)
