@@ -44,7 +44,8 @@ async def password_login(request: Request) -> Response:
     if person is None or not ok:
         raise await lockout.failed(subject, attempt)
     await lockout.succeeded(subject)
-    tokens = await gw.issuer.start_session(subject=person.id, client_id=body.client_id, amr=["pwd"])
+    roles = await gw.directory.roles_of(person.id)
+    tokens = await gw.issuer.start_session(subject=person.id, client_id=body.client_id, amr=["pwd"], roles=roles)
     return Response(dumps(tokens), media_type="application/json", headers={"Cache-Control": "no-store"})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import errors
 from gateway.accounts.rules import IdType
-from gateway.directory.tables import persons
+from gateway.directory.tables import person_roles, persons
 
 
 class DatabaseUnavailable(errors.ServiceUnavailable):
@@ -79,7 +80,7 @@ class PersonDirectory:
     async def find_by_identifier(self, identifier: str) -> Person | None:
         """Phone, login name, or resident ID number. Login names are never all digits, phones are
         11 digits, resident ID numbers 18 characters: the three never collide."""
-        value = identifier.strip()
+        value = unicodedata.normalize("NFC", identifier.strip())
         if value.isdigit() and len(value) == 11:
             return await self._one(persons.c.phone == value)
         if len(value) == 18 and value[:17].isdigit():
@@ -87,6 +88,35 @@ class PersonDirectory:
                 sa.and_(persons.c.id_type == IdType.RESIDENT_ID.value, persons.c.id_number == value.upper())
             )
         return await self._one(persons.c.login_name == value)
+
+    async def roles_of(self, person_id: str) -> list[str]:
+        query = (
+            sa.select(person_roles.c.role).where(person_roles.c.person_id == person_id).order_by(person_roles.c.role)
+        )
+        try:
+            async with self._engine.connect() as conn:
+                return [row.role for row in await conn.execute(query)]
+        except (OperationalError, OSError) as exc:
+            raise DatabaseUnavailable("The directory database is unavailable.") from exc
+
+    async def grant_role(self, person_id: str, role: str) -> None:
+        row = {"person_id": person_id, "role": role, "granted_at": datetime.now(UTC)}
+        try:
+            async with self._engine.begin() as conn:
+                person = await conn.execute(sa.select(persons.c.id).where(persons.c.id == person_id))
+                if person.first() is None:
+                    raise errors.NotFound("No such person.", code="person_not_found")
+                exists = await conn.execute(
+                    sa.select(person_roles.c.role).where(
+                        person_roles.c.person_id == person_id, person_roles.c.role == role
+                    )
+                )
+                if exists.first() is None:
+                    await conn.execute(person_roles.insert().values(**row))
+        except IntegrityError as exc:
+            raise errors.NotFound("No such person.", code="person_not_found") from exc
+        except (OperationalError, OSError) as exc:
+            raise DatabaseUnavailable("The directory database is unavailable.") from exc
 
     async def _one(self, condition: sa.ColumnElement[bool]) -> Person | None:
         try:

@@ -22,3 +22,22 @@ persons = sa.Table(
     sa.UniqueConstraint("login_name", name="uq_persons_login_name"),
     sa.UniqueConstraint("phone", name="uq_persons_phone"),
 )
+
+person_roles = sa.Table(
+    "person_roles",
+    metadata,
+    sa.Column("person_id", sa.String(40), sa.ForeignKey("persons.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("role", sa.String(32), primary_key=True),
+    sa.Column("granted_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("kind", sa.String(48), nullable=False),
+    sa.Column("subject", sa.String(80), nullable=False, index=True),
+    sa.Column("actor", sa.String(80), nullable=True),
+    sa.Column("detail", sa.Unicode(400), nullable=False, server_default=""),
+)

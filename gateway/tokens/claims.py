@@ -21,6 +21,7 @@ class AccessTokenClaims(TypedDict):
     amr: list[str]
     auth_time: int
     cnf: NotRequired[Confirmation]
+    roles: NotRequired[list[str]]  # staff roles only (e.g. hall_staff); never personal data
 
 
 class TokenResponse(TypedDict):

@@ -35,6 +35,7 @@ class TokenIssuer:
         auth_time: int,
         audience: str | None = None,
         jkt: str | None = None,
+        roles: Sequence[str] = (),
         now: float | None = None,
     ) -> str:
         issued = int(time.time() if now is None else now)
@@ -52,6 +53,8 @@ class TokenIssuer:
         }
         if jkt:
             claims["cnf"] = {"jkt": jkt}
+        if roles:
+            claims["roles"] = list(roles)
         key = self.ring.signing_key(issued)
         header = {"alg": key.alg, "typ": "at+jwt", "kid": key.kid}
         return jwt.encode(header, dict(claims), key.key, algorithms=[key.alg])
@@ -64,6 +67,7 @@ class TokenIssuer:
         amr: Sequence[str],
         device_name: str = "",
         jkt: str | None = None,
+        roles: Sequence[str] = (),
     ) -> TokenResponse:
         """One login = one session (`sid`) with its first refresh token."""
         now = int(time.time())
@@ -79,6 +83,7 @@ class TokenIssuer:
             "created_at": str(now),
             "auth_time": str(now),
             "refresh_hash": token_hash(refresh_token),
+            "roles": " ".join(roles),
         }
         await self._store.put(f"session:{session_id}", session, ttl)
         await self._store.put(f"refresh:{token_hash(refresh_token)}", {"sid": session_id}, ttl)
