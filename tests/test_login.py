@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from gateway.tokens.verifier import AccessTokenVerifier, RemoteJwks
+from tests.support.accounts import fresh_ip, solved_captcha
 from tests.support.gateway_server import ThreadedGateway
 
 pytestmark = pytest.mark.anyio
@@ -67,9 +68,12 @@ async def test_fifth_failure_locks_whatever_identifier_is_used(http: httpx.Async
     person = make_person()
     identifiers = [person["phone"], person["login_name"], person["id_number"], person["phone"]]
     for left, identifier in zip((4, 3, 2, 1), identifiers, strict=True):
-        response = await http.post("/v1/login/password", json=login(identifier, "Wrong-pass1"))
+        # After the first wrong password every attempt needs a captcha (tests/test_accounts_lockout.py).
+        captcha = await solved_captcha(http) if left < 4 else {}
+        response = await http.post("/v1/login/password", json={**login(identifier, "Wrong-pass1"), **captcha})
         assert response.json()["attempts_left"] == left
-    fifth = await http.post("/v1/login/password", json=login(person["login_name"], "Wrong-pass1"))
+    captcha = await solved_captcha(http)
+    fifth = await http.post("/v1/login/password", json={**login(person["login_name"], "Wrong-pass1"), **captcha})
     assert fifth.status_code == 423
     assert fifth.json()["code"] == "account_locked"
     assert 7190 <= fifth.json()["retry_after"] <= 7200
@@ -81,8 +85,15 @@ async def test_fifth_failure_locks_whatever_identifier_is_used(http: httpx.Async
 
 async def test_fifty_parallel_wrong_guesses_count_exactly_five(http: httpx.AsyncClient, make_person: Person) -> None:
     person = make_person()
+    ip = fresh_ip()  # 50 attempts at once: keep them off the per-IP budget other tests share
+    captchas = [await solved_captcha(http, ip) for _ in range(50)]  # every guess answers its captcha
     answers = await asyncio.gather(
-        *(http.post("/v1/login/password", json=login(person["phone"], f"Wrong-pass{i}")) for i in range(50))
+        *(
+            http.post(
+                "/v1/login/password", json={**login(person["phone"], f"Wrong-pass{i}"), **captchas[i]}, headers=ip
+            )
+            for i in range(50)
+        )
     )
     statuses = [a.status_code for a in answers]
     assert statuses.count(401) == 4
@@ -93,7 +104,8 @@ async def test_fifty_parallel_wrong_guesses_count_exactly_five(http: httpx.Async
 async def test_success_resets_the_count(http: httpx.AsyncClient, make_person: Person) -> None:
     person = make_person()
     await http.post("/v1/login/password", json=login(person["phone"], "Wrong-pass1"))
-    assert (await http.post("/v1/login/password", json=login(person["phone"], person["password"]))).status_code == 200
+    right = {**login(person["phone"], person["password"]), **await solved_captcha(http)}
+    assert (await http.post("/v1/login/password", json=right)).status_code == 200
     again = await http.post("/v1/login/password", json=login(person["phone"], "Wrong-pass1"))
     assert again.json()["attempts_left"] == 4
 

@@ -20,6 +20,7 @@ class LockoutPolicy:
     max_failures: int
     lock_seconds: int
     scope: str  # "login" for persons, "unit" for declaration passwords
+    captcha_memory: int = 86400  # after a wrong secret, a captcha stays required this long (until a success)
 
 
 class Lockout:
@@ -29,6 +30,13 @@ class Lockout:
 
     def _keys(self, subject: str) -> tuple[str, str]:
         return f"{self._policy.scope}:fail:{subject}", f"{self._policy.scope}:lock:{subject}"
+
+    def _captcha_key(self, subject: str) -> str:
+        return f"{self._policy.scope}:captcha:{subject}"
+
+    async def captcha_required(self, subject: str) -> bool:
+        """True from the first wrong secret on, until a success or a password reset."""
+        return await self._store.get(self._captcha_key(subject)) is not None
 
     async def locked(self, subject: str) -> errors.Locked | None:
         _, lock_key = self._keys(subject)
@@ -59,11 +67,13 @@ class Lockout:
 
     async def failed(self, subject: str, attempt: int) -> errors.GatewayError:
         """The secret was wrong: the error to answer with (423 on the last attempt, else 401)."""
+        await self._store.put(self._captcha_key(subject), {"since": repr(time.time())}, self._policy.captcha_memory)
         if attempt >= self._policy.max_failures:
-            fail_key, lock_key = self._keys(subject)
+            _, lock_key = self._keys(subject)
             until = time.time() + self._policy.lock_seconds
             await self._store.put(lock_key, {"until": repr(until)}, self._policy.lock_seconds)
-            await self._store.delete(fail_key)
+            # The failure counter is left to expire (its TTL started at the first failure, so before the
+            # lock ends): deleting it here would let a guess racing past `locked()` start a fresh count.
             return self._locked_error(until)
         return errors.InvalidCredentials(
             "The account or password is wrong.",
@@ -74,8 +84,13 @@ class Lockout:
     async def succeeded(self, subject: str) -> None:
         fail_key, _ = self._keys(subject)
         await self._store.delete(fail_key)
+        await self._store.delete(self._captcha_key(subject))
 
-    async def unlock(self, subject: str) -> None:
+    async def unlock(self, subject: str) -> bool:
+        """Clear the lock and every counter; True when the subject was locked."""
         fail_key, lock_key = self._keys(subject)
+        was_locked = await self._store.get(lock_key) is not None
         await self._store.delete(fail_key)
         await self._store.delete(lock_key)
+        await self._store.delete(self._captcha_key(subject))
+        return was_locked

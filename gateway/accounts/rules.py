@@ -20,15 +20,15 @@ class IdType(StrEnum):
 
 
 _ID_FORMATS: dict[IdType, re.Pattern[str]] = {
-    IdType.PASSPORT: re.compile(r"[A-Z0-9]{5,17}"),
-    IdType.HK_MACAU_PERMIT: re.compile(r"[HM]\d{8}(\d{2})?"),
-    IdType.TAIWAN_PERMIT: re.compile(r"\d{8}(\d{2})?"),
-    IdType.FOREIGN_PERMANENT_RESIDENT: re.compile(r"[A-Z]{3}\d{12}|9\d{16}[0-9X]"),
+    IdType.PASSPORT: re.compile(r"[A-Z0-9]{5,17}", re.ASCII),
+    IdType.HK_MACAU_PERMIT: re.compile(r"[HM]\d{8}(\d{2})?", re.ASCII),
+    IdType.TAIWAN_PERMIT: re.compile(r"\d{8}(\d{2})?", re.ASCII),
+    IdType.FOREIGN_PERMANENT_RESIDENT: re.compile(r"[A-Z]{3}\d{12}|9\d{16}[0-9X]", re.ASCII),
 }
 
 # Letters (any case, case-sensitive), digits, CJK ideographs of every plane, underscore.
 _LOGIN_NAME = re.compile(r"[A-Za-z0-9_\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]{2,16}")
-_PHONE = re.compile(r"1[3-9]\d{9}")
+_PHONE = re.compile(r"1[3-9][0-9]{9}")
 _SPECIAL = re.compile(r"[^A-Za-z0-9\s]")
 
 
@@ -44,7 +44,52 @@ def normalise_id_number(id_type: IdType, id_number: str) -> str:
             ) from exc
     if not _ID_FORMATS[id_type].fullmatch(value):
         raise errors.BadRequest(f"The ID number is not a valid {id_type.value} number.", code="invalid_id_number")
+    if id_type is IdType.FOREIGN_PERMANENT_RESIDENT and len(value) == 18 and value[-1] != ric.calc_check_digit(value):
+        # The 2023 card's 18-character number carries the resident ID's ISO 7064 check digit.
+        raise errors.BadRequest("The permanent residence ID number has a wrong check digit.", code="invalid_id_number")
     return value
+
+
+# GB/T 2260 province-level divisions: 34 codes (the first two digits of every division code).
+PROVINCES: dict[str, str] = {
+    "11": "北京市", "12": "天津市", "13": "河北省", "14": "山西省", "15": "内蒙古自治区",
+    "21": "辽宁省", "22": "吉林省", "23": "黑龙江省",
+    "31": "上海市", "32": "江苏省", "33": "浙江省", "34": "安徽省", "35": "福建省", "36": "江西省", "37": "山东省",
+    "41": "河南省", "42": "湖北省", "43": "湖南省", "44": "广东省", "45": "广西壮族自治区", "46": "海南省",
+    "50": "重庆市", "51": "四川省", "52": "贵州省", "53": "云南省", "54": "西藏自治区",
+    "61": "陕西省", "62": "甘肃省", "63": "青海省", "64": "宁夏回族自治区", "65": "新疆维吾尔自治区",
+    "71": "台湾省", "81": "香港特别行政区", "82": "澳门特别行政区",
+}  # fmt: skip
+_REGION = re.compile(r"[0-9]{6}")
+_NATIONALITY = re.compile(r"[A-Z]{3}")
+
+
+def check_household_region(code: str) -> str:
+    """户籍所在地 as a GB/T 2260 division code: six digits under one of the 34 provinces."""
+    if not _REGION.fullmatch(code):
+        raise errors.BadRequest(
+            "The household region must be a 6-digit GB/T 2260 division code, e.g. 110105.",
+            code="household_region_format",
+        )
+    if code[:2] not in PROVINCES:
+        raise errors.BadRequest(
+            f"The household region {code} is in no province (the first two digits name one of the 34).",
+            code="household_region_unknown",
+        )
+    return code
+
+
+def check_nationality(id_type: IdType, nationality: str | None) -> str:
+    """ISO 3166-1 alpha-3; Chinese citizens' documents imply CHN."""
+    if id_type in (IdType.RESIDENT_ID, IdType.HK_MACAU_PERMIT, IdType.TAIWAN_PERMIT):
+        if nationality not in (None, "CHN"):
+            raise errors.BadRequest(f"A {id_type.value} holder's nationality is CHN.", code="invalid_nationality")
+        return "CHN"
+    if nationality is None or not _NATIONALITY.fullmatch(nationality):
+        raise errors.BadRequest(
+            "Give the nationality as an ISO 3166-1 alpha-3 code, e.g. USA.", code="invalid_nationality"
+        )
+    return nationality
 
 
 def normalise_name(name: str) -> str:

@@ -1,0 +1,45 @@
+"""Fixed-window throttles in the state store: "at most N per window per key" (per IP, per phone...).
+
+The window is part of the key, so the answer can say exactly when the window ends (Retry-After),
+and counting is one atomic `hit` whatever the number of gateway processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+from gateway import errors
+from gateway.state.base import StateStore
+
+
+class TooManyRequests(errors.TooManyRequests):
+    def __init__(self, detail: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(detail, code=code, headers={"Retry-After": str(retry_after)}, retry_after=retry_after)
+
+
+def key_part(value: str) -> str:
+    """Store keys never hold personal data (phones, ID numbers) in the clear."""
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Throttle:
+    store: StateStore
+    scope: str
+    limit: int
+    window: int
+    what: str = "requests"
+    code: str = "too_many_requests"
+
+    async def hit(self, key: str) -> None:
+        """Count one; raise TooManyRequests once the window's limit is passed."""
+        now = time.time()
+        bucket = int(now // self.window)
+        count = await self.store.hit(f"throttle:{self.scope}:{key_part(key)}:{bucket}", self.window + 1)
+        if count > self.limit:
+            retry_after = max(1, int((bucket + 1) * self.window - now + 0.999))
+            raise TooManyRequests(
+                f"Too many {self.what}. Try again in {retry_after} seconds.", retry_after=retry_after, code=self.code
+            )

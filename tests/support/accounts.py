@@ -1,0 +1,128 @@
+"""Helpers for the accounts tests: captchas, SMS codes from the dev sender's log, hall staff, fake
+HTTP services (a tiny Starlette app under uvicorn on a free port), and fresh client addresses."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+
+from gateway import cli
+from gateway.directory.audit import AuditLog
+from gateway.directory.db import create_engine
+from tests.support.gateway_server import CAPTCHA_ANSWER, ThreadedGateway, free_port
+
+_addresses = itertools.count(1)
+
+
+def fresh_ip() -> dict[str, str]:
+    """An X-Forwarded-For header naming a client address no other test uses (the test server trusts
+    127.0.0.1 as a proxy), so per-IP throttles of one test do not touch another. No traffic goes there."""
+    n = next(_addresses)
+    return {"X-Forwarded-For": f"198.51.{100 + n // 250}.{n % 250 + 1}"}
+
+
+async def solved_captcha(http: httpx.AsyncClient, headers: dict[str, str] | None = None) -> dict[str, str]:
+    response = await http.post("/v1/captcha", headers=headers or {})
+    assert response.status_code == 201, response.text
+    return {"captcha_id": response.json()["captcha_id"], "captcha_answer": CAPTCHA_ANSWER}
+
+
+class SmsCodes(logging.Handler):
+    """Reads the codes the dev SMS sender writes to the server log (by challenge id)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.codes: dict[str, str] = {}
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        challenge = getattr(record, "sms_challenge_id", None)
+        if challenge is not None:
+            self.codes[challenge] = str(getattr(record, "sms_code", ""))
+
+    def code_for(self, challenge_id: str) -> str:
+        deadline = time.monotonic() + 5
+        while challenge_id not in self.codes:
+            assert time.monotonic() < deadline, f"no SMS logged for {challenge_id}"
+            time.sleep(0.01)
+        return self.codes[challenge_id]
+
+
+@contextmanager
+def sms_codes() -> Iterator[SmsCodes]:
+    handler = SmsCodes()
+    logger = logging.getLogger("qrgate.sms")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+class FakeService:
+    """A Starlette app served by uvicorn in a thread on a free port (a provider the gateway calls)."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> FakeService:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the fake service did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+def grant_staff(gateway: ThreadedGateway, login_name: str) -> str:
+    """Through the same code path as `qrgate admin staff grant` (on its own event loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, cli.grant_staff(gateway.settings, login_name)).result()
+
+
+def audit_kinds(database_url: str, subject: str) -> list[str]:
+    """The kinds of the audit events of `subject`, oldest first (read with an engine of our own)."""
+
+    async def read() -> list[str]:
+        engine = create_engine(database_url)
+        try:
+            return [event.kind for event in reversed(await AuditLog(engine).events(subject))]
+        finally:
+            await engine.dispose()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, read()).result()
+
+
+async def login(
+    http: httpx.AsyncClient, identifier: str, password: str, headers: dict[str, str] | None = None, **extra: str
+) -> httpx.Response:
+    body = {"identifier": identifier, "password": password, "client_id": "web", **extra}
+    return await http.post("/v1/login/password", json=body, headers=headers or {})
+
+
+async def access_token(http: httpx.AsyncClient, person: dict[str, str]) -> str:
+    response = await login(http, person["login_name"], person["password"], fresh_ip())
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
