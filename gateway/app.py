@@ -15,7 +15,9 @@ from starlette.routing import Route
 
 from gateway import errors
 from gateway.accounts import login
+from gateway.accounts import routes as account_routes
 from gateway.accounts.lockout import Lockout, LockoutPolicy
+from gateway.accounts.parts import AccountParts
 from gateway.accounts.passwords import PasswordHashing
 from gateway.components import Draining, Gateway, gateway_of
 from gateway.directory.db import create_engine, migrate
@@ -27,9 +29,13 @@ from gateway.qr.service import QrService
 from gateway.settings import Settings
 from gateway.state.base import StateStore
 from gateway.state.memory import MemoryStore
+from gateway.tokens import endpoints as token_endpoints
 from gateway.tokens import routes as token_routes
+from gateway.tokens.client_auth import ClientAuthenticator
+from gateway.tokens.dpop import DpopVerifier, StoreReplayCache
 from gateway.tokens.issuer import TokenIssuer
-from gateway.tokens.keys import load_or_create
+from gateway.tokens.keys import KeyFile
+from gateway.tokens.sessions import SessionManager
 from gateway.tokens.verifier import AccessTokenVerifier, StaticKeys
 
 log = logging.getLogger("qrgate")
@@ -58,14 +64,18 @@ async def assemble(settings: Settings) -> AsyncIterator[Gateway]:
     store = create_store(settings)
     engine = create_engine(settings.database_url)
     hashing = password_hashing(settings)
+    accounts = AccountParts.create(settings, store, engine)
     try:
         if settings.database_auto_migrate:
             await migrate(engine)
         await store.start()
-        ring = load_or_create(settings.keys_file, settings.signing_alg)
-        issuer = TokenIssuer(settings, ring, store)
+        key_file = KeyFile(settings.keys_file, settings.signing_alg)
+        issuer = TokenIssuer(settings, key_file)
+        sessions = SessionManager(settings, store, issuer)
         verifier = AccessTokenVerifier(
-            StaticKeys(ring.verification_keys), issuer=settings.issuer, audience=settings.token_audience
+            StaticKeys(lambda: key_file.ring.verification_keys),
+            issuer=settings.issuer,
+            audience=settings.token_audience,
         )
         yield Gateway(
             settings=settings,
@@ -74,17 +84,28 @@ async def assemble(settings: Settings) -> AsyncIterator[Gateway]:
             directory=PersonDirectory(engine),
             hashing=hashing,
             issuer=issuer,
+            sessions=sessions,
+            dpop=DpopVerifier(StoreReplayCache(store)),
+            client_auth=ClientAuthenticator(settings, store),
+            audiences=frozenset({settings.token_audience, *settings.exchange_audiences}),
             verifier=verifier,
-            qr=QrService(settings, store, issuer),
+            qr=QrService(settings, store, sessions),
             images=QrImages(),
             clients=settings.client_policies(),
             login_lockout=Lockout(
                 store,
-                LockoutPolicy(settings.password_max_failures, settings.password_lockout_seconds, "login"),
+                LockoutPolicy(
+                    settings.password_max_failures,
+                    settings.password_lockout_seconds,
+                    "login",
+                    captcha_memory=settings.login_captcha_memory,
+                ),
             ),
+            accounts=accounts,
             draining=Draining(),
         )
     finally:
+        await accounts.close()
         await store.close()
         await engine.dispose()
         hashing.close()
@@ -128,7 +149,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             *qr_http.routes(),
             *login.routes(),
+            *account_routes.routes(),
             *token_routes.routes(),
+            *token_endpoints.routes(),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         middleware=[Middleware(BodyLimitMiddleware, limit=config.max_body_bytes)],

@@ -8,8 +8,11 @@ import getpass
 import socket
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
 import uvicorn
+from pydantic import ValidationError
 
 from gateway import errors
 from gateway.accounts import rules
@@ -17,6 +20,7 @@ from gateway.app import create_app, password_hashing
 from gateway.directory.db import create_engine, migrate
 from gateway.directory.persons import PersonDirectory
 from gateway.settings import Settings
+from gateway.tokens import keys
 
 
 class GatewayServer(uvicorn.Server):
@@ -86,6 +90,51 @@ async def upgrade_database(settings: Settings) -> None:
         await engine.dispose()
 
 
+def manage_keys(settings: Settings, args: argparse.Namespace) -> int:
+    path = Path(settings.keys_file)
+    ring = keys.load_or_create(path, settings.signing_alg)
+    if args.keys_command == "list":
+        signing = ring.signing_key().kid
+        for key in ring.keys:
+            created = datetime.fromtimestamp(key.created_at, UTC).isoformat(timespec="seconds")
+            active = datetime.fromtimestamp(key.active_from, UTC).isoformat(timespec="seconds")
+            mark = "  signing" if key.kid == signing else ""
+            print(f"{key.kid}  {key.alg:6}  created {created}  active from {active}{mark}")
+        return 0
+    if args.keys_command == "rotate":
+        delay = settings.key_activation_delay if args.activation_delay is None else args.activation_delay
+        key = keys.rotate(path, args.alg or settings.signing_alg, activation_delay=delay)
+        print(f"{key.kid}: published now, signs from {datetime.fromtimestamp(key.active_from, UTC).isoformat()}")
+        return 0
+    try:
+        keys.retire(path, args.kid, access_token_ttl=settings.access_token_ttl)
+    except keys.RetireRefused as exc:
+        print(f"qrgate: refused: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.kid}: retired")
+    return 0
+
+
+async def grant_staff(settings: Settings, login_name: str) -> str:
+    """Give the person with this login name the hall_staff role (audited); returns the person id."""
+    from gateway.accounts.parts import HALL_STAFF
+    from gateway.directory.audit import AuditLog
+
+    engine = create_engine(settings.database_url)
+    try:
+        if settings.database_auto_migrate:
+            await migrate(engine)
+        directory = PersonDirectory(engine)
+        person = await directory.find_by_identifier(rules.check_login_name(login_name))
+        if person is None or person.login_name != login_name:
+            raise errors.NotFound(f"No person has the login name {login_name!r}.", code="person_not_found")
+        await directory.grant_role(person.id, HALL_STAFF)
+        await AuditLog(engine).record("role_granted", person.id, actor="cli", detail=HALL_STAFF)
+        return person.id
+    finally:
+        await engine.dispose()
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="qrgate", description="QR-login and session gateway.")
     commands = top.add_subparsers(dest="command", required=True)
@@ -97,6 +146,14 @@ def parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database tasks").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply the migrations")
 
+    keys = commands.add_parser("keys", help="signing keys").add_subparsers(dest="keys_command", required=True)
+    keys.add_parser("list", help="list the keys: kid, algorithm, created, active from, signing now")
+    rotate = keys.add_parser("rotate", help="add a key; it is published at once and signs after a delay")
+    rotate.add_argument("--alg", choices=["ES256", "EdDSA"], default=None, help="default: QRGATE_SIGNING_ALG")
+    rotate.add_argument("--activation-delay", type=int, default=None, help="default: QRGATE_KEY_ACTIVATION_DELAY")
+    retire = keys.add_parser("retire", help="remove a key once no token it signed can be alive")
+    retire.add_argument("kid")
+
     admin = commands.add_parser("admin", help="administration").add_subparsers(dest="admin_command", required=True)
     person = admin.add_parser("person", help="people").add_subparsers(dest="person_command", required=True)
     add = person.add_parser("add", help="add a person to the directory; prints the new person id")
@@ -106,12 +163,19 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--id-type", required=True, choices=[t.value for t in rules.IdType])
     add.add_argument("--id-number", required=True)
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    staff = admin.add_parser("staff", help="hall staff").add_subparsers(dest="staff_command", required=True)
+    grant = staff.add_parser("grant", help="give a person the hall_staff role (registration codes, hall resets)")
+    grant.add_argument("login_name")
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # e.g. a dev-only feature with QRGATE_PRODUCTION=true
+        print(f"qrgate: refusing to start, the settings are invalid:\n{exc}", file=sys.stderr)
+        return 2
     if args.command == "serve":
         serve(settings, args.host, args.port)
         return 0
@@ -119,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(upgrade_database(settings))
         print("database is at the newest schema")
         return 0
+    if args.command == "keys":
+        return manage_keys(settings, args)
     if args.command == "admin" and args.admin_command == "person":
         password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else getpass.getpass("Password: ")
         try:
@@ -135,6 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except errors.GatewayError as exc:
             print(f"qrgate: {exc.code}: {exc.detail}", file=sys.stderr)
             return 2
+        return 0
+    if args.command == "admin" and args.admin_command == "staff":
+        try:
+            person_id = asyncio.run(grant_staff(settings, args.login_name))
+        except errors.GatewayError as exc:
+            print(f"qrgate: {exc.code}: {exc.detail}", file=sys.stderr)
+            return 2
+        print(f"{args.login_name} ({person_id}) is now hall staff")
         return 0
     return 2
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
@@ -15,8 +16,14 @@ from gateway.qr.render import QrImages
 from gateway.qr.service import QrService
 from gateway.settings import ClientPolicy, Settings
 from gateway.state.base import StateStore
+from gateway.tokens.client_auth import ClientAuthenticator
+from gateway.tokens.dpop import DpopVerifier
 from gateway.tokens.issuer import TokenIssuer
+from gateway.tokens.sessions import SessionManager
 from gateway.tokens.verifier import AccessTokenVerifier
+
+if TYPE_CHECKING:  # the accounts parts import gateway_of from here
+    from gateway.accounts.parts import AccountParts
 
 
 @dataclass
@@ -39,11 +46,16 @@ class Gateway:
     directory: PersonDirectory
     hashing: PasswordHashing
     issuer: TokenIssuer
+    sessions: SessionManager
+    dpop: DpopVerifier
+    client_auth: ClientAuthenticator
+    audiences: frozenset[str]
     verifier: AccessTokenVerifier
     qr: QrService
     images: QrImages
     clients: dict[str, ClientPolicy]
     login_lockout: Lockout
+    accounts: AccountParts
     draining: Draining
 
 

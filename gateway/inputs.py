@@ -6,6 +6,7 @@ Every way a request can be malformed ends here as a 4xx problem that names what 
 from __future__ import annotations
 
 from typing import TypeVar
+from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
@@ -49,6 +50,24 @@ async def read_json(request: Request, model: type[Model]) -> Model:
     if not isinstance(data, dict):
         raise errors.BadRequest("The body must be a JSON object.", code="invalid_request")
     return parse_model(model, data)
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """An application/x-www-form-urlencoded body (OAuth endpoints), each field at most once."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+        raise errors.UnsupportedMediaType("Send the body as application/x-www-form-urlencoded.")
+    try:
+        text = (await request.body()).decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=32)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise errors.BadRequest("The form body is malformed.", code="invalid_request", error="invalid_request") from exc
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            raise errors.BadRequest(f"{name} is given twice.", code="invalid_request", error="invalid_request")
+        form[name] = value
+    return form
 
 
 def bearer_token(request: Request) -> str:

@@ -7,9 +7,9 @@ Handlers never hold a literal lifetime or limit: they read it from here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Self
 
-from pydantic import Field
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,6 +23,22 @@ class ClientPolicy:
 
 
 DEFAULT_CLIENTS = "withholding-desktop:mint,mobile-app:scan,web"
+
+
+class AudiencePolicy(BaseModel):
+    """A downstream subsystem reachable by token exchange (RFC 8693)."""
+
+    scopes: list[str] = Field(default_factory=list, description="Scopes a token for it may carry.")
+    clients: list[str] = Field(default_factory=list, description="Clients allowed to exchange for it.")
+
+
+class ConfidentialClient(BaseModel):
+    """A downstream service that authenticates to the gateway (introspection, exchange with `act`)."""
+
+    secret_sha256: str | None = Field(None, description="hex SHA-256 of the client secret (secret auth)")
+    jwks: dict[str, Any] | None = Field(None, description="public JWKS for private_key_jwt auth")
+    may_introspect: bool = False
+    may_exchange: bool = False
 
 
 class Settings(BaseSettings):
@@ -59,10 +75,30 @@ class Settings(BaseSettings):
 
     access_token_ttl: int = Field(600, ge=30, le=3600, description="Access-token lifetime (s).")
     refresh_token_ttl: int = Field(7 * 24 * 3600, ge=300, description="Absolute lifetime of a refresh session (s).")
+    session_idle_ttl: int = Field(
+        8 * 3600, ge=60, description="A refresh session ends after this long without a refresh (s)."
+    )
     token_audience: str = Field("qrgate-sso", description="`aud` of access tokens issued for the SSO.")
     clients: str = Field(
         DEFAULT_CLIENTS,
         description="Known client ids, comma-separated; `:mint` may mint QR codes, `:scan` may scan them.",
+    )
+
+    exchange_audiences: dict[str, AudiencePolicy] = Field(
+        default_factory=lambda: {
+            "units": AudiencePolicy(
+                scopes=["units.read", "units.verify"], clients=["withholding-desktop", "web", "mobile-app"]
+            )
+        },
+        description="Token-exchange targets as JSON: {audience: {scopes: [...], clients: [...]}}.",
+    )
+    confidential_clients: dict[str, ConfidentialClient] = Field(
+        default_factory=dict,
+        description="Authenticated service clients as JSON: {client_id: {secret_sha256 | jwks, may_introspect, "
+        "may_exchange}}.",
+    )
+    key_activation_delay: int = Field(
+        900, ge=0, description="Seconds a rotated-in key is published before it signs (> JWKS cache age)."
     )
 
     password_max_failures: int = Field(5, ge=1, le=100, description="Wrong passwords before lockout.")
@@ -71,6 +107,75 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(2, ge=1, description="argon2id iterations.")
     argon2_parallelism: int = Field(1, ge=1, description="argon2id lanes.")
     hash_workers: int = Field(2, ge=1, le=64, description="Threads that hash passwords off the event loop.")
+
+    # Accounts: captcha, lockout, registration, SMS, face verification, password recovery -----------
+    production: bool = Field(
+        False, description="A production deployment: refuses dev-only features (dev SMS sender, fixed captcha)."
+    )
+    captcha_ttl: int = Field(300, ge=30, le=3600, description="Seconds a captcha may be answered (once).")
+    captcha_length: int = Field(4, ge=4, le=8, description="Characters shown in a captcha.")
+    captcha_test_answer: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9]{0,8}$",
+        description="Tests only: every captcha shows this text (image and hashing stay real). Refused in production.",
+    )
+    captcha_ip_max: int = Field(60, ge=1, description="Captchas one IP address may request per captcha_ip_window.")
+    captcha_ip_window: int = Field(60, ge=1, description="Window of captcha_ip_max (s).")
+    login_captcha_memory: int = Field(
+        86400, ge=60, description="After a wrong password a captcha stays required this long, or until a success (s)."
+    )
+    login_ip_max_attempts: int = Field(
+        300, ge=1, description="Password-login attempts one IP address may make per login_ip_window."
+    )
+    login_ip_window: int = Field(60, ge=1, description="Window of login_ip_max_attempts (s).")
+    identity_ip_max_attempts: int = Field(
+        30, ge=1, description="Identity checks (registration, face, forgotten password) per IP per identity_ip_window."
+    )
+    identity_ip_window: int = Field(3600, ge=1, description="Window of identity_ip_max_attempts (s).")
+    registration_code_ttl: int = Field(7 * 24 * 3600, ge=60, description="Lifetime of a hall registration code (s).")
+    registration_code_max_attempts: int = Field(
+        5, ge=1, le=100, description="Wrong codes one identity may try before its registration code is void."
+    )
+    registration_ttl: int = Field(
+        1800, ge=60, le=86400, description="Time to complete a registration after the identity check (s)."
+    )
+    sms_sender: Literal["dev", "webhook"] = Field(
+        "dev", description="`dev` writes codes to the server log (refused in production); `webhook` POSTs them."
+    )
+    sms_webhook_url: str = Field("", description="SMS provider webhook (https URL) for sms_sender=webhook.")
+    sms_webhook_secret: SecretStr = Field(
+        SecretStr(""), description="Bearer secret sent to the SMS webhook (never logged)."
+    )
+    sms_webhook_timeout: float = Field(5.0, gt=0, le=60, description="SMS webhook timeout (s).")
+    sms_code_ttl: int = Field(300, ge=30, le=3600, description="Lifetime of an SMS code (s).")
+    sms_resend_interval: int = Field(60, ge=1, description="At most one SMS per phone and purpose per this many s.")
+    sms_daily_cap: int = Field(10, ge=1, description="SMS codes one phone number may receive per day.")
+    sms_ip_max: int = Field(30, ge=1, description="SMS codes one IP address may request per sms_ip_window.")
+    sms_ip_window: int = Field(3600, ge=1, description="Window of sms_ip_max (s).")
+    sms_max_verify_attempts: int = Field(5, ge=1, le=20, description="Wrong tries before an SMS code is void.")
+    face_verification_url: str = Field(
+        "", description="Face verification service endpoint; empty disables registration by face."
+    )
+    face_verification_client_id: str = Field("", description="Client id at the face verification service.")
+    face_verification_secret: SecretStr = Field(
+        SecretStr(""), description="Secret at the face verification service (HTTP Basic, never logged)."
+    )
+    face_verification_timeout: float = Field(10.0, gt=0, le=60, description="Face verification timeout (s).")
+    face_max_attempts: int = Field(5, ge=1, description="Face verifications one identity may try per day.")
+    reset_ticket_ttl: int = Field(600, ge=60, le=3600, description="Lifetime of a password-reset ticket (s).")
+
+    @model_validator(mode="after")
+    def _refuse_dev_features_in_production(self) -> Self:
+        if self.production and self.captcha_test_answer:
+            raise ValueError("QRGATE_CAPTCHA_TEST_ANSWER is for tests only: it must be empty in production")
+        if self.production and self.sms_sender == "dev":
+            raise ValueError(
+                "the dev SMS sender writes codes to the log: in production set QRGATE_SMS_SENDER=webhook "
+                "and QRGATE_SMS_WEBHOOK_URL"
+            )
+        if self.sms_sender == "webhook" and not self.sms_webhook_url:
+            raise ValueError("QRGATE_SMS_SENDER=webhook needs QRGATE_SMS_WEBHOOK_URL")
+        return self
 
     trusted_proxies: str = Field(
         "127.0.0.1", description="Addresses whose X-Forwarded-For is trusted (comma-separated, or *)."

@@ -123,7 +123,7 @@ async def abandon(request: Request) -> Response:
 
 
 async def scanning_person(request: Request, gw: Gateway) -> tuple[str, str]:
-    claims = await authenticate(request, gw.verifier)
+    claims = await authenticate(request, gw)
     policy = gw.clients.get(claims["client_id"])
     if policy is None or not policy.may_scan_qr:
         raise errors.Forbidden("Only the mobile app may scan QR codes.", code="client_not_allowed")

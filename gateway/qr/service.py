@@ -19,7 +19,7 @@ from gateway.qr.messages import MintResponse, ScanResponse, StateView
 from gateway.settings import Settings
 from gateway.state.base import StateStore
 from gateway.tokens.claims import TokenResponse
-from gateway.tokens.issuer import TokenIssuer
+from gateway.tokens.sessions import SessionManager
 
 QR_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{22}")
 
@@ -49,10 +49,10 @@ class Scanner:
 
 
 class QrService:
-    def __init__(self, settings: Settings, store: StateStore, issuer: TokenIssuer) -> None:
+    def __init__(self, settings: Settings, store: StateStore, sessions: SessionManager) -> None:
         self._settings = settings
         self._store = store
-        self._issuer = issuer
+        self._sessions = sessions
         self._base = settings.public_url.rstrip("/")
 
     # desktop ---------------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ class QrService:
         ok, record = await self._store.transition_qr(qr_id, machine.plan(QrEvent.DELIVER), time.time())
         if not ok or record is None:
             return None
-        return await self._issuer.start_session(
+        return await self._sessions.start(
             subject=record["scanner_sub"],
             client_id=record["client_id"],
             amr=["qr"],

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Protocol
+from typing import Literal, Protocol
 
 from gateway import errors
 from gateway.qr.machine import Transition
+
+RotateOutcome = Literal["rotated", "reused", "unknown"]
 
 
 class StoreUnavailable(errors.ServiceUnavailable):
@@ -100,6 +102,29 @@ class StateStore(Protocol):
 
     def subscribe(self, qr_id: str) -> AbstractAsyncContextManager[Waiter]:
         """Async context manager: a waiter on the QR's wake-up channel, registered on entry."""
+
+    # Refresh sessions ------------------------------------------------------------------------------
+    async def create_session(self, sid: str, session: Mapping[str, str], ttl: int) -> None: ...
+
+    async def get_session(self, sid: str) -> dict[str, str] | None: ...
+
+    async def rotate_refresh(
+        self, sid: str, presented_hash: str, new_hash: str, now: float, ttl: int
+    ) -> tuple[RotateOutcome, dict[str, str] | None]:
+        """Atomically: if `presented_hash` is the session's current refresh hash, replace it with
+        `new_hash`, remember the old one as spent, set `last_used` and the TTL -> ("rotated", session).
+        If it is a spent one -> delete the session ("reused", None): reuse means theft.
+        Otherwise ("unknown", None) and nothing changes."""
+
+    async def end_session(self, sid: str) -> bool:
+        """Delete the session; True if it existed."""
+
+    async def add_member(self, key: str, member: str, ttl: int) -> None:
+        """Add to an expiring set (e.g. a person's session ids); the TTL is extended, never shortened."""
+
+    async def members(self, key: str) -> set[str]: ...
+
+    async def remove_member(self, key: str, member: str) -> None: ...
 
     # Generic expiring data ---------------------------------------------------------------------
     async def hit(self, key: str, ttl: int) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 
 from gateway.qr.machine import Transition
-from gateway.state.base import LocalWaiters, Waiter, waiting
+from gateway.state.base import LocalWaiters, RotateOutcome, Waiter, waiting
 
 SWEEP_INTERVAL = 30.0
 
@@ -20,6 +20,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._data: dict[str, tuple[float, dict[str, str]]] = {}
         self._counters: dict[str, tuple[float, int]] = {}
+        self._sets: dict[str, tuple[float, set[str]]] = {}
         self.waiters = LocalWaiters()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -41,7 +42,7 @@ class MemoryStore:
 
     def sweep(self) -> None:
         now = time.monotonic()
-        for table in (self._data, self._counters):
+        for table in (self._data, self._counters, self._sets):
             for key in [k for k, (deadline, _) in table.items() if deadline <= now]:
                 del table[key]
 
@@ -76,6 +77,61 @@ class MemoryStore:
 
     def subscribe(self, qr_id: str) -> AbstractAsyncContextManager[Waiter]:
         return waiting(self.waiters, qr_id)
+
+    # Refresh sessions ------------------------------------------------------------------------------
+    async def create_session(self, sid: str, session: Mapping[str, str], ttl: int) -> None:
+        self._data["session:" + sid] = (time.monotonic() + ttl, dict(session))
+        self._sets.pop("session-spent:" + sid, None)
+
+    async def get_session(self, sid: str) -> dict[str, str] | None:
+        return await self.get("session:" + sid)
+
+    async def rotate_refresh(
+        self, sid: str, presented_hash: str, new_hash: str, now: float, ttl: int
+    ) -> tuple[RotateOutcome, dict[str, str] | None]:
+        session = self._read("session:" + sid)
+        if session is None:
+            return "unknown", None
+        spent_key = "session-spent:" + sid
+        if session.get("refresh_hash") == presented_hash:
+            session.update(refresh_hash=new_hash, last_used=repr(now))
+            deadline = time.monotonic() + ttl
+            self._data["session:" + sid] = (deadline, session)
+            _, spent = self._sets.get(spent_key, (0.0, set()))
+            spent.add(presented_hash)
+            self._sets[spent_key] = (deadline, spent)
+            return "rotated", dict(session)
+        if presented_hash in self._read_set(spent_key):
+            del self._data["session:" + sid]
+            self._sets.pop(spent_key, None)
+            return "reused", None
+        return "unknown", None
+
+    async def end_session(self, sid: str) -> bool:
+        existed = self._read("session:" + sid) is not None
+        self._data.pop("session:" + sid, None)
+        self._sets.pop("session-spent:" + sid, None)
+        return existed
+
+    def _read_set(self, key: str) -> set[str]:
+        item = self._sets.get(key)
+        if item is None or item[0] <= time.monotonic():
+            self._sets.pop(key, None)
+            return set()
+        return item[1]
+
+    async def add_member(self, key: str, member: str, ttl: int) -> None:
+        deadline, current = self._sets.get(key, (0.0, set()))
+        if deadline <= time.monotonic():
+            current = set()
+        current.add(member)
+        self._sets[key] = (max(deadline, time.monotonic() + ttl), current)
+
+    async def members(self, key: str) -> set[str]:
+        return set(self._read_set(key))
+
+    async def remove_member(self, key: str, member: str) -> None:
+        self._read_set(key).discard(member)
 
     # Generic expiring data ---------------------------------------------------------------------
     async def hit(self, key: str, ttl: int) -> int:

@@ -1,17 +1,39 @@
-"""Authenticate a request by its bearer access token (the gateway trusting its own tokens)."""
+"""Authenticate a request to the gateway by its access token: signature and claims, the session
+still alive (logout and reuse detection take effect at once here), and for a DPoP-bound token a
+proof by the bound key."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 
 from gateway import errors
+from gateway.components import Gateway
 from gateway.inputs import bearer_token
 from gateway.tokens.claims import AccessTokenClaims
-from gateway.tokens.verifier import AccessTokenVerifier, InvalidToken
+from gateway.tokens.dpop import InvalidProof
+from gateway.tokens.verifier import InvalidToken
 
 
-async def authenticate(request: Request, verifier: AccessTokenVerifier) -> AccessTokenClaims:
+async def authenticate(request: Request, gw: Gateway) -> AccessTokenClaims:
+    token = bearer_token(request)
     try:
-        return await verifier.verify(bearer_token(request))
+        claims = await gw.verifier.verify(token)
     except InvalidToken as exc:
         raise errors.Unauthorized(f"The access token is not valid: {exc}.", code="invalid_token") from exc
+    if await gw.sessions.alive(claims["sid"]) is None:
+        raise errors.Unauthorized("The session of this access token has ended.", code="session_ended")
+    jkt = claims.get("cnf", {}).get("jkt")
+    if jkt:
+        scheme = request.headers.get("authorization", "").split(" ", 1)[0].lower()
+        url = gw.settings.issuer + request.url.path
+        try:
+            if scheme != "dpop":
+                raise InvalidProof("a DPoP-bound token must be sent with the DPoP scheme")
+            await gw.dpop.verify(
+                request.headers.get("dpop"), method=request.method, url=url, jkt=jkt, access_token=token
+            )
+        except InvalidProof as exc:
+            raise errors.Unauthorized(
+                f"DPoP proof refused: {exc}.", code="invalid_dpop_proof", headers={"WWW-Authenticate": "DPoP"}
+            ) from exc
+    return claims

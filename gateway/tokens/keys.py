@@ -8,16 +8,23 @@ older key keep verifying until that key is retired.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, KeySet, OKPKey
 
 ALGORITHMS = ("ES256", "EdDSA")
+
+# We sign Ed25519 keys with the JOSE name "EdDSA" (RFC 8037), which every verifier knows; joserfc
+# warns that RFC 9864 prefers "Ed25519". Both are accepted by our verifier.
+warnings.filterwarnings("ignore", message="EdDSA is deprecated via RFC 9864", category=SecurityWarning)
 _PUBLIC_MEMBERS = ("kty", "crv", "x", "y", "kid")
 
 
@@ -77,6 +84,7 @@ class KeyRing:
     def public_jwks(self) -> dict[str, Any]:
         return {"keys": [k.public_jwk() for k in self.keys]}
 
+    @functools.cached_property
     def verification_keys(self) -> KeySet:
         return KeySet.import_key_set(self.public_jwks())  # type: ignore[arg-type]
 
@@ -110,5 +118,70 @@ def load_or_create(path: str | Path, alg: str) -> KeyRing:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-    data = json.loads(target.read_text())
+    return read_key_file(target)
+
+
+class KeyFile:
+    """The key ring of a key file, re-read when the file changes (checked at most once a second), so
+    a key added by `qrgate keys rotate` is published by every running process within a second."""
+
+    def __init__(self, path: str | Path, alg: str, *, check_every: float = 1.0) -> None:
+        self.path = Path(path)
+        self._ring = load_or_create(self.path, alg)
+        self._mtime = self.path.stat().st_mtime_ns
+        self._checked = time.monotonic()
+        self._check_every = check_every
+
+    @property
+    def ring(self) -> KeyRing:
+        now = time.monotonic()
+        if now - self._checked >= self._check_every:
+            self._checked = now
+            try:
+                mtime = self.path.stat().st_mtime_ns
+                if mtime != self._mtime:
+                    self._ring = read_key_file(self.path)
+                    self._mtime = mtime
+            except (OSError, ValueError, KeyError):
+                pass  # keep serving the keys we have; the file is being replaced or is broken
+        return self._ring
+
+
+def read_key_file(path: Path) -> KeyRing:
+    data = json.loads(path.read_text())
     return KeyRing([_load_entry(entry) for entry in data["keys"]])
+
+
+class RetireRefused(Exception):
+    pass
+
+
+def rotate(path: Path, alg: str, *, activation_delay: float, now: float | None = None) -> SigningKey:
+    """Add a key: published at once, used for signing only after `activation_delay` seconds (longer
+    than verifiers cache the JWKS, so every verifier has it before the first token it signs)."""
+    ring = read_key_file(path)
+    key = generate_key(alg, now=now, activation_delay=activation_delay)
+    write_key_file(path, KeyRing([*ring.keys, key]))
+    return key
+
+
+def retire(path: Path, kid: str, *, access_token_ttl: int, leeway: int = 60, now: float | None = None) -> None:
+    """Remove a key, refused while a token it signed may still be alive."""
+    moment = time.time() if now is None else now
+    ring = read_key_file(path)
+    target = next((k for k in ring.keys if k.kid == kid), None)
+    if target is None:
+        raise RetireRefused(f"no key {kid!r} in {path}")
+    if ring.signing_key(moment).kid == kid:
+        raise RetireRefused(f"{kid} is the signing key now; rotate first and wait until its successor is active")
+    later = [k.active_from for k in ring.keys if k.active_from > target.active_from]
+    if not later and target.active_from <= moment:
+        raise RetireRefused(f"{kid} still signs")
+    if later:
+        last_signed = min(later)
+        safe_after = last_signed + access_token_ttl + leeway
+        if moment < safe_after:
+            raise RetireRefused(
+                f"tokens signed by {kid} may live until {int(safe_after)} ({int(safe_after - moment)} s from now)"
+            )
+    write_key_file(path, KeyRing([k for k in ring.keys if k.kid != kid]))

@@ -15,7 +15,7 @@ import asyncio
 import base64
 import binascii
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol, cast
 
 import httpx
@@ -129,16 +129,17 @@ class AccessTokenVerifier:
         self._keys = keys
         self._algorithms = list(algorithms)
         self._typ = typ
+        self._audience = audience
         self._registry = JWTClaimsRegistry(
             leeway=leeway,
             iss={"essential": True, "value": issuer},
-            aud={"essential": True, "value": audience},
             exp={"essential": True},
             sub={"essential": True},
             iat={"essential": True},
         )
 
-    async def verify(self, token: str) -> AccessTokenClaims:
+    async def verify(self, token: str, *, audiences: Collection[str] | None = None) -> AccessTokenClaims:
+        """The token's claims, if it is valid for `audiences` (default: the verifier's audience)."""
         if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
             raise InvalidToken("malformed token")
         header = _header_of(token)
@@ -160,4 +161,11 @@ class AccessTokenVerifier:
         except (JoseError, ValueError) as exc:
             raise InvalidToken(f"token rejected: {exc.__class__.__name__}") from exc
         claims: dict[str, Any] = decoded.claims
+        aud = claims.get("aud")
+        token_audiences = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
+        if not token_audiences & set(audiences or (self._audience,)):
+            raise InvalidToken("token is for another audience")
+        for name in ("sid", "client_id"):
+            if not isinstance(claims.get(name), str):
+                raise InvalidToken(f"token lacks {name}")
         return cast(AccessTokenClaims, claims)

@@ -23,6 +23,8 @@ from gateway.cli import GatewayServer, add_person_record
 from gateway.settings import Settings
 
 FAST_HASHING: dict[str, Any] = {"argon2_memory_kib": 1024, "argon2_time_cost": 1}
+# Every captcha of a test gateway shows this text (the image and hashing path stay real; see captcha.py).
+CAPTCHA_ANSWER = "T3ST"
 
 
 def free_port() -> int:
@@ -37,6 +39,7 @@ def make_settings(tmp: Path, port: int, **overrides: Any) -> Settings:
         "database_url": f"sqlite+aiosqlite:///{tmp / 'qrgate.db'}",
         "keys_file": str(tmp / "keys.json"),
         **FAST_HASHING,
+        "captcha_test_answer": CAPTCHA_ANSWER,
         **overrides,
     }
     return Settings(**values)
@@ -80,6 +83,29 @@ class ThreadedGateway:
         also works from inside an async test)."""
         with ThreadPoolExecutor(1) as pool:
             return pool.submit(asyncio.run, add_person_record(self.settings, **person)).result()
+
+
+class AppServer:
+    """Any ASGI app under a real uvicorn in a thread: `with AppServer(app) as base_url: ...`."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="auto")
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the app server did not start")
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
 
 
 class GatewayProcess:

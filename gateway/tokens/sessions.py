@@ -1,0 +1,186 @@
+"""Refresh sessions: one per login (`sid`), rotated on every use, revoked as a whole on reuse.
+
+A refresh token is `<sid>.<secret>`: the store keeps only the secret's hash, as the session's
+current one, and the hashes of spent ones. Presenting the current token rotates it (one atomic store
+operation); presenting a spent one means two parties hold the chain, so the session dies for both
+(OAuth 2.0 Security BCP, section 4.14). There is no grace window: a client that lost the answer to
+a refresh must log in again, which the desktop does by showing a new QR code.
+
+Each session lives until its idle deadline (extended by every refresh) or its absolute deadline,
+whichever comes first. A person's session ids are indexed so they can be listed and ended together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gateway import errors
+from gateway.settings import Settings
+from gateway.state.base import StateStore
+from gateway.tokens.claims import TokenResponse
+from gateway.tokens.issuer import TokenIssuer
+
+
+class InvalidGrant(errors.BadRequest):
+    code = "invalid_grant"
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def split_refresh_token(token: str) -> tuple[str, str] | None:
+    sid, dot, secret = token.partition(".")
+    if not dot or not 16 <= len(sid) <= 64 or not 32 <= len(secret) <= 128:
+        return None
+    return sid, secret
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    sid: str
+    client_id: str
+    device_name: str
+    amr: list[str]
+    created_at: int
+    last_used: int
+
+
+class SessionManager:
+    def __init__(self, settings: Settings, store: StateStore, issuer: TokenIssuer) -> None:
+        self._settings = settings
+        self._store = store
+        self._issuer = issuer
+
+    def _index(self, subject: str) -> str:
+        return f"person-sessions:{subject}"
+
+    async def start(
+        self,
+        *,
+        subject: str,
+        client_id: str,
+        amr: Sequence[str],
+        device_name: str = "",
+        jkt: str | None = None,
+        roles: Sequence[str] = (),
+    ) -> TokenResponse:
+        """One login = one session with its first refresh token."""
+        now = int(time.time())
+        sid = secrets.token_urlsafe(16)
+        secret = secrets.token_urlsafe(32)
+        absolute = self._settings.refresh_token_ttl
+        session = {
+            "sub": subject,
+            "client_id": client_id,
+            "amr": " ".join(amr),
+            "device_name": device_name,
+            "jkt": jkt or "",
+            "roles": " ".join(roles),
+            "created_at": str(now),
+            "auth_time": str(now),
+            "last_used": str(now),
+            "expires_at": str(now + absolute),
+            "refresh_hash": _hash(secret),
+        }
+        await self._store.create_session(sid, session, min(absolute, self._settings.session_idle_ttl))
+        await self._store.add_member(self._index(subject), sid, absolute)
+        return self._response(sid, session, f"{sid}.{secret}", now)
+
+    def _response(self, sid: str, session: dict[str, str], refresh_token: str, now: int) -> TokenResponse:
+        jkt = session["jkt"] or None
+        access = self._issuer.access_token(
+            subject=session["sub"],
+            client_id=session["client_id"],
+            session_id=sid,
+            amr=session["amr"].split(),
+            auth_time=int(session["auth_time"]),
+            jkt=jkt,
+            roles=session["roles"].split(),
+            now=now,
+        )
+        return {
+            "access_token": access,
+            "token_type": "DPoP" if jkt else "Bearer",
+            "expires_in": self._settings.access_token_ttl,
+            "refresh_token": refresh_token,
+        }
+
+    async def peek(self, refresh_token: str) -> tuple[str, dict[str, str]] | None:
+        """The session a refresh token names, if the token is its current one (changes nothing)."""
+        parts = split_refresh_token(refresh_token)
+        if parts is None:
+            return None
+        sid, secret = parts
+        session = await self._store.get_session(sid)
+        if session is None or not secrets.compare_digest(session["refresh_hash"], _hash(secret)):
+            return None
+        return sid, session
+
+    async def refresh(self, refresh_token: str, *, client_id: str) -> TokenResponse:
+        parts = split_refresh_token(refresh_token)
+        if parts is None:
+            raise InvalidGrant("The refresh token is malformed.", error="invalid_grant")
+        sid, secret = parts
+        session = await self._store.get_session(sid)
+        if session is not None and session["client_id"] != client_id:
+            raise InvalidGrant("The refresh token was issued to another client.", error="invalid_grant")
+        now = int(time.time())
+        new_secret = secrets.token_urlsafe(32)
+        ttl = self._ttl(session, now) if session is not None else 1
+        outcome, rotated = await self._store.rotate_refresh(sid, _hash(secret), _hash(new_secret), now, ttl)
+        if outcome == "reused":
+            raise InvalidGrant(
+                "This refresh token was already used; the session has been ended for safety. Log in again.",
+                error="invalid_grant",
+                code="refresh_token_reused",
+            )
+        if rotated is None:
+            raise InvalidGrant("The refresh token is not valid or the session has ended.", error="invalid_grant")
+        return self._response(sid, rotated, f"{sid}.{new_secret}", now)
+
+    def _ttl(self, session: dict[str, str], now: int) -> int:
+        return max(1, min(self._settings.session_idle_ttl, int(session["expires_at"]) - now))
+
+    async def alive(self, sid: str) -> dict[str, str] | None:
+        return await self._store.get_session(sid)
+
+    async def end(self, sid: str) -> bool:
+        session = await self._store.get_session(sid)
+        ended = await self._store.end_session(sid)
+        if session is not None:
+            await self._store.remove_member(self._index(session["sub"]), sid)
+        return ended
+
+    async def list_of(self, subject: str) -> list[SessionInfo]:
+        result = []
+        for sid in sorted(await self._store.members(self._index(subject))):
+            session = await self._store.get_session(sid)
+            if session is None or session["sub"] != subject:
+                await self._store.remove_member(self._index(subject), sid)
+                continue
+            result.append(
+                SessionInfo(
+                    sid=sid,
+                    client_id=session["client_id"],
+                    device_name=session["device_name"],
+                    amr=session["amr"].split(),
+                    created_at=int(session["created_at"]),
+                    last_used=int(float(session["last_used"])),
+                )
+            )
+        return sorted(result, key=lambda s: s.created_at)
+
+    async def end_sessions_of(self, subject: str) -> int:
+        """End every session of a person (password reset, account closure). Returns how many."""
+        ended = 0
+        for sid in await self._store.members(self._index(subject)):
+            session = await self._store.get_session(sid)
+            if session is not None and session["sub"] == subject:
+                ended += await self._store.end_session(sid)
+            await self._store.remove_member(self._index(subject), sid)
+        return ended
