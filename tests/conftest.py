@@ -28,7 +28,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGatewa
 def new_identity() -> dict[str, str]:
     """A fresh, valid person (unique phone, login name and resident ID number)."""
     n = next(_counter)
-    body = f"110105199001{n % 100:02d}{(n // 100) % 1000:03d}"
+    body = f"1101051990{(n // 28) % 12 + 1:02d}{n % 28 + 1:02d}{(n // 336) % 1000:03d}"  # a real birth date
     weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
     check = "10X98765432"[sum(int(d) * w for d, w in zip(body, weights, strict=True)) % 11]
     return {

@@ -151,6 +151,7 @@ class SmsChallenges:
             await self.sender.send(phone=phone, code=code, purpose=purpose, challenge_id=challenge_id, ttl=ttl)
         except SmsUnavailable:
             await self._store.delete(f"sms:{challenge_id}")
+            await self._resend.forget(f"{purpose}:{phone}")  # nothing was sent: the person may retry at once
             raise
         return {
             "challenge_id": challenge_id,

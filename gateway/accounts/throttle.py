@@ -33,13 +33,20 @@ class Throttle:
     what: str = "requests"
     code: str = "too_many_requests"
 
+    def _key(self, key: str, bucket: int) -> str:
+        return f"throttle:{self.scope}:{key_part(key)}:{bucket}"
+
     async def hit(self, key: str) -> None:
         """Count one; raise TooManyRequests once the window's limit is passed."""
         now = time.time()
         bucket = int(now // self.window)
-        count = await self.store.hit(f"throttle:{self.scope}:{key_part(key)}:{bucket}", self.window + 1)
+        count = await self.store.hit(self._key(key, bucket), self.window + 1)
         if count > self.limit:
             retry_after = max(1, int((bucket + 1) * self.window - now + 0.999))
             raise TooManyRequests(
                 f"Too many {self.what}. Try again in {retry_after} seconds.", retry_after=retry_after, code=self.code
             )
+
+    async def forget(self, key: str) -> None:
+        """Drop the current window's count (for a one-per-window limit whose one did not happen)."""
+        await self.store.delete(self._key(key, int(time.time() // self.window)))

@@ -41,3 +41,32 @@ audit_events = sa.Table(
     sa.Column("actor", sa.String(80), nullable=True),
     sa.Column("detail", sa.Unicode(400), nullable=False, server_default=""),
 )
+
+# Accounts (migration 0003) ------------------------------------------------------------------------
+registration_codes = sa.Table(
+    "registration_codes",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("id_type", sa.String(32), nullable=False),
+    sa.Column("id_number", sa.String(64), nullable=False),
+    sa.Column("name", sa.Unicode(100), nullable=False),
+    sa.Column("nationality", sa.String(3), nullable=False),
+    sa.Column("code_hash", sa.String(255), nullable=False),  # argon2id of the 6-character code
+    sa.Column("state", sa.String(16), nullable=False),  # active | used | superseded | void
+    sa.Column("issued_by", sa.String(40), nullable=False),
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_registration_codes_identity", "id_type", "id_number"),
+)
+
+person_registrations = sa.Table(
+    "person_registrations",
+    metadata,
+    sa.Column("person_id", sa.String(40), sa.ForeignKey("persons.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("method", sa.String(16), nullable=False),  # hall_code | face
+    sa.Column("nationality", sa.String(3), nullable=False),
+    sa.Column("household_region", sa.String(6), nullable=False),
+    sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("password_changed_at", sa.DateTime(timezone=True), nullable=True),
+)

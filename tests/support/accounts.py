@@ -126,3 +126,68 @@ async def access_token(http: httpx.AsyncClient, person: dict[str, str]) -> str:
     assert response.status_code == 200, response.text
     token: str = response.json()["access_token"]
     return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def identity_fields(person: dict[str, str]) -> dict[str, str]:
+    fields = {k: person[k] for k in ("id_type", "id_number", "name")}
+    if "nationality" in person:
+        fields["nationality"] = person["nationality"]
+    return fields
+
+
+async def issue_registration_code(http: httpx.AsyncClient, staff: dict[str, str], person: dict[str, str]) -> str:
+    response = await http.post("/v1/admin/registration-codes", json=identity_fields(person), headers=staff)
+    assert response.status_code == 201, response.text
+    code: str = response.json()["registration_code"]
+    return code
+
+
+async def sms_challenge(
+    http: httpx.AsyncClient, codes: SmsCodes, body: dict[str, object], headers: dict[str, str] | None = None
+) -> tuple[str, str]:
+    """Request an SMS code and read it from the dev sender's log: (challenge id, code)."""
+    response = await http.post("/v1/sms/challenges", json=body, headers=headers or fresh_ip())
+    assert response.status_code == 201, response.text
+    challenge: str = response.json()["challenge_id"]
+    return challenge, codes.code_for(challenge)
+
+
+async def register(
+    http: httpx.AsyncClient, codes: SmsCodes, staff: dict[str, str], person: dict[str, str]
+) -> dict[str, object]:
+    """The whole hall-code registration of `person` (identity, login name, phone, password)."""
+    code = await issue_registration_code(http, staff, person)
+    ip = fresh_ip()
+    started = await http.post(
+        "/v1/registrations",
+        json={"method": "hall_code", "registration_code": code, **identity_fields(person)},
+        headers=ip,
+    )
+    assert started.status_code == 201, started.text
+    challenge, sms = await sms_challenge(http, codes, {"purpose": "register", "phone": person["phone"]}, ip)
+    completed = await http.post(
+        f"/v1/registrations/{started.json()['registration_id']}/complete",
+        json={
+            "registration_token": started.json()["registration_token"],
+            "login_name": person["login_name"],
+            "password": person["password"],
+            "phone": person["phone"],
+            "sms_challenge_id": challenge,
+            "sms_code": sms,
+            "household_region": person.get("household_region", "110105"),
+        },
+        headers=ip,
+    )
+    assert completed.status_code == 201, completed.text
+    body: dict[str, object] = completed.json()
+    return body
+
+
+async def new_staff(http: httpx.AsyncClient, gateway: ThreadedGateway, person: dict[str, str]) -> dict[str, str]:
+    """Make `person` hall staff (as the CLI does) and return their Authorization header."""
+    grant_staff(gateway, person["login_name"])
+    return bearer(await access_token(http, person))
