@@ -11,9 +11,8 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from gateway import errors
+from gateway import errors, health, metrics
 from gateway.accounts import login
 from gateway.accounts import routes as account_routes
 from gateway.accounts.lockout import Lockout, LockoutPolicy
@@ -22,7 +21,7 @@ from gateway.accounts.passwords import PasswordHashing
 from gateway.components import Draining, Gateway, gateway_of
 from gateway.directory.db import create_engine, migrate
 from gateway.directory.persons import PersonDirectory
-from gateway.middleware import BodyLimitMiddleware
+from gateway.middleware import BodyLimitMiddleware, ObserveMiddleware
 from gateway.qr import http as qr_http
 from gateway.qr.render import QrImages
 from gateway.qr.service import QrService
@@ -111,8 +110,15 @@ async def assemble(settings: Settings) -> AsyncIterator[Gateway]:
         hashing.close()
 
 
+BACKEND_OF_CODE = {"store_unavailable": "store", "database_unavailable": "database"}
+
+
 async def on_gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.GatewayError)
+    backend = BACKEND_OF_CODE.get(exc.code)
+    if backend is not None:
+        metrics.BACKEND_ERRORS.labels(backend).inc()
+        log.warning("backend unavailable", extra={"backend": backend, "path": request.url.path})
     return errors.problem_response(exc)
 
 
@@ -132,10 +138,6 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
     )
 
 
-async def healthz(request: Request) -> Response:
-    return Response(b'{"status":"ok"}', media_type="application/json")
-
-
 def create_app(settings: Settings | None = None) -> Starlette:
     config = settings or Settings()
 
@@ -152,9 +154,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *account_routes.routes(),
             *token_routes.routes(),
             *token_endpoints.routes(),
-            Route("/healthz", healthz, methods=["GET"]),
+            *health.routes(with_metrics=config.metrics_port == 0),
         ],
-        middleware=[Middleware(BodyLimitMiddleware, limit=config.max_body_bytes)],
+        middleware=[
+            Middleware(ObserveMiddleware),
+            Middleware(BodyLimitMiddleware, limit=config.max_body_bytes),
+        ],
         exception_handlers={
             errors.GatewayError: on_gateway_error,
             HTTPException: on_http_exception,

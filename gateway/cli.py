@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import prometheus_client
 import uvicorn
 from pydantic import ValidationError
 
-from gateway import errors
+from gateway import errors, logs
 from gateway.accounts import rules
 from gateway.app import create_app, password_hashing
 from gateway.directory.db import create_engine, migrate
@@ -24,21 +25,30 @@ from gateway.tokens import keys
 
 
 class GatewayServer(uvicorn.Server):
-    """uvicorn, plus a drain step on shutdown: before uvicorn closes connections (it would close
-    WebSockets with 1012), ours are told to close with 1001 so desktops reconnect elsewhere."""
+    """uvicorn, plus a drain on shutdown: readiness fails at once while requests are still served
+    for `drain_delay` seconds (load balancers notice), then our WebSockets close with 1001 (uvicorn
+    would close them with 1012) so desktops reconnect elsewhere, then uvicorn shuts down."""
+
+    drain_delay: float = 0.0
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         app = self.config.loaded_app
         gateway = getattr(getattr(getattr(app, "app", app), "state", None), "gateway", None)
+        if gateway is not None:
+            gateway.draining.not_ready.set()
+            await asyncio.sleep(self.drain_delay)
         for server in self.servers:
             server.close()
         if gateway is not None:
-            gateway.draining.event.set()
+            gateway.draining.closing.set()
             await asyncio.sleep(0.2)
         await super().shutdown(sockets)
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
+    logs.configure(settings.log_level, settings.log_format)
+    if settings.metrics_port:
+        prometheus_client.start_http_server(settings.metrics_port, addr=host)
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -55,8 +65,11 @@ def serve(settings: Settings, host: str, port: int) -> None:
         timeout_graceful_shutdown=10,
         lifespan="on",
         access_log=False,
+        log_config=None,
     )
-    GatewayServer(config).run()
+    server = GatewayServer(config)
+    server.drain_delay = settings.drain_delay
+    server.run()
 
 
 async def add_person_record(
@@ -188,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "admin" and args.admin_command == "person":
         password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else getpass.getpass("Password: ")
         try:
-            person_id = add_person_record(
+            adding = add_person_record(
                 settings,
                 login_name=args.login_name,
                 phone=args.phone,
@@ -197,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 id_number=args.id_number,
                 password=password,
             )
-            print(asyncio.run(person_id))
+            print(asyncio.run(adding))
         except errors.GatewayError as exc:
             print(f"qrgate: {exc.code}: {exc.detail}", file=sys.stderr)
             return 2

@@ -28,14 +28,16 @@ if TYPE_CHECKING:  # the accounts parts import gateway_of from here
 
 @dataclass
 class Draining:
-    """Set when the process is shutting down: open WebSockets close with 1001 and clients reconnect
-    elsewhere."""
+    """Shutdown in two steps. `started`: readiness fails, so load balancers stop sending new work
+    (requests are still served). `closing`: open WebSockets close with 1001 and long-polls answer,
+    and clients reconnect to another process."""
 
-    event: asyncio.Event = field(default_factory=asyncio.Event)
+    not_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def started(self) -> bool:
-        return self.event.is_set()
+        return self.not_ready.is_set()
 
 
 @dataclass

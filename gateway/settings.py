@@ -177,6 +177,14 @@ class Settings(BaseSettings):
             raise ValueError("QRGATE_SMS_SENDER=webhook needs QRGATE_SMS_WEBHOOK_URL")
         return self
 
+    drain_delay: float = Field(
+        0.0, ge=0, le=120, description="On SIGTERM, seconds to keep serving with /readyz failing before closing."
+    )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Serve /metrics on this port only (0: on the main port, at /metrics)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_format: Literal["json", "text"] = Field("json", description="json: one object per line; text: for humans.")
     trusted_proxies: str = Field(
         "127.0.0.1", description="Addresses whose X-Forwarded-For is trusted (comma-separated, or *)."
     )

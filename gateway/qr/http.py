@@ -100,7 +100,7 @@ async def long_poll(request: Request) -> Response:
         state = first
         while state is first and state not in machine.TERMINAL and state is not QrState.CONFIRMED:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or gw.draining.started:
+            if remaining <= 0 or gw.draining.closing.is_set():
                 break
             until_expiry = float(record["expires_at"]) - time.time()
             await waiter.wait(max(0.0, min(remaining, until_expiry + 0.01)))

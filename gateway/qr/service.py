@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway import errors
+from gateway import errors, metrics
 from gateway.qr import machine
 from gateway.qr.machine import QrEvent, QrState
 from gateway.qr.messages import MintResponse, ScanResponse, StateView
@@ -77,6 +77,7 @@ class QrService:
             "scanner_name": "",
         }
         await self._store.create_qr(qr_id, record, ttl + self._settings.qr_purge_after)
+        metrics.QR_EVENTS.labels("mint").inc()
         ws_base = "ws" + self._base.removeprefix("http")
         return {
             "qr_id": qr_id,
@@ -103,6 +104,7 @@ class QrService:
     async def abandon(self, qr_id: str, waiter_token: str) -> None:
         await self.record_for_waiter(qr_id, waiter_token)
         await self._apply(qr_id, machine.plan(QrEvent.ABANDON))
+        metrics.QR_EVENTS.labels("abandon").inc()
 
     async def deliver(self, qr_id: str) -> TokenResponse | None:
         """confirmed -> delivered, once. The tokens are minted only here, by the one winner, so no
@@ -110,6 +112,7 @@ class QrService:
         ok, record = await self._store.transition_qr(qr_id, machine.plan(QrEvent.DELIVER), time.time())
         if not ok or record is None:
             return None
+        metrics.QR_EVENTS.labels("deliver").inc()
         return await self._sessions.start(
             subject=record["scanner_sub"],
             client_id=record["client_id"],
@@ -127,6 +130,7 @@ class QrService:
             "scanned_at": repr(now),
         }
         record = await self._apply(qr_id, machine.plan(QrEvent.SCAN, updates=updates), now)
+        metrics.QR_EVENTS.labels("scan").inc()
         return {
             "qr_id": qr_id,
             "client_id": record["client_id"],
@@ -138,10 +142,13 @@ class QrService:
         }
 
     async def confirm(self, qr_id: str, person_id: str) -> None:
-        await self._apply(qr_id, machine.plan(QrEvent.CONFIRM, actor=person_id))
+        confirmed_at = {"confirmed_at": repr(time.time())}  # for the confirm-to-push latency metric
+        await self._apply(qr_id, machine.plan(QrEvent.CONFIRM, actor=person_id, updates=confirmed_at))
+        metrics.QR_EVENTS.labels("confirm").inc()
 
     async def cancel(self, qr_id: str, person_id: str) -> None:
         await self._apply(qr_id, machine.plan(QrEvent.CANCEL, actor=person_id))
+        metrics.QR_EVENTS.labels("cancel").inc()
 
     async def _apply(self, qr_id: str, transition: machine.Transition, now: float | None = None) -> dict[str, str]:
         moment = time.time() if now is None else now

@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from gateway import errors
+from gateway import errors, metrics
 from gateway.components import Gateway, gateway_of
 from gateway.jsonutil import JSONDecodeError, dumps, loads
 from gateway.qr import machine
@@ -106,11 +106,13 @@ async def _stream(ws: WebSocket, gw: Gateway, qr_id: str) -> None:
     gone = asyncio.Event()
     async with gw.store.subscribe(qr_id) as waiter:
         watcher = asyncio.create_task(_watch_client(ws, waiter, gone))
-        drain_task = asyncio.create_task(gw.draining.event.wait())
+        metrics.WAITING_WEBSOCKETS.inc()
+        drain_task = asyncio.create_task(gw.draining.closing.wait())
         drain_task.add_done_callback(lambda _: waiter.wake())
         try:
             await _send_events(ws, gw, qr_id, waiter, gone)
         finally:
+            metrics.WAITING_WEBSOCKETS.dec()
             watcher.cancel()
             drain_task.cancel()
 
@@ -132,9 +134,13 @@ async def _send_events(ws: WebSocket, gw: Gateway, qr_id: str, waiter: Waiter, g
                 await ws.close(CLOSE_DELIVERED, "the result was already delivered")
             else:
                 await _send(ws, {"type": "confirmed", "token": tokens})
+                if record.get("confirmed_at"):
+                    metrics.PUSH_LATENCY.observe(max(0.0, time.time() - float(record["confirmed_at"])))
                 await ws.close(CLOSE_NORMAL)
             return
         if state in (QrState.CANCELLED, QrState.EXPIRED):
+            if state is QrState.EXPIRED:
+                metrics.QR_EVENTS.labels("expire").inc()
             await _send(ws, {"type": state.value})
             await ws.close(CLOSE_NORMAL)
             return
@@ -148,7 +154,7 @@ async def _send_events(ws: WebSocket, gw: Gateway, qr_id: str, waiter: Waiter, g
         await waiter.wait(max(0.0, until_expiry + 0.01))
         if gone.is_set():
             return
-        if gw.draining.started:
+        if gw.draining.closing.is_set():
             await ws.close(CLOSE_GOING_AWAY, "server shutting down, reconnect")
             return
         try:

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway import errors
+from gateway import errors, metrics
 from gateway.components import Gateway, gateway_of
 from gateway.inputs import read_form
 from gateway.jsonutil import dumps
@@ -103,6 +103,7 @@ async def _exchange(request: Request, gw: Gateway, form: dict[str, str]) -> Resp
         jkt=subject.get("cnf", {}).get("jkt"),
         extra=extra,
     )
+    metrics.TOKENS_ISSUED.labels("token_exchange").inc()
     return _json(
         {
             "access_token": issued,

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway import errors
+from gateway import errors, logs, metrics
 from gateway.settings import Settings
 from gateway.state.base import StateStore
 from gateway.tokens.claims import TokenResponse
@@ -89,6 +89,7 @@ class SessionManager:
         }
         await self._store.create_session(sid, session, min(absolute, self._settings.session_idle_ttl))
         await self._store.add_member(self._index(subject), sid, absolute)
+        metrics.TOKENS_ISSUED.labels("+".join(amr) or "login").inc()
         return self._response(sid, session, f"{sid}.{secret}", now)
 
     def _response(self, sid: str, session: dict[str, str], refresh_token: str, now: int) -> TokenResponse:
@@ -133,7 +134,9 @@ class SessionManager:
         new_secret = secrets.token_urlsafe(32)
         ttl = self._ttl(session, now) if session is not None else 1
         outcome, rotated = await self._store.rotate_refresh(sid, _hash(secret), _hash(new_secret), now, ttl)
+        metrics.REFRESHES.labels(outcome if rotated is not None or outcome == "reused" else "invalid").inc()
         if outcome == "reused":
+            logs.event("refresh_token_reused", sid_hash=_hash(sid)[:12])
             raise InvalidGrant(
                 "This refresh token was already used; the session has been ended for safety. Log in again.",
                 error="invalid_grant",

@@ -1,0 +1,39 @@
+"""Prometheus metrics, one set per process (the prometheus_client idiom: module-level metrics in the
+default registry). Names start with `qrgate_`; labels are small closed sets, never ids."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+WAITING_WEBSOCKETS = Gauge("qrgate_waiting_websockets", "Desktop WebSockets waiting for their QR's events.")
+QR_EVENTS = Counter(
+    "qrgate_qr_events_total",
+    "QR lifecycle events: mint, scan, confirm, cancel, abandon, deliver, expire (seen by a waiter).",
+    ["event"],
+)
+PASSWORD_LOGINS = Counter(
+    "qrgate_password_logins_total",
+    "Password logins by outcome: success, invalid, locked, captcha_required, captcha_invalid, throttled.",
+    ["outcome"],
+)
+LOCKOUTS = Counter("qrgate_lockouts_total", "Subjects locked after too many wrong secrets.", ["scope"])
+TOKENS_ISSUED = Counter("qrgate_tokens_issued_total", "Access tokens issued, by grant.", ["grant"])
+REFRESHES = Counter("qrgate_refreshes_total", "Refresh-token grants by outcome: rotated, reused, invalid.", ["outcome"])
+PUSH_LATENCY = Histogram(
+    "qrgate_confirm_to_push_seconds",
+    "From the phone's confirm to the desktop's `confirmed` message being sent.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+REQUEST_LATENCY = Histogram(
+    "qrgate_http_request_duration_seconds",
+    "HTTP request latency by route template, method and status class.",
+    ["route", "method", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0),
+)
+BACKEND_ERRORS = Counter(
+    "qrgate_backend_errors_total", "Errors reaching a backend: store (Redis) or database.", ["backend"]
+)
+
+
+def exposition() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST
