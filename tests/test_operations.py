@@ -146,3 +146,14 @@ async def test_logs_are_json_and_hold_no_secrets(logged_gateway: GatewayProcess,
     assert all("request_id" in line for line in lines if line.get("logger") == "qrgate.access")
     for secret in secrets:
         assert secret not in text, f"a secret leaked into the log: {secret[:6]}..."
+
+
+def test_settings_reference_is_in_sync() -> None:
+    from gateway import settings_reference
+
+    document = settings_reference.DOC.read_text()
+    assert settings_reference.render(document) == document, "run: python -m gateway.settings_reference --write"
+    from gateway.settings import Settings
+
+    for name in Settings.model_fields:
+        assert f"`QRGATE_{name.upper()}`" in document
