@@ -113,7 +113,8 @@ async def test_unknown_identifiers_are_answered_exactly_like_known_ones(
     unknown = "nobody_" + person["login_name"]
     for identifier in (person["login_name"], unknown):
         assert _shape(await login(http, identifier, WRONG))[0] == 401
-    known_flow, unknown_flow = [], []
+    known_flow: list[tuple[int, dict[str, object], str]] = []
+    unknown_flow: list[tuple[int, dict[str, object], str]] = []
     for identifier, flow in ((person["login_name"], known_flow), (unknown, unknown_flow)):
         flow.append(_shape(await login(http, identifier, WRONG)))  # no captcha
         flow.append(_shape(await login(http, identifier, WRONG, captcha_id="x", captcha_answer="y")))
@@ -132,7 +133,8 @@ async def test_unknown_identifiers_are_answered_exactly_like_known_ones(
 async def test_unknown_and_known_identifiers_take_the_same_time(http: httpx.AsyncClient, make_person: Person) -> None:
     """Same timing class: both verify an argon2id hash (a decoy for the unknown). Means of a few tries
     each, interleaved, within 3x of each other."""
-    known, unknown = [], []
+    known: list[float] = []
+    unknown: list[float] = []
     for i in range(6):
         person = make_person()  # a fresh person (and unknown name) each time: no captcha in the way
         for identifier, samples in ((person["login_name"], known), (f"ghost_{i}_{person['login_name']}", unknown)):

@@ -8,7 +8,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -115,8 +115,9 @@ def audit_kinds(database_url: str, subject: str) -> list[str]:
 
 
 async def login(
-    http: httpx.AsyncClient, identifier: str, password: str, headers: dict[str, str] | None = None, **extra: str
+    http: httpx.AsyncClient, identifier: str, password: str, headers: dict[str, str] | None = None, /, **extra: str
 ) -> httpx.Response:
+    """Password login as client `web`; `extra` carries captcha_id and captcha_answer."""
     body = {"identifier": identifier, "password": password, "client_id": "web", **extra}
     return await http.post("/v1/login/password", json=body, headers=headers or {})
 
@@ -147,10 +148,10 @@ async def issue_registration_code(http: httpx.AsyncClient, staff: dict[str, str]
 
 
 async def sms_challenge(
-    http: httpx.AsyncClient, codes: SmsCodes, body: dict[str, object], headers: dict[str, str] | None = None
+    http: httpx.AsyncClient, codes: SmsCodes, body: Mapping[str, object], headers: dict[str, str] | None = None
 ) -> tuple[str, str]:
     """Request an SMS code and read it from the dev sender's log: (challenge id, code)."""
-    response = await http.post("/v1/sms/challenges", json=body, headers=headers or fresh_ip())
+    response = await http.post("/v1/sms/challenges", json=dict(body), headers=headers or fresh_ip())
     assert response.status_code == 201, response.text
     challenge: str = response.json()["challenge_id"]
     return challenge, codes.code_for(challenge)
