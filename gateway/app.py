@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Mount
 
 from gateway import errors, health, metrics
 from gateway.accounts import login
@@ -36,6 +37,9 @@ from gateway.tokens.issuer import TokenIssuer
 from gateway.tokens.keys import KeyFile
 from gateway.tokens.sessions import SessionManager
 from gateway.tokens.verifier import AccessTokenVerifier, StaticKeys
+from gateway.units.app import create_units_app, mounted_lifespan
+from gateway.units.tokens import UNITS_PATH
+from gateway.web import pages as web_pages
 
 log = logging.getLogger("qrgate")
 
@@ -125,7 +129,10 @@ async def on_gateway_error(request: Request, exc: Exception) -> Response:
 async def on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        return errors.problem_response(errors.MethodNotAllowed(f"{request.method} is not allowed here."))
+        allowed = dict(exc.headers or {})
+        return errors.problem_response(
+            errors.MethodNotAllowed(f"{request.method} is not allowed here.", headers=allowed)
+        )
     if exc.status_code == 404:
         return errors.problem_response(errors.NotFound(f"No such resource: {request.url.path}"))
     return errors.problem_response(errors.BadRequest(str(exc.detail), status=exc.status_code))
@@ -133,17 +140,16 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return errors.problem_response(
-        errors.GatewayError("An internal error occurred.", code="internal_error", status=500)
-    )
+    return errors.problem_response(errors.InternalError("An internal error occurred; it has been logged."))
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
     config = settings or Settings()
+    units = create_units_app(config) if config.units_mount else None  # trusts us over HTTP, like any service
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with assemble(config) as gateway:
+        async with assemble(config) as gateway, mounted_lifespan(units):
             app.state.gateway = gateway
             yield
 
@@ -155,6 +161,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *token_routes.routes(),
             *token_endpoints.routes(),
             *health.routes(with_metrics=config.metrics_port == 0),
+            *web_pages.routes(),
+            *([Mount(UNITS_PATH, app=units)] if units is not None else []),
         ],
         middleware=[
             Middleware(ObserveMiddleware),

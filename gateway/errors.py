@@ -134,6 +134,12 @@ class TooManyRequests(GatewayError):
     title = "Too many requests"
 
 
+class InternalError(GatewayError):
+    status = 500
+    code = "internal_error"
+    title = "Internal error"
+
+
 class ServiceUnavailable(GatewayError):
     status = 503
     code = "service_unavailable"

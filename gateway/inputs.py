@@ -49,6 +49,9 @@ async def read_json(request: Request, model: type[Model]) -> Model:
         raise errors.BadRequest("The body is not valid JSON.", code="malformed_json") from exc
     if not isinstance(data, dict):
         raise errors.BadRequest("The body must be a JSON object.", code="invalid_request")
+    if b"\\u0000" in body:
+        # NUL is valid JSON but no database stores it in text (PostgreSQL refuses it outright).
+        raise errors.BadRequest("Strings must not contain the NUL character.", code="invalid_request")
     return parse_model(model, data)
 
 
@@ -64,6 +67,8 @@ async def read_form(request: Request) -> dict[str, str]:
         raise errors.BadRequest("The form body is malformed.", code="invalid_request", error="invalid_request") from exc
     form: dict[str, str] = {}
     for name, value in pairs:
+        if "\x00" in name or "\x00" in value:
+            raise errors.BadRequest("Fields must not contain the NUL character.", code="invalid_request")
         if name in form:
             raise errors.BadRequest(f"{name} is given twice.", code="invalid_request", error="invalid_request")
         form[name] = value

@@ -137,6 +137,9 @@ async def test_malformed_requests(http: httpx.AsyncClient) -> None:
     assert (huge.status_code, huge.json()["code"]) == (413, "body_too_large")
     wrong_method = await http.get("/v1/login/password")
     assert (wrong_method.status_code, wrong_method.json()["code"]) == (405, "method_not_allowed")
+    assert wrong_method.headers["allow"] == "POST"
+    nul = await http.post("/v1/login/password", json={"identifier": "a\u0000b", "password": "x", "client_id": "web"})
+    assert (nul.status_code, nul.json()["code"]) == (400, "invalid_request")
     nowhere = await http.get("/v1/nothing-here")
     assert (nowhere.status_code, nowhere.json()["code"]) == (404, "not_found")
 

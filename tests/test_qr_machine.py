@@ -62,6 +62,7 @@ def test_expiry_is_read_not_written() -> None:
         (record(), QrEvent.SCAN, None, T0 + TTL, 410, "qr_expired"),
         (record(QrState.SCANNED, "p1"), QrEvent.SCAN, None, T0, 409, "qr_already_scanned"),
         (record(QrState.DELIVERED, "p1"), QrEvent.SCAN, None, T0, 409, "qr_already_scanned"),
+        (record(QrState.CANCELLED), QrEvent.SCAN, None, T0, 409, "qr_wrong_state"),
         (record(QrState.SCANNED, "p1"), QrEvent.CONFIRM, "p2", T0, 403, "not_scanner"),
         (record(QrState.SCANNED, "p1"), QrEvent.CANCEL, "p2", T0, 403, "not_scanner"),
         (record(QrState.PENDING), QrEvent.CONFIRM, "p1", T0, 409, "qr_wrong_state"),

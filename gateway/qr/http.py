@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from pydantic import Field
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from gateway import errors
@@ -17,12 +18,13 @@ from gateway.jsonutil import dumps
 from gateway.qr import machine
 from gateway.qr.machine import QrState
 from gateway.qr.messages import StateView
-from gateway.qr.render import MEDIA_TYPES
+from gateway.qr.render import DEFAULT_SIZE, MEDIA_TYPES, SIZES
 from gateway.qr.service import Scanner, view
 from gateway.qr.ws import qr_events
 from gateway.tokens.bearer import authenticate
 
 NO_STORE = {"Cache-Control": "no-store"}
+WAIT_PATTERN = re.compile(r"[0-9]{1,2}(\.[0-9]{1,3})?")
 
 
 class MintRequest(StrictModel):
@@ -59,15 +61,29 @@ async def image(request: Request) -> Response:
     kind: str = request.path_params["kind"]
     if kind not in MEDIA_TYPES:
         raise errors.NotFound("Images are served as .svg or .png.", code="not_found")
+    size = parse_size(request)
     record = await gw.qr.get(qr_id)
     if machine.effective_state(record, time.time()) is not QrState.PENDING:
         raise errors.NotFound("This QR code can no longer be scanned.", code="qr_not_found")
     content = f"{gw.settings.public_url.rstrip('/')}/q/{qr_id}"
     return Response(
-        gw.images.render(content, kind),
+        gw.images.render(content, kind, size, keep_until=float(record["expires_at"])),
         media_type=MEDIA_TYPES[kind],
         headers={"Cache-Control": "private, max-age=60"},
     )
+
+
+def parse_size(request: Request) -> int:
+    """`?size=`: pixels per module (the SVG's width and height derive from it; it scales anyway)."""
+    raw = request.query_params.get("size")
+    if raw is None:
+        return DEFAULT_SIZE
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 2 and int(raw) in SIZES):
+        raise errors.BadRequest(
+            f"size must be a whole number of pixels per module from {SIZES.start} to {SIZES.stop - 1}.",
+            code="invalid_request",
+        )
+    return int(raw)
 
 
 async def waiter_record(request: Request, gw: Gateway) -> dict[str, str]:
@@ -77,10 +93,9 @@ async def waiter_record(request: Request, gw: Gateway) -> dict[str, str]:
 
 def parse_wait(request: Request, limit: int) -> float:
     raw = request.query_params.get("wait", "0")
-    try:
-        wait = float(raw)
-    except ValueError:
-        raise errors.BadRequest("wait must be a number of seconds.", code="invalid_request") from None
+    if not WAIT_PATTERN.fullmatch(raw):
+        raise errors.BadRequest("wait must be a number of seconds.", code="invalid_request")
+    wait = float(raw)
     if not 0 <= wait <= limit:
         raise errors.BadRequest(f"wait must be between 0 and {limit} seconds.", code="invalid_request")
     return wait
@@ -154,21 +169,6 @@ async def cancel(request: Request) -> Response:
     return Response(status_code=204)
 
 
-LANDING = """<!doctype html><html lang="zh-CN"><meta charset="utf-8">
-<meta name="viewport" content="width=device-width,initial-scale=1"><title>扫码登录 · QR login</title>
-<body style="font-family:sans-serif;max-width:32em;margin:3em auto;padding:0 1em;line-height:1.6">
-<h1>请使用个人所得税 App 扫码</h1>
-<p>这是扣缴客户端的登录二维码。请打开个人所得税 App，点击“扫一扫”扫描此二维码，并在手机上确认登录。</p>
-<h2 lang="en">Scan this code with the tax app</h2>
-<p lang="en">This QR code logs in to the withholding desktop client. Open the Individual Income Tax app,
-tap "Scan", scan the code, and confirm the login on your phone.</p></body></html>"""
-
-
-async def landing(request: Request) -> Response:
-    # Says nothing about the QR's state: a camera app's user learns only what to do next.
-    return HTMLResponse(LANDING, headers={"Cache-Control": "public, max-age=3600"})
-
-
 def routes() -> list[BaseRoute]:
     return [
         Route("/v1/qr", mint, methods=["POST"]),
@@ -179,5 +179,4 @@ def routes() -> list[BaseRoute]:
         Route("/v1/qr/{qr_id}/confirm", confirm, methods=["POST"]),
         Route("/v1/qr/{qr_id}/cancel", cancel, methods=["POST"]),
         WebSocketRoute("/v1/qr/{qr_id}/events", qr_events),
-        Route("/q/{qr_id}", landing, methods=["GET"]),
     ]

@@ -111,7 +111,7 @@ def refusal(record: Fields | None, transition: Transition, now: float) -> errors
         return errors.Conflict("The login result was already delivered.", code="already_delivered")
     if state is QrState.EXPIRED and transition.before_expiry:
         return errors.Gone("This QR code has expired; the desktop shows a new one.", code="qr_expired")
-    if event is QrEvent.SCAN and state is not QrState.PENDING:
+    if event is QrEvent.SCAN and state in (QrState.SCANNED, QrState.CONFIRMED, QrState.DELIVERED):
         return errors.Conflict("This QR code has already been scanned.", code="qr_already_scanned")
     scanner = transition.require.get("scanner_sub")
     if scanner is not None and record.get("scanner_sub") not in ("", None, scanner):

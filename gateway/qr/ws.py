@@ -33,6 +33,7 @@ CLOSE_DELIVERED = 4409
 CLOSE_BY_CAUSE = {
     "invalid_waiter_token": CLOSE_BAD_WAITER,
     "qr_not_found": CLOSE_NOT_FOUND,
+    "store_unavailable": CLOSE_TRY_AGAIN,
 }
 
 
@@ -118,7 +119,11 @@ async def _stream(ws: WebSocket, gw: Gateway, qr_id: str) -> None:
 
 
 async def _send_events(ws: WebSocket, gw: Gateway, qr_id: str, waiter: Waiter, gone: asyncio.Event) -> None:
-    record = await gw.qr.get(qr_id)  # read after registering: no change can slip between
+    try:
+        record = await gw.qr.get(qr_id)  # read after registering: no change can slip between
+    except errors.NotFound:
+        await ws.close(CLOSE_NOT_FOUND, "the QR code was purged")
+        return
     now = time.time()
     current = view(record, now)
     state = QrState(current["state"])

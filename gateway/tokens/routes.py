@@ -28,15 +28,18 @@ async def openid_configuration(request: Request) -> Response:
         "jwks_uri": f"{base}/.well-known/jwks.json",
         "token_endpoint": f"{base}/v1/token",
         "revocation_endpoint": f"{base}/v1/revoke",
-        "grant_types_supported": [
-            "password",
-            "refresh_token",
-            "urn:ietf:params:oauth:grant-type:token-exchange",
-        ],
-        "response_types_supported": ["token"],
+        "introspection_endpoint": f"{base}/v1/introspect",
+        # People log in through the password and QR APIs, not through an authorization endpoint.
+        "grant_types_supported": ["refresh_token", "urn:ietf:params:oauth:grant-type:token-exchange"],
+        "response_types_supported": [],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algs,
-        "token_endpoint_auth_methods_supported": ["none"],
+        "token_endpoint_auth_methods_supported": [
+            "none",
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+        ],
         "dpop_signing_alg_values_supported": ["ES256", "EdDSA"],
         "claims_supported": [
             "iss",
