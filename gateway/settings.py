@@ -189,6 +189,11 @@ class Settings(BaseSettings):
         "127.0.0.1", description="Addresses whose X-Forwarded-For is trusted (comma-separated, or *)."
     )
 
+    # Web pages (gateway/web/) ------------------------------------------------------------------------
+    demo_app: bool = Field(
+        True, description="Serve the phone simulator at /demo/app (a demo tool; never served when production=true)."
+    )
+
     @property
     def issuer(self) -> str:
         return self.public_url.rstrip("/")

@@ -1,0 +1,112 @@
+"""The pages people see: the desktop login page (`/`), the phone simulator (`/demo/app`), the camera
+landing page (`/q/{qr_id}`) and their static files (`/web/...`).
+
+Plain HTML, CSS and ES modules, no build step. Every page carries a strict Content-Security-Policy:
+scripts and styles only from this origin (no inline code), images from here or `data:` (captchas),
+connections only back to this origin (HTTP and WebSocket), no framing, no form posts. The scripts keep
+tokens in memory only, and nothing secret ever goes into a URL.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from functools import cache
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway import errors
+from gateway.components import gateway_of
+
+HERE = Path(__file__).parent
+PAGES = HERE / "pages"
+STATIC = HERE / "static"
+_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+BASE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+def content_security_policy(host: str, secure: bool) -> str:
+    # 'self' covers ws:/wss: of this origin in CSP 3; the explicit origin serves older browsers.
+    socket = f" {'wss' if secure else 'ws'}://{host}" if _HOST.fullmatch(host) else ""
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"connect-src 'self'{socket}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
+def page_headers(request: Request, cache_control: str = "no-cache") -> dict[str, str]:
+    return {
+        **BASE_HEADERS,
+        "Content-Security-Policy": content_security_policy(request.url.netloc, request.url.scheme == "https"),
+        "Cache-Control": cache_control,
+    }
+
+
+@cache
+def template(name: str) -> str:
+    return (PAGES / name).read_text(encoding="utf-8")
+
+
+def render(name: str, **values: str) -> str:
+    text = template(name)
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", html.escape(value, quote=True))
+    return text
+
+
+async def desktop(request: Request) -> Response:
+    gw = gateway_of(request)
+    units = "true" if any(isinstance(r, Mount) and r.path == "/units" for r in request.app.routes) else "false"
+    body = render("desktop.html", units=units, public_url=gw.settings.issuer)
+    return HTMLResponse(body, headers=page_headers(request))
+
+
+async def phone(request: Request) -> Response:
+    gw = gateway_of(request)
+    if not gw.settings.demo_app or gw.settings.production:
+        raise errors.NotFound("The phone simulator is a demo tool and is off here.", code="not_found")
+    return HTMLResponse(render("phone.html", public_url=gw.settings.issuer), headers=page_headers(request))
+
+
+async def landing(request: Request) -> Response:
+    # The same page for every qr_id: it says nothing about a QR code's state, only what to do next.
+    return HTMLResponse(render("landing.html"), headers=page_headers(request, "public, max-age=3600"))
+
+
+class StaticAssets:
+    """StaticFiles with the pages' protective headers, revalidated on every use (ETag) so a new
+    release is picked up at once."""
+
+    def __init__(self) -> None:
+        self._files: ASGIApp = StaticFiles(directory=STATIC)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                headers = list(message.get("headers", []))
+                headers += [(k.lower().encode(), v.encode()) for k, v in BASE_HEADERS.items()]
+                headers.append((b"cache-control", b"no-cache"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self._files(scope, receive, send_with_headers)
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/", desktop, methods=["GET"]),
+        Route("/demo/app", phone, methods=["GET"]),
+        Route("/q/{qr_id}", landing, methods=["GET"]),
+        Mount("/web", app=StaticAssets(), name="web"),
+    ]

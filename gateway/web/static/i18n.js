@@ -1,0 +1,256 @@
+// Chinese by default, English on request (?lang=en or the switch). Elements name their text with
+// data-i18n (and data-i18n-alt / -placeholder / -title for attributes); scripts call t(key, values).
+
+const STRINGS = {
+  zh: {
+    desktop_title: "扣缴客户端 · 登录",
+    brand: "自然人电子税务局（扣缴端）",
+    welcome_title: "实名登录",
+    welcome_text: "使用个人所得税 App 扫码，或输入账号和密码，登录后选择您办税的单位。",
+    welcome_step1: "打开个人所得税 App",
+    welcome_step2: "点击“扫一扫”，扫描右侧二维码",
+    welcome_step3: "在手机上确认登录",
+    login_title: "登录",
+    tab_qr: "扫码登录",
+    tab_password: "账号密码登录",
+    qr_alt: "登录二维码",
+    qr_refresh: "刷新二维码",
+    qr_hint: "请使用个人所得税 App “扫一扫” 扫码登录",
+    qr_loading: "正在获取二维码…",
+    qr_waiting: "等待扫码",
+    qr_scanned: "已由 {name} 扫描，请在手机上确认",
+    qr_scanned_short: "已扫描",
+    qr_confirmed: "已确认，正在登录…",
+    qr_cancelled: "已在手机上取消登录",
+    qr_expired: "二维码已过期，正在刷新…",
+    qr_countdown: "二维码 {seconds} 秒后过期",
+    qr_failed: "无法获取二维码：{detail}",
+    qr_lost: "连接已断开，请刷新二维码",
+    qr_delivered: "登录结果已被领取，请刷新二维码",
+    transport_poll: "（轮询模式）",
+    identifier_label: "账号",
+    identifier_placeholder: "手机号码 / 用户名 / 证件号码",
+    password_label: "密码",
+    captcha_label: "验证码",
+    captcha_alt: "验证码",
+    captcha_refresh: "看不清，换一张",
+    login_button: "登录",
+    forgot_hint: "忘记密码？请在个人所得税 App 或 WEB 端找回，或到办税服务厅重置。",
+    need_identifier: "请输入账号和密码",
+    wrong_password: "账号或密码错误，还可尝试 {attempts} 次",
+    captcha_needed: "请输入验证码",
+    captcha_wrong: "验证码错误或已过期，请重新输入",
+    locked: "账户已锁定，请在 {time} 后重试，或通过“忘记密码”解锁",
+    too_many: "尝试过于频繁，请稍后再试",
+    service_down: "服务暂时不可用，请稍后再试",
+    network_error: "网络错误，请检查连接后重试",
+    units_title: "选择办税单位",
+    units_hint: "双击单位，或选中后按回车键",
+    units_loading: "正在加载单位…",
+    units_none: "您还没有可办税的单位。",
+    unit_authorized: "已授权，可直接进入",
+    unit_needs_password: "需要申报密码",
+    unit_locked: "申报密码已锁定",
+    declaration_label: "申报密码",
+    enter_unit: "进入",
+    back: "返回",
+    unit_chosen: "单位：{name}（{tin}）",
+    unit_entering: "正在进入…",
+    unit_wrong_password: "申报密码错误，还可尝试 {attempts} 次",
+    unit_locked_message: "申报密码已锁定，请在 {time} 后重试，或由法定代表人或财务负责人重置",
+    unit_refused: "无法进入该单位：{detail}",
+    done_title: "已登录",
+    done_summary_qr: "通过扫码登录。",
+    done_summary_pwd: "通过账号密码登录。",
+    done_unit: "当前单位：{name}（{tin}），方式：{via}",
+    claims_title: "访问令牌声明",
+    unit_claims_title: "单位令牌声明",
+    memory_hint: "令牌只保存在本页内存中，关闭或刷新页面即退出。",
+    logout: "退出登录",
+    minutes_seconds: "{m} 分 {s} 秒",
+    phone_title: "个人所得税 App（演示）",
+    phone_brand: "个人所得税",
+    demo_badge: "演示",
+    phone_login_title: "登录",
+    scan_title: "扫一扫",
+    scan_hint: "演示中用粘贴代替相机：粘贴二维码的内容，或从本浏览器打开的登录页中选取。",
+    qr_content_label: "二维码内容",
+    scan_button: "扫描",
+    picker_title: "本浏览器中显示的登录二维码",
+    pick: "选取",
+    signed_in_as: "已登录：{name}",
+    not_our_code: "这不是本系统的登录二维码，请勿继续。",
+    scan_failed: "无法扫描：{detail}",
+    already_scanned: "该二维码已被扫描",
+    qr_gone: "二维码已过期，请在电脑上刷新后重新扫描",
+    qr_unknown: "二维码无效或已失效",
+    confirm_title: "确认登录扣缴客户端？",
+    warning_title: "请注意：请求来自另一个网络",
+    warning_text: "登录请求的电脑与您的手机不在同一网络。如果不是您本人正在这台电脑前操作，请点击“拒绝”。",
+    ctx_device: "设备",
+    ctx_client: "客户端",
+    ctx_ip: "IP 地址",
+    ctx_agent: "浏览器 / 程序",
+    ctx_time: "请求时间",
+    ctx_network: "网络",
+    network_same: "与手机在同一网络",
+    network_different: "与手机不在同一网络",
+    network_unknown: "未知",
+    unnamed_device: "（未命名）",
+    confirm_countdown: "{seconds} 秒内有效",
+    decline: "拒绝",
+    accept: "确认登录",
+    result_confirmed: "已确认登录",
+    result_confirmed_text: "电脑端已登录。",
+    result_declined: "已拒绝",
+    result_declined_text: "电脑端不会登录。",
+    scan_again: "再扫一个",
+  },
+  en: {
+    desktop_title: "Withholding client · Log in",
+    brand: "Natural Person Tax (withholding client)",
+    welcome_title: "Real-name login",
+    welcome_text: "Scan with the Individual Income Tax app, or use your account and password; then choose the unit you work for.",
+    welcome_step1: "Open the Individual Income Tax app",
+    welcome_step2: "Tap “Scan” and scan the code on the right",
+    welcome_step3: "Confirm the login on your phone",
+    login_title: "Log in",
+    tab_qr: "Scan to log in",
+    tab_password: "Account and password",
+    qr_alt: "Login QR code",
+    qr_refresh: "Refresh the code",
+    qr_hint: "Scan with “Scan” in the Individual Income Tax app",
+    qr_loading: "Getting a QR code…",
+    qr_waiting: "Waiting for a scan",
+    qr_scanned: "Scanned by {name} — confirm on your phone",
+    qr_scanned_short: "Scanned",
+    qr_confirmed: "Confirmed, logging in…",
+    qr_cancelled: "Cancelled on the phone",
+    qr_expired: "Expired — refreshing…",
+    qr_countdown: "The code expires in {seconds} s",
+    qr_failed: "Could not get a QR code: {detail}",
+    qr_lost: "Connection lost, refresh the code",
+    qr_delivered: "The result was already collected, refresh the code",
+    transport_poll: " (polling)",
+    identifier_label: "Account",
+    identifier_placeholder: "Phone / login name / ID number",
+    password_label: "Password",
+    captcha_label: "Captcha",
+    captcha_alt: "Captcha",
+    captcha_refresh: "Show another one",
+    login_button: "Log in",
+    forgot_hint: "Forgot your password? Recover it in the app or on the web, or have it reset at the tax hall.",
+    need_identifier: "Enter your account and password",
+    wrong_password: "Wrong account or password; {attempts} attempts left",
+    captcha_needed: "Enter the captcha",
+    captcha_wrong: "Wrong or expired captcha, try the new one",
+    locked: "The account is locked; try again in {time}, or unlock it with “forgot password”",
+    too_many: "Too many attempts, try again later",
+    service_down: "The service is temporarily unavailable, try again shortly",
+    network_error: "Network error, check the connection and try again",
+    units_title: "Choose a unit",
+    units_hint: "Double-click a unit, or select it and press Enter",
+    units_loading: "Loading your units…",
+    units_none: "You do tax work for no unit yet.",
+    unit_authorized: "Authorized: enter directly",
+    unit_needs_password: "Declaration password needed",
+    unit_locked: "Declaration password locked",
+    declaration_label: "Declaration password",
+    enter_unit: "Enter",
+    back: "Back",
+    unit_chosen: "Unit: {name} ({tin})",
+    unit_entering: "Entering…",
+    unit_wrong_password: "Wrong declaration password; {attempts} attempts left",
+    unit_locked_message: "The declaration password is locked; try again in {time}, or have the legal representative or finance manager reset it",
+    unit_refused: "Cannot enter this unit: {detail}",
+    done_title: "Logged in",
+    done_summary_qr: "Logged in by QR code.",
+    done_summary_pwd: "Logged in with account and password.",
+    done_unit: "Unit: {name} ({tin}), via {via}",
+    claims_title: "Access token claims",
+    unit_claims_title: "Unit token claims",
+    memory_hint: "Tokens live only in this page's memory: closing or reloading it logs you out.",
+    logout: "Log out",
+    minutes_seconds: "{m} min {s} s",
+    phone_title: "Individual Income Tax app (demo)",
+    phone_brand: "Individual Income Tax",
+    demo_badge: "demo",
+    phone_login_title: "Log in",
+    scan_title: "Scan",
+    scan_hint: "This demo pastes instead of using a camera: paste the QR code's content, or pick it from a login page open in this browser.",
+    qr_content_label: "QR code content",
+    scan_button: "Scan",
+    picker_title: "Login QR codes shown in this browser",
+    pick: "Pick",
+    signed_in_as: "Signed in: {name}",
+    not_our_code: "This is not a login code of this system. Do not go on.",
+    scan_failed: "Cannot scan: {detail}",
+    already_scanned: "This code has already been scanned",
+    qr_gone: "The code has expired; refresh it on the computer and scan again",
+    qr_unknown: "The code is not valid (any more)",
+    confirm_title: "Log in to the withholding client?",
+    warning_title: "Careful: the request comes from another network",
+    warning_text: "The computer asking to log in is not on your phone's network. Unless you are at that computer yourself, tap “Decline”.",
+    ctx_device: "Device",
+    ctx_client: "Client",
+    ctx_ip: "IP address",
+    ctx_agent: "Browser / program",
+    ctx_time: "Requested at",
+    ctx_network: "Network",
+    network_same: "Same network as the phone",
+    network_different: "Not the phone's network",
+    network_unknown: "Unknown",
+    unnamed_device: "(unnamed)",
+    confirm_countdown: "Valid for {seconds} s",
+    decline: "Decline",
+    accept: "Log in",
+    result_confirmed: "Login confirmed",
+    result_confirmed_text: "The computer is now logged in.",
+    result_declined: "Declined",
+    result_declined_text: "The computer will not be logged in.",
+    scan_again: "Scan another",
+  },
+};
+
+let language = new URLSearchParams(location.search).get("lang") === "en" ? "en" : "zh";
+const listeners = [];
+
+export function lang() {
+  return language;
+}
+
+export function t(key, values = {}) {
+  const text = STRINGS[language][key] ?? STRINGS.zh[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (_, name) => String(values[name] ?? ""));
+}
+
+export function applyTranslations(root = document) {
+  document.documentElement.lang = language === "en" ? "en" : "zh-CN";
+  for (const node of root.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  for (const node of root.querySelectorAll("[data-i18n-alt]")) node.alt = t(node.dataset.i18nAlt);
+  for (const node of root.querySelectorAll("[data-i18n-title]")) node.title = t(node.dataset.i18nTitle);
+  for (const node of root.querySelectorAll("[data-i18n-placeholder]")) node.placeholder = t(node.dataset.i18nPlaceholder);
+  const toggle = document.getElementById("lang");
+  if (toggle) {
+    toggle.textContent = language === "en" ? "中文" : "English";
+    toggle.lang = language === "en" ? "zh-CN" : "en";
+  }
+}
+
+/** Call `listener` after every language switch (to redraw texts that scripts wrote). */
+export function onLanguageChange(listener) {
+  listeners.push(listener);
+}
+
+export function installLanguageSwitch() {
+  applyTranslations();
+  document.getElementById("lang")?.addEventListener("click", () => {
+    language = language === "en" ? "zh" : "en";
+    const url = new URL(location.href);
+    if (language === "en") url.searchParams.set("lang", "en");
+    else url.searchParams.delete("lang");
+    history.replaceState(null, "", url);
+    applyTranslations();
+    for (const listener of listeners) listener();
+  });
+}
