@@ -264,7 +264,7 @@ async def test_login_names_are_case_sensitive_and_unique(
         ({"id_number": "110105199001011235"}, "invalid_id_number"),
         ({"id_type": "passport", "id_number": "E1", "nationality": "USA"}, "invalid_id_number"),
         ({"id_type": "passport", "id_number": "E12345678"}, "invalid_nationality"),
-        ({"name": "张\u0000三"}, "invalid_name"),
+        ({"name": "张\u0007三"}, "invalid_name"),  # a control character
         ({"id_type": "hk_macau_permit", "id_number": "X12345678"}, "invalid_id_number"),
         ({"id_type": "foreign_permanent_resident", "id_number": "911022199001011231", "nationality": "USA"},
          "invalid_id_number"),
