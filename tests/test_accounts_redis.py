@@ -1,0 +1,54 @@
+"""The accounts counters on the production store: a gateway on a private redis-server, where
+lockout, captchas, throttles and SMS limits must hold exactly as on the embedded memory store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import new_identity
+from tests.support.accounts import fresh_ip, identity_fields, login, sms_challenge, sms_codes, solved_captcha
+from tests.support.gateway_server import ThreadedGateway, free_port, make_settings
+from tests.support.redis_procs import RedisServer
+
+pytest_plugins = ("tests.support.fixtures",)
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def redis_gateway(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[ThreadedGateway]:
+    port = free_port()
+    server = ThreadedGateway(make_settings(tmp_path, port, redis_url=redis_server.url), port).start()
+    yield server
+    server.stop()
+
+
+async def test_lockout_race_captchas_and_sms_limits_on_redis(redis_gateway: ThreadedGateway) -> None:
+    person = new_identity()
+    redis_gateway.add_person(**person)
+    limits = httpx.Limits(max_connections=60)
+    async with httpx.AsyncClient(base_url=redis_gateway.base_url, timeout=30, limits=limits) as http:
+        ip = fresh_ip()
+        captchas = [await solved_captcha(http, ip) for _ in range(50)]
+        answers = await asyncio.gather(
+            *(login(http, person["phone"], f"Wrong-pass{i}", ip, **captchas[i]) for i in range(50))
+        )
+        statuses = [a.status_code for a in answers]
+        assert (statuses.count(401), statuses.count(423)) == (4, 46)
+        # Every captcha was consumed, right or wrong.
+        reused = await login(http, person["login_name"], person["password"], ip, **captchas[0])
+        assert reused.status_code == 423  # locked first; the captcha is spent either way
+        with sms_codes() as codes:
+            body = {"purpose": "reset_password", "identity": identity_fields(person)}
+            challenge, code = await sms_challenge(http, codes, body)
+            too_soon = await http.post("/v1/sms/challenges", json=body, headers=fresh_ip())
+            assert (too_soon.status_code, too_soon.json()["code"]) == (429, "sms_too_soon")
+            forgot = {**identity_fields(person), "sms_challenge_id": challenge, "sms_code": code}
+            ticket = (await http.post("/v1/password/forgot", json=forgot)).json()["reset_ticket"]
+        done = await http.post("/v1/password/reset", json={"reset_ticket": ticket, "new_password": "N3w-Secret!"})
+        assert done.status_code == 204
+        assert (await login(http, person["phone"], "N3w-Secret!", fresh_ip())).status_code == 200
