@@ -29,6 +29,7 @@ class AccountParts:
     rare_chars: RareChars
     login_ip: Throttle
     identity_ip: Throttle
+    face_per_identity: Throttle
 
     @classmethod
     def create(cls, settings: Settings, store: StateStore, engine: AsyncEngine) -> AccountParts:
@@ -48,6 +49,14 @@ class AccountParts:
                 settings.identity_ip_max_attempts,
                 settings.identity_ip_window,
                 what="identity checks from this address",
+            ),
+            face_per_identity=Throttle(
+                store,
+                "face-identity",
+                settings.face_max_attempts,
+                86400,
+                what="face verifications for this identity today",
+                code="face_attempts_exceeded",
             ),
         )
 

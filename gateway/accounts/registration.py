@@ -31,7 +31,7 @@ from gateway import errors
 from gateway.accounts import rules
 from gateway.accounts.identity import IdentityFields, identity_of, same_name
 from gateway.accounts.records import Conflict, Identity
-from gateway.accounts.throttle import Throttle, key_part
+from gateway.accounts.throttle import key_part
 from gateway.components import Gateway, gateway_of
 from gateway.inputs import StrictModel, client_ip, read_json
 from gateway.jsonutil import dumps
@@ -87,8 +87,9 @@ async def check_hall_code(gw: Gateway, identity: Identity, code: str) -> str:
             attempts_left=limit - attempt,
         )
     if active.expires_at <= datetime.now(UTC):
+        days = gw.settings.registration_code_ttl / 86400
         raise errors.Gone(
-            "This registration code has expired (codes are valid 7 days): ask the hall for a new one.",
+            f"This registration code has expired (codes are valid {days:g} days): ask the hall for a new one.",
             code="registration_code_expired",
         )
     await gw.store.delete(tries_key)
@@ -110,15 +111,7 @@ async def start_registration(request: Request) -> Response:
     if body.registration_code is not None:
         code_id = await check_hall_code(gw, identity, body.registration_code)
     elif body.face_token is not None:
-        per_identity = Throttle(
-            gw.store,
-            "face-identity",
-            gw.settings.face_max_attempts,
-            86400,
-            "face verifications",
-            "face_attempts_exceeded",
-        )
-        await per_identity.hit(_identity_key(identity))
+        await gw.accounts.face_per_identity.hit(_identity_key(identity))
         await gw.accounts.face.verify(identity, body.face_token)
     if await gw.accounts.records.person_by_identity(identity.id_type, identity.id_number) is not None:
         raise Conflict(
