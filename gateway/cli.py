@@ -22,6 +22,7 @@ from gateway.directory.db import create_engine, migrate
 from gateway.directory.persons import PersonDirectory
 from gateway.settings import Settings
 from gateway.tokens import keys
+from gateway.units import commands as unit_commands
 
 
 class GatewayServer(uvicorn.Server):
@@ -179,6 +180,7 @@ def parser() -> argparse.ArgumentParser:
     staff = admin.add_parser("staff", help="hall staff").add_subparsers(dest="staff_command", required=True)
     grant = staff.add_parser("grant", help="give a person the hall_staff role (registration codes, hall resets)")
     grant.add_argument("login_name")
+    unit_commands.add_parsers(commands, admin)
     return top
 
 
@@ -198,6 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "keys":
         return manage_keys(settings, args)
+    if args.command == "serve-units":
+        return unit_commands.serve_units(settings, args)
+    if args.command == "admin" and args.admin_command == "unit":
+        return unit_commands.run_admin(settings, args)
     if args.command == "admin" and args.admin_command == "person":
         password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else getpass.getpass("Password: ")
         try:

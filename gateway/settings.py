@@ -7,6 +7,7 @@ Handlers never hold a literal lifetime or limit: they read it from here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
@@ -192,6 +193,55 @@ class Settings(BaseSettings):
     # Web pages (gateway/web/) ------------------------------------------------------------------------
     demo_app: bool = Field(
         True, description="Serve the phone simulator at /demo/app (a demo tool; never served when production=true)."
+    )
+
+    # Units: the unit-verification service (gateway/units/, docs/units.md) ----------------------------
+    units_mount: bool = Field(True, description="Mount the unit-verification service at /units in `qrgate serve`.")
+    units_gateway_url: str = Field(
+        "",
+        description="Base URL the units service fetches the gateway's JWKS from ({url}/.well-known/jwks.json). "
+        "Empty: public_url (the mounted service). `qrgate serve-units --gateway-url` sets it.",
+    )
+    units_gateway_issuer: str = Field(
+        "", description="`iss` of the gateway's access tokens. Empty: units_gateway_url (or public_url)."
+    )
+    units_accepted_audiences: str = Field(
+        "qrgate-sso,units", description="Audiences of gateway access tokens the units service accepts, comma-separated."
+    )
+    units_jwks_max_age: float = Field(300.0, gt=0, le=86400, description="Seconds the gateway's JWKS is cached.")
+    units_jwks_refetch_cooldown: float = Field(
+        10.0, ge=0, le=300, description="A token naming an unknown key refetches the JWKS at most this often (s)."
+    )
+    units_keys_file: str = Field(
+        "", description="The units service's signing keys (private JWKS). Empty: `units-<name>` beside keys_file."
+    )
+    units_token_audience: str = Field("qrgate-units", description="`aud` of unit tokens.")
+    units_token_ttl: int = Field(
+        300, ge=30, le=3600, description="Unit-token lifetime (s); renewable while the session lives."
+    )
+    units_password_max_failures: int = Field(
+        5, ge=1, le=100, description="Wrong declaration passwords before the unit's declaration password locks."
+    )
+    units_password_lockout_seconds: int = Field(
+        7200, ge=1, description="How long a declaration-password lock lasts (s)."
+    )
+    units_reset_max_auth_age: int = Field(
+        600,
+        ge=30,
+        le=86400,
+        description="Resetting a declaration password needs a login (auth_time) at most this old (s).",
+    )
+    units_authorization_max_days: int = Field(
+        1096, ge=1, le=3660, description="Longest authorization a legal representative may grant (days)."
+    )
+    units_ca_trust_bundle: str = Field(
+        "", description="PEM file of the CA certificates trusted for unit certificates; empty disables CA verification."
+    )
+    units_ca_challenge_ttl: int = Field(120, ge=10, le=600, description="Seconds a CA challenge may be signed (once).")
+    units_legacy_cutover: date = Field(
+        date(2020, 1, 1),
+        description="From this date (00:00 China Standard Time) the legacy logins without a person (CA login, "
+        "declaration-password-only login) answer 410.",
     )
 
     @property

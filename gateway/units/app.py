@@ -1,0 +1,117 @@
+"""The units service as Starlette apps.
+
+`create_units_app(settings)` is what `qrgate serve` mounts at `/units`; its lifespan starts and stops
+the service's parts, and the gateway's lifespan runs it (Starlette does not run a mounted app's
+lifespan). `create_standalone_app(settings)` is what `qrgate serve-units` runs: the same app mounted at
+`/units`, so paths, the issuer (`{public_url}/units`) and the JWKS URL are the same in both modes.
+
+Every route but the public ones (the units JWKS, the captcha, the legacy logins, which have no
+person) needs a gateway access token, checked by `gateway.tokens.TokenAuthMiddleware`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from typing import Any, cast
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ExceptionHandler
+
+from gateway import errors
+from gateway.health import healthz
+from gateway.jsonutil import dumps
+from gateway.middleware import BodyLimitMiddleware
+from gateway.settings import Settings
+from gateway.tokens.starlette import TokenAuthMiddleware
+from gateway.units import admin, authorizations, ca, declaration, legacy, listing, verification
+from gateway.units.service import UnitsService, units_of
+from gateway.units.tokens import UNITS_PATH
+
+PUBLIC_PATHS = tuple(f"{UNITS_PATH}{path}" for path in ("/.well-known/", "/v1/captcha", "/v1/legacy/"))
+
+
+async def jwks(request: Request) -> Response:
+    ring = units_of(request).tokens.keys.ring
+    return Response(
+        dumps(ring.public_jwks()),
+        media_type="application/jwk-set+json",
+        headers={"Cache-Control": "public, max-age=300"},
+    )
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+        *listing.routes(),
+        *verification.routes(),
+        *authorizations.routes(),
+        *declaration.routes(),
+        *ca.routes(),
+        *legacy.routes(),
+        *admin.routes(),
+    ]
+
+
+def _exception_handlers() -> Mapping[Any, ExceptionHandler]:
+    # gateway.app mounts this app: its handlers are imported when an app is made, not at import time.
+    from gateway.app import on_gateway_error, on_http_exception, on_unexpected
+
+    return {errors.GatewayError: on_gateway_error, HTTPException: on_http_exception, Exception: on_unexpected}
+
+
+def create_units_app(settings: Settings) -> Starlette:
+    service = UnitsService.create(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.close()
+
+    app = Starlette(
+        routes=routes(),
+        middleware=[
+            Middleware(
+                TokenAuthMiddleware,
+                verifier=service.verifier,
+                public_paths=PUBLIC_PATHS,
+                public_base_url=settings.issuer,
+                dpop=service.dpop,
+            )
+        ],
+        exception_handlers=_exception_handlers(),
+        lifespan=lifespan,
+    )
+    app.state.units = service
+    return app
+
+
+def create_standalone_app(settings: Settings) -> Starlette:
+    units = create_units_app(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with mounted_lifespan(units):
+            yield
+
+    return Starlette(
+        routes=[Mount(UNITS_PATH, app=units), Route("/healthz", healthz, methods=["GET"])],
+        middleware=[Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)],
+        exception_handlers=_exception_handlers(),
+        lifespan=lifespan,
+    )
+
+
+def mounted_lifespan(app: Starlette | None) -> AbstractAsyncContextManager[None]:
+    """The units app's lifespan, run by the app that mounts it (Starlette does not run a mounted app's)."""
+    if app is None:
+        return nullcontext()
+    return cast(AbstractAsyncContextManager[None], app.router.lifespan_context(app))

@@ -1,0 +1,62 @@
+"""`GET /units/v1/units`: the units the caller does tax work for, and how each can be entered.
+
+With one unit the desktop asks for its declaration password at once (or enters it, when an
+authorization applies); with several the person picks one first (DOMAIN.md, unit verification 2).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import TypedDict
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.units.access import caller
+from gateway.units.http import json_response, timestamp
+from gateway.units.service import units_of
+
+
+class UnitView(TypedDict):
+    tin: str
+    name: str
+    role: str
+    authorized: bool
+    authorized_until: str | None
+    declaration_password_set: bool
+    locked: bool
+    locked_until: str | None
+    captcha_required: bool
+
+
+async def list_units(request: Request) -> Response:
+    service = units_of(request)
+    claims = caller(request)
+    now = datetime.now(UTC)
+    memberships = await service.records.memberships(claims["sub"])
+    authorized = await service.records.active_authorizations(claims["sub"], now) if memberships else {}
+    views: list[UnitView] = []
+    for unit in memberships:
+        lock = await service.lockout.locked(unit.tin)
+        retry_after = int(lock.extra["retry_after"]) if lock is not None else 0
+        until = authorized.get(unit.tin)
+        views.append(
+            {
+                "tin": unit.tin,
+                "name": unit.name,
+                "role": unit.role.value,
+                "authorized": until is not None,
+                "authorized_until": timestamp(until) if until is not None else None,
+                "declaration_password_set": unit.password_set,
+                "locked": lock is not None,
+                "locked_until": timestamp(datetime.fromtimestamp(time.time() + retry_after, UTC)) if lock else None,
+                "captcha_required": await service.lockout.captcha_required(unit.tin),
+            }
+        )
+    return json_response({"units": views})
+
+
+def routes() -> list[BaseRoute]:
+    return [Route("/v1/units", list_units, methods=["GET"])]

@@ -1,0 +1,112 @@
+"""The parts of one units service, built with its app and started by its lifespan.
+
+The service has its own state store (lockout counters, captchas, CA challenges), its own signing keys
+and its own tables; it shares the gateway's database (one migration chain) and reads the directory
+only to resolve the persons hall staff and legal representatives name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import HTTPConnection
+
+from gateway.accounts.captcha import Captchas
+from gateway.accounts.lockout import Lockout, LockoutPolicy
+from gateway.accounts.passwords import PasswordHashing
+from gateway.accounts.throttle import Throttle
+from gateway.directory.audit import AuditLog
+from gateway.directory.db import create_engine, migrate
+from gateway.directory.persons import PersonDirectory
+from gateway.settings import Settings
+from gateway.state.base import StateStore
+from gateway.tokens.dpop import DpopVerifier, StoreReplayCache
+from gateway.tokens.keys import KeyFile
+from gateway.units.access import GatewayKeys, GatewayTokenVerifier, gateway_verifier
+from gateway.units.certificates import CaTrust
+from gateway.units.records import UnitRecords
+from gateway.units.tokens import UnitTokens
+
+
+def units_keys_file(settings: Settings) -> Path:
+    if settings.units_keys_file:
+        return Path(settings.units_keys_file)
+    gateway_keys = Path(settings.keys_file)
+    return gateway_keys.with_name("units-" + gateway_keys.name)
+
+
+@dataclass
+class UnitsService:
+    settings: Settings
+    store: StateStore
+    engine: AsyncEngine
+    records: UnitRecords
+    directory: PersonDirectory
+    audit: AuditLog
+    hashing: PasswordHashing
+    lockout: Lockout
+    captchas: Captchas
+    ip_throttle: Throttle
+    tokens: UnitTokens
+    gateway_keys: GatewayKeys
+    verifier: GatewayTokenVerifier
+    dpop: DpopVerifier
+    ca_trust: CaTrust | None
+
+    @classmethod
+    def create(cls, settings: Settings) -> UnitsService:
+        # gateway.app mounts this service, so its factories are imported when they are needed.
+        from gateway.app import create_store, password_hashing
+
+        store = create_store(settings)
+        engine = create_engine(settings.database_url)
+        verifier, keys = gateway_verifier(settings)
+        policy = LockoutPolicy(
+            settings.units_password_max_failures,
+            settings.units_password_lockout_seconds,
+            "unit",
+            captcha_memory=settings.login_captcha_memory,
+        )
+        trust = CaTrust.from_file(settings.units_ca_trust_bundle) if settings.units_ca_trust_bundle else None
+        return cls(
+            settings=settings,
+            store=store,
+            engine=engine,
+            records=UnitRecords(engine),
+            directory=PersonDirectory(engine),
+            audit=AuditLog(engine),
+            hashing=password_hashing(settings),
+            lockout=Lockout(store, policy),
+            captchas=Captchas(settings, store),
+            ip_throttle=Throttle(
+                store,
+                "unit-ip",
+                settings.login_ip_max_attempts,
+                settings.login_ip_window,
+                what="declaration password attempts",
+            ),
+            tokens=UnitTokens(settings, KeyFile(units_keys_file(settings), settings.signing_alg)),
+            gateway_keys=keys,
+            verifier=verifier,
+            dpop=DpopVerifier(StoreReplayCache(store)),
+            ca_trust=trust,
+        )
+
+    async def start(self) -> None:
+        if self.settings.database_auto_migrate:
+            await migrate(self.engine)
+        await self.store.start()
+
+    async def close(self) -> None:
+        self.captchas.close()
+        await self.gateway_keys.aclose()
+        await self.store.close()
+        await self.engine.dispose()
+        self.hashing.close()
+
+
+def units_of(conn: HTTPConnection) -> UnitsService:
+    service: UnitsService = conn.app.state.units
+    return service
