@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from gateway import errors, logs
 from gateway.accounts import rules
 from gateway.app import create_app, password_hashing
+from gateway.clients import commands as client_commands
 from gateway.directory.db import create_engine, migrate
 from gateway.directory.persons import PersonDirectory
 from gateway.settings import Settings
@@ -156,6 +157,7 @@ def parser() -> argparse.ArgumentParser:
     run = commands.add_parser("serve", help="run the gateway")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
+    run.add_argument("--demo", action="store_true", help="seed a demo person and units; print how to log in")
 
     db = commands.add_parser("db", help="database tasks").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply the migrations")
@@ -181,6 +183,7 @@ def parser() -> argparse.ArgumentParser:
     grant = staff.add_parser("grant", help="give a person the hall_staff role (registration codes, hall resets)")
     grant.add_argument("login_name")
     unit_commands.add_parsers(commands, admin)
+    client_commands.add_parsers(commands)
     return top
 
 
@@ -191,7 +194,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:  # e.g. a dev-only feature with QRGATE_PRODUCTION=true
         print(f"qrgate: refusing to start, the settings are invalid:\n{exc}", file=sys.stderr)
         return 2
+    if args.command in client_commands.COMMANDS:
+        return client_commands.run(settings, args)
     if args.command == "serve":
+        if args.demo:
+            from gateway.web import demo
+
+            settings = demo.prepare(settings, args.host, args.port)
         serve(settings, args.host, args.port)
         return 0
     if args.command == "db":

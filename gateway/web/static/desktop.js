@@ -22,6 +22,7 @@ const qr = {
   timer: null,
   drops: 0,
   status: null, // [key, values] of the status line, redrawn on a language switch
+  tick: null, // redraws the countdown
 };
 const demoChannel = "BroadcastChannel" in window ? new BroadcastChannel("qrgate-demo") : null;
 
@@ -35,16 +36,29 @@ function setStatus(key, values = {}) {
   $("qr-status").dataset.state = key;
 }
 
-function overlay(key) {
+// The picture's overlay: a short word over the dimmed code, and a refresh button where the page
+// does not refresh by itself.
+const OVERLAYS = {
+  qr_scanned: ["qr_scanned_short", false],
+  qr_confirmed: ["qr_confirmed_short", false],
+  qr_expired: ["qr_expired_short", false],
+  qr_cancelled: ["qr_cancelled_short", true],
+  qr_lost: ["qr_lost_short", true],
+  qr_delivered: ["qr_lost_short", true],
+  qr_failed: ["qr_lost_short", true],
+};
+
+function overlay(state) {
   const box = $("qr-overlay");
-  if (!key) {
+  box.dataset.state = state || "";
+  if (!state) {
     show(box, false);
     $("qr-frame").classList.remove("dimmed");
     return;
   }
+  const [key, refresh] = OVERLAYS[state];
   $("qr-overlay-text").textContent = t(key);
-  $("qr-overlay-text").dataset.key = key;
-  show($("qr-refresh"), key !== "qr_scanned_short" && key !== "qr_confirmed");
+  show($("qr-refresh"), refresh);
   $("qr-frame").classList.add("dimmed");
   show(box, true);
 }
@@ -60,6 +74,8 @@ function stopWaiting() {
   qr.poller = null;
   clearInterval(qr.timer);
   qr.timer = null;
+  qr.tick = null;
+  $("qr-countdown").textContent = "";
 }
 
 /** The desktop no longer wants this code (tab switch, new code, page closed): tell the gateway. */
@@ -83,7 +99,7 @@ async function refreshQr() {
   if (generation !== qr.generation) return;
   if (!minted.ok) {
     setStatus("qr_failed", { detail: problemMessage(minted) });
-    overlay("qr_lost");
+    overlay("qr_failed");
     return;
   }
   const current = { ...minted.body, deadline: Date.now() + minted.body.expires_in * 1000 };
@@ -104,7 +120,7 @@ function deviceName() {
 }
 
 function startCountdown(generation) {
-  const tick = () => {
+  qr.tick = () => {
     if (generation !== qr.generation || !qr.current) return;
     const left = Math.ceil((qr.current.deadline - Date.now()) / 1000);
     if (left <= 0) {
@@ -113,8 +129,8 @@ function startCountdown(generation) {
     }
     $("qr-countdown").textContent = t("qr_countdown", { seconds: left });
   };
-  tick();
-  qr.timer = setInterval(tick, 1000);
+  qr.tick();
+  qr.timer = setInterval(qr.tick, 1000);
 }
 
 function expired(generation) {
@@ -130,7 +146,7 @@ function expired(generation) {
 
 function scanned(name) {
   setStatus("qr_scanned", { name });
-  overlay("qr_scanned_short");
+  overlay("qr_scanned");
 }
 
 function cancelled() {
@@ -340,6 +356,7 @@ function loggedIn(tokens, method) {
   session.claims = claimsOf(tokens.access_token);
   session.method = method;
   show($("login"), false);
+  document.body.classList.add("signed-in");
   if (document.body.dataset.units === "true") units.start();
   else showDone(null);
 }
@@ -372,6 +389,7 @@ async function logout() {
   show($("done"), false);
   show($("units"), false);
   show($("login"), true);
+  document.body.classList.remove("signed-in");
   $("tab-qr").setAttribute("aria-selected", "false");
   selectTab("qr");
 }
@@ -381,8 +399,8 @@ async function logout() {
 installLanguageSwitch();
 onLanguageChange(() => {
   if (qr.status) setStatus(...qr.status);
-  const key = $("qr-overlay-text").dataset.key;
-  if (key && !$("qr-overlay").hidden) overlay(key);
+  if (!$("qr-overlay").hidden) overlay($("qr-overlay").dataset.state);
+  qr.tick?.();
   drawDone();
   units.redraw();
 });
