@@ -15,22 +15,27 @@ for the Sentinels themselves. Every client gets explicit socket timeouts and a r
 
 Keys. Each QR session is one hash `qrgate:{qr:<id>}` and wakes its waiters on the shard channel
 `qrgate:{qr:<id>}:wake`; the hash tag puts both in one Cluster slot, so the transition script may
-write the one and SPUBLISH on the other. Generic data lives in `qrgate:{<key>}` (a hash) and counters in
-`qrgate:{<key>}:hits` (separate, as in the memory store; `delete` removes both). Every key has a TTL.
+write the one and SPUBLISH on the other. Generic data lives in `qrgate:{<key>}` (a hash), counters in
+`qrgate:{<key>}:hits` and sets in `qrgate:{<key>}:members` (separate, as in the memory store; `delete`
+removes the data and the counter). A refresh session is the hash `qrgate:{session:<sid>}` with its spent
+refresh hashes in `qrgate:{session:<sid>}:spent`. Every key has a TTL.
 
 Atomicity. Every write that must be atomic is one Lua script (one round trip, EVALSHA): a QR transition
 checks the state, the expiry and the required fields, writes, keeps the TTL and publishes the wake-up;
-`hit` is INCR + EXPIRE NX; `take` is HGETALL + DEL; `put` replaces the whole hash and sets its TTL.
+`hit` is INCR + PEXPIRE NX; `take` is HGETALL + DEL; `put` replaces the whole hash and sets its TTL;
+`rotate_refresh` checks the current and the spent refresh hashes and rotates or revokes.
 
-Fan-out. Per process (per store) there is one fan-out task and one pub/sub connection (in a Cluster,
-one per master that holds a subscribed channel: shard channels live on their slot's master). A waiter
-registers locally first; the first local waiter of a channel makes the fan-out SSUBSCRIBE and waits
-for Redis to confirm, so a state read that follows cannot miss a change; the last one to leave
-SUNSUBSCRIBEs. A message only sets Events. When a pub/sub connection fails, the fan-out drops it,
-reconnects with capped exponential backoff, re-subscribes every channel that still has local
-waiters and then wakes them all: they read the state again, which is the truth, so nothing published
-during the gap is lost. The pub/sub connections never retry by themselves (a silent reconnect would
-hide a gap); the fan-out task does the retrying.
+Fan-out. Per store (one per process) there is one fan-out task, which owns the pub/sub connection
+(standalone and Sentinel: exactly one; Cluster: one per master holding a subscribed channel, since
+shard channels live on their slot's master, through the cluster client's `ClusterPubSub`) and a pump
+per connection that only reads messages into the fan-out's queue. A waiter registers locally first;
+the first local waiter of a channel makes the fan-out SSUBSCRIBE and waits for Redis to confirm, so a
+state read that follows cannot miss a change; the last one to leave SUNSUBSCRIBEs. A message only sets
+Events, so a slow client never stalls fan-out. When a pub/sub connection fails (or stays silent past
+three health-check PINGs), the fan-out drops it, reconnects with capped exponential backoff
+(0.05 s .. 2 s), re-subscribes every channel that still has local waiters and then wakes them all:
+they read the state again, which is the truth, so nothing published during the gap is lost. The
+pub/sub connections never retry by themselves (a silent reconnect would hide a gap).
 
 Errors. Connection, timeout and cluster-availability errors become `StoreUnavailable` (503 with
 Retry-After); the connection pools reconnect by themselves once Redis is back.
@@ -59,7 +64,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff, NoBackoff
 
 from gateway.qr.machine import Transition
-from gateway.state.base import LocalWaiters, StoreUnavailable, Waiter
+from gateway.state.base import LocalWaiters, RotateOutcome, StoreUnavailable, Waiter
 
 log = logging.getLogger("qrgate.state.redis")
 
@@ -89,10 +94,11 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 # ---------------------------------------------------------------------------------------------
 # Lua. KEYS name every key (and the channel) a script touches, so Cluster routes and checks them.
 
+# KEYS: the hash, then keys to delete with it. ARGV: TTL in milliseconds, then field, value, ...
 PUT_LUA = """
-redis.call('DEL', KEYS[1])
+redis.call('DEL', unpack(KEYS))
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 """
 
@@ -128,10 +134,43 @@ redis.call('SPUBLISH', KEYS[2], ARGV[6])
 return {1, redis.call('HGETALL', KEYS[1])}
 """
 
+# KEYS: the counter. ARGV: TTL in milliseconds, set by the first hit only.
 HIT_LUA = """
 local count = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[1], 'NX')
+redis.call('PEXPIRE', KEYS[1], ARGV[1], 'NX')
 return count
+"""
+
+# KEYS: the session hash, its set of spent refresh hashes.
+# ARGV: the presented hash, the new hash, now, TTL in milliseconds.
+ROTATE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown'} end
+if redis.call('HGET', KEYS[1], 'refresh_hash') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'refresh_hash', ARGV[2], 'last_used', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('SADD', KEYS[2], ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  return {'rotated', redis.call('HGETALL', KEYS[1])}
+end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return {'reused'}
+end
+return {'unknown'}
+"""
+
+# KEYS: the session hash, its spent set. Returns 1 when the session existed.
+END_SESSION_LUA = """
+local existed = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+return existed
+"""
+
+# KEYS: the set. ARGV: the member, TTL in milliseconds (extends the set's TTL, never shortens it).
+ADD_MEMBER_LUA = """
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
 """
 
 TAKE_LUA = """
@@ -281,6 +320,10 @@ async def close_client(client: RedisClient) -> None:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
 
 
 def _record(flat: Sequence[Any]) -> dict[str, str] | None:
@@ -505,31 +548,37 @@ class Fanout:
         wakes every waiter, is bound to follow)."""
         if self._waiters.add(channel, waiter):
             self._active.add(channel)
+        if self._closed:
+            return
         self.start()
         if self._generation is None and not self._started.is_set():
             # Starting up: wait (briefly) for the first connection rather than be woken by it.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._started.wait(), self._confirm_timeout)
-        # Unless Redis confirms the subscription, the caller reads now and is woken again later:
-        # by the confirmation, or by the wake_all that follows a reconnect.
-        self._owed.add(channel)
+                async with asyncio.timeout(self._confirm_timeout):
+                    await self._started.wait()
+        if not await self._confirmed(channel):
+            # The caller reads the state now, before we listen: it is owed a wake-up, from the
+            # confirmation when it comes, or from the wake_all that follows a reconnect.
+            self._owed.add(channel)
+
+    async def _confirmed(self, channel: str) -> bool:
         generation = self._generation
         if generation is None or generation.broken:
-            return
+            return False
         async with generation.lock:
             if generation.broken or channel not in self._active:
-                return
+                return False
             sub = generation.subs.get(channel)
             if sub is None:
                 try:
                     sub = await self._subscribe(generation, channel)
                 except Exception as exc:
                     generation.fail(exc)
-                    return
+                    return False
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(sub.confirmed), self._confirm_timeout)
-        if sub.confirmed.done() and not generation.broken:
-            self._owed.discard(channel)
+            async with asyncio.timeout(self._confirm_timeout):
+                await asyncio.shield(sub.confirmed)
+        return sub.confirmed.done() and not generation.broken
 
     def leave(self, channel: str, waiter: Waiter) -> None:
         if not self._waiters.remove(channel, waiter):
@@ -547,7 +596,12 @@ class Fanout:
         sub = _Subscription()
         generation.subs[channel] = sub
         generation.sent_sub[channel] += 1
-        await generation.link.subscribe(channel)
+        try:
+            await generation.link.subscribe(channel)
+        except asyncio.CancelledError:
+            # Interrupted mid-command: whether Redis got it is unknown, so start over.
+            generation.fail(rx.ConnectionError("a subscription was interrupted"))
+            raise
         self._start_pumps(generation)
         return sub
 
@@ -627,12 +681,19 @@ class Fanout:
             for channel in channels:
                 await self._subscribe(generation, channel)
         if again and not channels:
-            self._waiters.wake_all()
+            self._wake_all()
+
+    def _wake_all(self) -> None:
+        self._owed.clear()
+        self._waiters.wake_all()
 
     async def _serve(self, generation: _Generation) -> None:
         while True:
             try:
-                message, error = await asyncio.wait_for(generation.events.get(), self._health_interval)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+                # that coincides with the result, and close() would then wait for ever.
+                async with asyncio.timeout(self._health_interval):
+                    message, error = await generation.events.get()
             except TimeoutError:
                 await self._check_health(generation)
                 continue
@@ -668,7 +729,7 @@ class Fanout:
             if channel in generation.resubscribing:
                 generation.resubscribing.discard(channel)
                 if not generation.resubscribing:
-                    self._waiters.wake_all()
+                    self._wake_all()
         elif kind == "sunsubscribe":
             if generation.sent_unsub[channel] > 0:
                 generation.sent_unsub[channel] -= 1
@@ -725,6 +786,9 @@ class RedisStore:
         self._transition = self.client.register_script(TRANSITION_LUA)
         self._hit = self.client.register_script(HIT_LUA)
         self._take = self.client.register_script(TAKE_LUA)
+        self._rotate = self.client.register_script(ROTATE_LUA)
+        self._end_session = self.client.register_script(END_SESSION_LUA)
+        self._add_member = self.client.register_script(ADD_MEMBER_LUA)
         self._closed = False
 
     @classmethod
@@ -769,6 +833,20 @@ class RedisStore:
     def counter_key(self, key: str) -> str:
         return f"{self.prefix}:{{{key}}}:hits"
 
+    def set_key(self, key: str) -> str:
+        return f"{self.prefix}:{{{key}}}:members"
+
+    def session_keys(self, sid: str) -> list[str]:
+        """The session hash (the data key `session:<sid>`, as in the memory store) and its spent set."""
+        session = self.data_key("session:" + sid)
+        return [session, session + ":spent"]
+
+    async def _ready(self) -> None:
+        # redis-py 8.1's RedisCluster initialises lazily on the first command, and concurrent first
+        # commands race (they close connections that others are using): initialise it explicitly.
+        if isinstance(self.client, RedisCluster):
+            await self.client.initialize()
+
     # Life cycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         self.fanout.start()
@@ -786,12 +864,14 @@ class RedisStore:
 
     async def ping(self) -> None:
         with _guard("ping"):
+            await self._ready()
             await cast(Awaitable[Any], self.client.ping())
 
     # QR sessions -----------------------------------------------------------------------------
     async def create_qr(self, qr_id: str, record: Mapping[str, str], ttl: int) -> None:
         with _guard("create_qr"):
-            await self._put(keys=[self.qr_key(qr_id)], args=[ttl, *_pairs(record)])
+            await self._ready()
+            await self._put(keys=[self.qr_key(qr_id)], args=[_ms(ttl), *_pairs(record)])
 
     async def get_qr(self, qr_id: str) -> dict[str, str] | None:
         return await self._hgetall(self.qr_key(qr_id), "get_qr")
@@ -806,6 +886,7 @@ class RedisStore:
             transition.to_state.value,
         ]
         with _guard("transition_qr"):
+            await self._ready()
             status, flat = await self._transition(keys=[self.qr_key(qr_id), self.qr_channel(qr_id)], args=args)
         return int(status) == 1, _record(flat)
 
@@ -821,29 +902,79 @@ class RedisStore:
         finally:
             self.fanout.leave(channel, waiter)
 
+    # Refresh sessions ------------------------------------------------------------------------------
+    async def create_session(self, sid: str, session: Mapping[str, str], ttl: int) -> None:
+        with _guard("create_session"):
+            await self._ready()
+            await self._put(keys=self.session_keys(sid), args=[_ms(ttl), *_pairs(session)])
+
+    async def get_session(self, sid: str) -> dict[str, str] | None:
+        return await self._hgetall(self.session_keys(sid)[0], "get_session")
+
+    async def rotate_refresh(
+        self, sid: str, presented_hash: str, new_hash: str, now: float, ttl: int
+    ) -> tuple[RotateOutcome, dict[str, str] | None]:
+        with _guard("rotate_refresh"):
+            await self._ready()
+            reply = await self._rotate(
+                keys=self.session_keys(sid), args=[presented_hash, new_hash, repr(float(now)), _ms(ttl)]
+            )
+        outcome = _text(reply[0])
+        if outcome == "rotated":
+            return "rotated", _record(reply[1])
+        if outcome == "reused":
+            return "reused", None
+        return "unknown", None
+
+    async def end_session(self, sid: str) -> bool:
+        with _guard("end_session"):
+            await self._ready()
+            return int(await self._end_session(keys=self.session_keys(sid))) == 1
+
+    async def add_member(self, key: str, member: str, ttl: int) -> None:
+        with _guard("add_member"):
+            await self._ready()
+            await self._add_member(keys=[self.set_key(key)], args=[member, _ms(ttl)])
+
+    async def members(self, key: str) -> set[str]:
+        with _guard("members"):
+            await self._ready()
+            found = await cast(Awaitable[set[Any]], self.client.smembers(self.set_key(key)))
+        return {_text(member) for member in found}
+
+    async def remove_member(self, key: str, member: str) -> None:
+        with _guard("remove_member"):
+            await self._ready()
+            await cast(Awaitable[Any], self.client.srem(self.set_key(key), member))
+
     # Generic expiring data ---------------------------------------------------------------------
     async def hit(self, key: str, ttl: int) -> int:
         with _guard("hit"):
-            return int(await self._hit(keys=[self.counter_key(key)], args=[ttl]))
+            await self._ready()
+            return int(await self._hit(keys=[self.counter_key(key)], args=[_ms(ttl)]))
 
     async def put(self, key: str, value: Mapping[str, str], ttl: int) -> None:
         with _guard("put"):
-            await self._put(keys=[self.data_key(key)], args=[ttl, *_pairs(value)])
+            await self._ready()
+            await self._put(keys=[self.data_key(key)], args=[_ms(ttl), *_pairs(value)])
 
     async def get(self, key: str) -> dict[str, str] | None:
         return await self._hgetall(self.data_key(key), "get")
 
     async def take(self, key: str) -> dict[str, str] | None:
         with _guard("take"):
+            await self._ready()
             flat = await self._take(keys=[self.data_key(key)])
         return _record(flat)
 
     async def delete(self, key: str) -> None:
         with _guard("delete"):
+            await self._ready()
             await cast(Awaitable[Any], self.client.delete(self.data_key(key), self.counter_key(key)))
 
     async def _hgetall(self, key: str, operation: str) -> dict[str, str] | None:
         with _guard(operation):
+            await self._ready()
             found = await cast(Awaitable[dict[Any, Any]], self.client.hgetall(key))
         if not found:
             return None
