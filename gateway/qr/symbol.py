@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import cache
 from operator import itemgetter
 
-__all__ = ["ContentTooLong", "QrSymbol", "encode"]
+__all__ = ["ContentTooLong", "QrSymbol", "encode", "encode_bytes"]
 
 # (level name, format bits), in the order of the tables below.
 LEVELS = (("L", 0b01), ("M", 0b00), ("Q", 0b11), ("H", 0b10))
@@ -393,6 +393,11 @@ def encode(content: str, *, mask: int | None = None) -> QrSymbol:
     with the lowest penalty is chosen."""
     payload = content.encode("utf-8")
     version, level = _choose(len(payload))
+    return encode_bytes(payload, version, level, mask)
+
+
+def encode_bytes(payload: bytes, version: int, level: int, mask: int | None = None) -> QrSymbol:
+    """`payload` in byte mode at this version and level (index into LEVELS); it must fit."""
     layout = _layout(version, level)
     data = _data_codewords(payload, version, data_capacity(version, level))
     blocks = [data[start : start + length] for start, length in layout.blocks]

@@ -356,7 +356,7 @@ function loggedIn(tokens, method) {
   session.claims = claimsOf(tokens.access_token);
   session.method = method;
   show($("login"), false);
-  document.body.classList.add("signed-in");
+  document.body.classList.add("logged-in");
   if (document.body.dataset.units === "true") units.start();
   else showDone(null);
 }
@@ -389,7 +389,7 @@ async function logout() {
   show($("done"), false);
   show($("units"), false);
   show($("login"), true);
-  document.body.classList.remove("signed-in");
+  document.body.classList.remove("logged-in");
   $("tab-qr").setAttribute("aria-selected", "false");
   selectTab("qr");
 }

@@ -114,7 +114,11 @@ export class UnitChooser {
   select(index) {
     if (index < 0 || index >= this.units.length) return;
     this.selected = index;
-    this.drawList();
+    // Only the marks change (rebuilding the items would break a double-click in progress).
+    for (const item of $("unit-list").children) {
+      item.setAttribute("aria-selected", String(Number(item.dataset.index) === index));
+    }
+    $("unit-list").setAttribute("aria-activedescendant", `unit-${index}`);
     $(`unit-${index}`).scrollIntoView({ block: "nearest" });
   }
 
