@@ -65,6 +65,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
         proxy_headers=True,
         forwarded_allow_ips=settings.trusted_proxies,
         timeout_graceful_shutdown=10,
+        backlog=4096,
         lifespan="on",
         access_log=False,
         log_config=None,

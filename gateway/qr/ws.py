@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Any
 
@@ -23,6 +24,8 @@ from gateway.qr.machine import QrState
 from gateway.qr.service import view
 from gateway.state.base import Waiter
 
+log = logging.getLogger("qrgate.ws")
+
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN = 1013
@@ -33,7 +36,6 @@ CLOSE_DELIVERED = 4409
 CLOSE_BY_CAUSE = {
     "invalid_waiter_token": CLOSE_BAD_WAITER,
     "qr_not_found": CLOSE_NOT_FOUND,
-    "store_unavailable": CLOSE_TRY_AGAIN,
 }
 
 
@@ -74,14 +76,18 @@ async def qr_events(ws: WebSocket) -> None:
             return
         try:
             await gw.qr.record_for_waiter(qr_id, token)
+        except errors.ServiceUnavailable:
+            raise
         except errors.GatewayError as exc:
             await ws.close(CLOSE_BY_CAUSE.get(exc.code, CLOSE_BAD_HELLO), exc.detail[:120])
             return
         await _stream(ws, gw, qr_id)
     except (ClosedByClient, WebSocketDisconnect):
         return
-    except errors.ServiceUnavailable:
+    except errors.ServiceUnavailable as exc:
         # The store is down: the client should come back shortly (to this or another process).
+        metrics.BACKEND_ERRORS.labels("store").inc()
+        log.warning("store unavailable on a waiting socket: %r", exc.__cause__)
         await _close_quietly(ws, CLOSE_TRY_AGAIN, "temporarily unavailable, reconnect")
 
 

@@ -71,6 +71,7 @@ log = logging.getLogger("qrgate.state.redis")
 RedisClient: TypeAlias = Redis | RedisCluster
 ClientFactory: TypeAlias = Callable[[], RedisClient]
 
+MAX_IN_FLIGHT = 64  # concurrent commands per process; more wait for a connection
 DEFAULT_PREFIX = "qrgate"
 SOCKET_TIMEOUT = 2.0
 CONNECT_TIMEOUT = 2.0
@@ -766,8 +767,11 @@ class RedisStore:
         health_interval: float = HEALTH_INTERVAL,
         confirm_timeout: float = CONFIRM_TIMEOUT,
         backoff: tuple[float, float] = (BACKOFF_MIN, BACKOFF_MAX),
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
-        factory = client_factory(connect) if isinstance(connect, str) else connect
+        factory = client_factory(connect, max_connections=max_in_flight + 8) if isinstance(connect, str) else connect
+        # redis-py's pools raise MaxConnectionsError when exhausted: commands queue here instead.
+        self._in_flight = asyncio.Semaphore(max_in_flight)
         self.prefix = prefix
         self.client: RedisClient = factory()
         fanout_client = factory()
@@ -799,7 +803,7 @@ class RedisStore:
         socket_timeout: float = SOCKET_TIMEOUT,
         socket_connect_timeout: float = CONNECT_TIMEOUT,
         retries: int = RETRIES,
-        max_connections: int | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT,
         prefix: str = DEFAULT_PREFIX,
         health_interval: float = HEALTH_INTERVAL,
         confirm_timeout: float = CONFIRM_TIMEOUT,
@@ -810,7 +814,7 @@ class RedisStore:
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_connect_timeout,
             retries=retries,
-            max_connections=max_connections,
+            max_connections=max_in_flight + 8,
         )
         return cls(
             factory,
@@ -818,6 +822,7 @@ class RedisStore:
             health_interval=health_interval,
             confirm_timeout=confirm_timeout,
             backoff=backoff,
+            max_in_flight=max_in_flight,
         )
 
     # Keys ------------------------------------------------------------------------------------
@@ -841,6 +846,12 @@ class RedisStore:
         session = self.data_key("session:" + sid)
         return [session, session + ":spent"]
 
+    @asynccontextmanager
+    async def _command(self, operation: str) -> AsyncIterator[None]:
+        async with self._in_flight:
+            with _guard(operation):
+                yield
+
     async def _ready(self) -> None:
         # redis-py 8.1's RedisCluster initialises lazily on the first command, and concurrent first
         # commands race (they close connections that others are using): initialise it explicitly.
@@ -863,13 +874,13 @@ class RedisStore:
                 log.debug("closing a redis client failed: %r", exc)
 
     async def ping(self) -> None:
-        with _guard("ping"):
+        async with self._command("ping"):
             await self._ready()
             await cast(Awaitable[Any], self.client.ping())
 
     # QR sessions -----------------------------------------------------------------------------
     async def create_qr(self, qr_id: str, record: Mapping[str, str], ttl: int) -> None:
-        with _guard("create_qr"):
+        async with self._command("create_qr"):
             await self._ready()
             await self._put(keys=[self.qr_key(qr_id)], args=[_ms(ttl), *_pairs(record)])
 
@@ -885,7 +896,7 @@ class RedisStore:
             json.dumps(dict(transition.updates), ensure_ascii=False),
             transition.to_state.value,
         ]
-        with _guard("transition_qr"):
+        async with self._command("transition_qr"):
             await self._ready()
             status, flat = await self._transition(keys=[self.qr_key(qr_id), self.qr_channel(qr_id)], args=args)
         return int(status) == 1, _record(flat)
@@ -904,7 +915,7 @@ class RedisStore:
 
     # Refresh sessions ------------------------------------------------------------------------------
     async def create_session(self, sid: str, session: Mapping[str, str], ttl: int) -> None:
-        with _guard("create_session"):
+        async with self._command("create_session"):
             await self._ready()
             await self._put(keys=self.session_keys(sid), args=[_ms(ttl), *_pairs(session)])
 
@@ -914,7 +925,7 @@ class RedisStore:
     async def rotate_refresh(
         self, sid: str, presented_hash: str, new_hash: str, now: float, ttl: int
     ) -> tuple[RotateOutcome, dict[str, str] | None]:
-        with _guard("rotate_refresh"):
+        async with self._command("rotate_refresh"):
             await self._ready()
             reply = await self._rotate(
                 keys=self.session_keys(sid), args=[presented_hash, new_hash, repr(float(now)), _ms(ttl)]
@@ -927,34 +938,34 @@ class RedisStore:
         return "unknown", None
 
     async def end_session(self, sid: str) -> bool:
-        with _guard("end_session"):
+        async with self._command("end_session"):
             await self._ready()
             return int(await self._end_session(keys=self.session_keys(sid))) == 1
 
     async def add_member(self, key: str, member: str, ttl: int) -> None:
-        with _guard("add_member"):
+        async with self._command("add_member"):
             await self._ready()
             await self._add_member(keys=[self.set_key(key)], args=[member, _ms(ttl)])
 
     async def members(self, key: str) -> set[str]:
-        with _guard("members"):
+        async with self._command("members"):
             await self._ready()
             found = await cast(Awaitable[set[Any]], self.client.smembers(self.set_key(key)))
         return {_text(member) for member in found}
 
     async def remove_member(self, key: str, member: str) -> None:
-        with _guard("remove_member"):
+        async with self._command("remove_member"):
             await self._ready()
             await cast(Awaitable[Any], self.client.srem(self.set_key(key), member))
 
     # Generic expiring data ---------------------------------------------------------------------
     async def hit(self, key: str, ttl: int) -> int:
-        with _guard("hit"):
+        async with self._command("hit"):
             await self._ready()
             return int(await self._hit(keys=[self.counter_key(key)], args=[_ms(ttl)]))
 
     async def put(self, key: str, value: Mapping[str, str], ttl: int) -> None:
-        with _guard("put"):
+        async with self._command("put"):
             await self._ready()
             await self._put(keys=[self.data_key(key)], args=[_ms(ttl), *_pairs(value)])
 
@@ -962,18 +973,18 @@ class RedisStore:
         return await self._hgetall(self.data_key(key), "get")
 
     async def take(self, key: str) -> dict[str, str] | None:
-        with _guard("take"):
+        async with self._command("take"):
             await self._ready()
             flat = await self._take(keys=[self.data_key(key)])
         return _record(flat)
 
     async def delete(self, key: str) -> None:
-        with _guard("delete"):
+        async with self._command("delete"):
             await self._ready()
             await cast(Awaitable[Any], self.client.delete(self.data_key(key), self.counter_key(key)))
 
     async def _hgetall(self, key: str, operation: str) -> dict[str, str] | None:
-        with _guard(operation):
+        async with self._command(operation):
             await self._ready()
             found = await cast(Awaitable[dict[Any, Any]], self.client.hgetall(key))
         if not found:

@@ -1,0 +1,178 @@
+"""Shared parts of the benchmarks: private redis-server and gateway processes on free ports, the
+bare floor app, process memory, percentiles. Everything listens on 127.0.0.1 and is stopped at exit."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def raise_open_files() -> int:
+    """Lift the soft open-files limit to the hard one (inherited by the processes we start)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=0.5).status_code < 500:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer")
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="qrgate-bench-redis-")
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir, "--maxclients", "20000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    break
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class Gateway:
+    """One `qrgate serve` process."""
+
+    def __init__(self, workdir: Path, port: int, env: dict[str, str]) -> None:
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.env = env
+        self.log = (workdir / f"gateway-{port}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=self.log,
+            stderr=self.log,
+            cwd=ROOT,
+        )
+
+    def log_tail(self, lines: int = 40) -> str:
+        self.log.flush()
+        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+def gateway_env(workdir: Path, port: int, redis_url: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "QRGATE_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "QRGATE_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'bench.db'}",
+        "QRGATE_KEYS_FILE": str(workdir / "keys.json"),
+        "QRGATE_REDIS_URL": redis_url,
+        "QRGATE_LOG_LEVEL": "warning",
+        "QRGATE_LOGIN_IP_MAX_ATTEMPTS": "1000000",
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def gateways(workdir: Path, redis_url: str, count: int = 1, **extra: str) -> Iterator[list[Gateway]]:
+    started: list[Gateway] = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            started.append(Gateway(workdir, port, gateway_env(workdir, port, redis_url, **extra)))
+            wait_http(f"{started[-1].base_url}/healthz")  # one at a time: the first one migrates
+        yield started
+    except BaseException:
+        for gateway in started:
+            print(f"--- log of the gateway on port {gateway.port}:\n{gateway.log_tail()}", file=sys.stderr)
+        raise
+    finally:
+        for gateway in started:
+            gateway.stop()
+
+
+@contextlib.contextmanager
+def bare_app(kind: str) -> Iterator[tuple[str, int]]:
+    """The floor: benchmarks/bare_app.py under the same uvicorn settings as `qrgate serve`."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "bare_app.py"), kind, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        yield f"http://127.0.0.1:{port}", proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def add_person(workdir: Path, redis_url: str, n: int = 1) -> dict[str, str]:
+    """A person in the benchmark's database, through the same code path as `qrgate admin person add`."""
+    import asyncio
+
+    sys.path.insert(0, str(ROOT))
+    from gateway.cli import add_person_record
+    from gateway.settings import Settings
+    from tests.conftest import new_identity
+
+    identity = new_identity()
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{workdir / 'bench.db'}",
+        keys_file=str(workdir / "keys.json"),
+        redis_url=redis_url,
+    )
+    asyncio.run(add_person_record(settings, **identity))
+    return identity
