@@ -21,7 +21,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import bare_app, gateways, raise_open_files, redis_server, rss_kib  # noqa: E402
+from harness import bare_app, gateways, raise_open_files, redis_server, rss_kib
 
 GOAL_RATIO = 1.4
 

@@ -28,7 +28,7 @@ def free_port() -> int:
 
 def raise_open_files() -> int:
     """Lift the soft open-files limit to the hard one (inherited by the processes we start)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
 
@@ -174,5 +174,8 @@ def add_person(workdir: Path, redis_url: str, n: int = 1) -> dict[str, str]:
         keys_file=str(workdir / "keys.json"),
         redis_url=redis_url,
     )
-    asyncio.run(add_person_record(settings, **identity))
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # its own event loop, callable from inside one too
+        pool.submit(asyncio.run, add_person_record(settings, **identity)).result()
     return identity

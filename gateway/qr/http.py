@@ -137,34 +137,35 @@ async def abandon(request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def scanning_person(request: Request, gw: Gateway) -> tuple[str, str]:
+async def phone_person(request: Request, gw: Gateway) -> str:
+    """The person behind the mobile app's access token (signature, live session, client checked)."""
     claims = await authenticate(request, gw)
     policy = gw.clients.get(claims["client_id"])
     if policy is None or not policy.may_scan_qr:
         raise errors.Forbidden("Only the mobile app may scan QR codes.", code="client_not_allowed")
-    person = await gw.directory.get(claims["sub"])
-    if person is None:
-        raise errors.Unauthorized("The person of this token no longer exists.", code="invalid_token")
-    return person.id, person.name
+    return claims["sub"]
 
 
 async def scan(request: Request) -> Response:
     gw = gateway_of(request)
-    person_id, name = await scanning_person(request, gw)
-    scanner = Scanner(person_id=person_id, display_name=mask_name(name), ip=client_ip(request))
+    person_id = await phone_person(request, gw)
+    person = await gw.directory.get(person_id)  # the name, masked, is shown on the desktop
+    if person is None:
+        raise errors.Unauthorized("The person of this token no longer exists.", code="invalid_token")
+    scanner = Scanner(person_id=person_id, display_name=mask_name(person.name), ip=client_ip(request))
     return json_response(await gw.qr.scan(request.path_params["qr_id"], scanner))
 
 
 async def confirm(request: Request) -> Response:
     gw = gateway_of(request)
-    person_id, _ = await scanning_person(request, gw)
+    person_id = await phone_person(request, gw)
     await gw.qr.confirm(request.path_params["qr_id"], person_id)
     return Response(status_code=204)
 
 
 async def cancel(request: Request) -> Response:
     gw = gateway_of(request)
-    person_id, _ = await scanning_person(request, gw)
+    person_id = await phone_person(request, gw)
     await gw.qr.cancel(request.path_params["qr_id"], person_id)
     return Response(status_code=204)
 

@@ -1,0 +1,113 @@
+"""Full QR logins per second on one gateway process over Redis, and the same request mix against a
+bare Starlette app (the floor) in the same run.
+
+    python benchmarks/bench_full_flow.py [--seconds 15] [--concurrency 32]
+
+One login: mint (POST /v1/qr) -> WebSocket + hello -> `state` -> the phone scans (POST .../scan) ->
+`scanned` -> the phone confirms (POST .../confirm) -> `confirmed` with tokens -> close. No images.
+`--concurrency` desktops run logins back to back. Goals: >= 500 logins/s and >= 40% of the floor.
+Client and server share this machine's cores; the client is the same for both, so the ratio is fair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from websockets.asyncio.client import connect
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import add_person, bare_app, gateways, percentile, raise_open_files, redis_server
+
+GOAL_LOGINS = 500.0
+GOAL_RATIO = 0.40
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def drive(base_url: str, phone: str, seconds: float, concurrency: int) -> tuple[int, list[float]]:
+    headers = {"Authorization": f"Bearer {phone}"}
+    ws_base = base_url.replace("http", "ws", 1)
+    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
+    durations: list[float] = []
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as http:
+
+        async def one_login() -> None:
+            started = time.perf_counter()
+            minted = (await http.post("/v1/qr", json={"client_id": "withholding-desktop"})).json()
+            async with connect(f"{ws_base}/v1/qr/{minted['qr_id']}/events", ping_interval=None) as ws:
+                await ws.send(json.dumps({"type": "hello", "waiter_token": minted["waiter_token"]}))
+                assert json.loads(await ws.recv())["type"] == "state"
+                assert (await http.post(f"/v1/qr/{minted['qr_id']}/scan", headers=headers)).status_code == 200
+                assert json.loads(await ws.recv())["type"] == "scanned"
+                assert (await http.post(f"/v1/qr/{minted['qr_id']}/confirm", headers=headers)).status_code == 204
+                assert json.loads(await ws.recv())["type"] == "confirmed"
+            durations.append(time.perf_counter() - started)
+
+        deadline = time.perf_counter() + seconds
+
+        async def desktop() -> int:
+            done = 0
+            while time.perf_counter() < deadline:
+                await one_login()
+                done += 1
+            return done
+
+        counts = await asyncio.gather(*(desktop() for _ in range(concurrency)))
+    return sum(counts), durations
+
+
+async def run(seconds: float, concurrency: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp, redis_server() as redis_url:
+        with gateways(Path(tmp), redis_url, 1) as [gateway]:
+            person = add_person(Path(tmp), redis_url)
+            async with httpx.AsyncClient(base_url=gateway.base_url) as http:
+                login = await http.post(
+                    "/v1/login/password",
+                    json={"identifier": person["phone"], "password": person["password"], "client_id": "mobile-app"},
+                )
+                phone = login.json()["access_token"]
+            await drive(gateway.base_url, phone, 2, concurrency)  # warm up
+            cpu0 = cpu_seconds(gateway.proc.pid)
+            started = time.perf_counter()
+            ours, durations = await drive(gateway.base_url, phone, seconds, concurrency)
+            elapsed = time.perf_counter() - started
+            cpu = cpu_seconds(gateway.proc.pid) - cpu0
+    with bare_app("flow") as (floor_url, floor_pid):
+        await drive(floor_url, "x", 2, concurrency)
+        floor_cpu0 = cpu_seconds(floor_pid)
+        floor_started = time.perf_counter()
+        floor, _ = await drive(floor_url, "x", seconds, concurrency)
+        floor_elapsed = time.perf_counter() - floor_started
+        floor_cpu = cpu_seconds(floor_pid) - floor_cpu0
+    rate, floor_rate = ours / elapsed, floor / floor_elapsed
+    print(f"gateway over Redis: {ours} logins in {elapsed:.1f} s = {rate:.0f} logins/s "
+          f"(login p50 {percentile(durations, 50) * 1000:.1f} ms, p99 {percentile(durations, 99) * 1000:.1f} ms; "
+          f"server CPU {cpu / ours * 1000:.2f} ms per login)")  # fmt: skip
+    print(f"bare Starlette floor: {floor} logins in {floor_elapsed:.1f} s = {floor_rate:.0f} logins/s "
+          f"(server CPU {floor_cpu / floor * 1000:.2f} ms per login)")  # fmt: skip
+    print(f"goal >= {GOAL_LOGINS:.0f} logins/s: {rate / GOAL_LOGINS:.2f} of it; "
+          f"ratio to the floor {rate / floor_rate:.2f} (goal >= {GOAL_RATIO})")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    raise_open_files()
+    asyncio.run(run(args.seconds, args.concurrency))
+
+
+if __name__ == "__main__":
+    main()
