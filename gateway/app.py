@@ -11,7 +11,6 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount
 
 from gateway import errors, health, metrics
 from gateway.accounts import login
@@ -37,8 +36,7 @@ from gateway.tokens.issuer import TokenIssuer
 from gateway.tokens.keys import KeyFile
 from gateway.tokens.sessions import SessionManager
 from gateway.tokens.verifier import AccessTokenVerifier, StaticKeys
-from gateway.units.app import create_units_app, mounted_lifespan
-from gateway.units.tokens import UNITS_PATH
+from gateway.units.app import UnitsMount, create_units_app, mounted_lifespan
 from gateway.web import pages as web_pages
 
 log = logging.getLogger("qrgate")
@@ -162,7 +160,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *token_endpoints.routes(),
             *health.routes(with_metrics=config.metrics_port == 0),
             *web_pages.routes(),
-            *([Mount(UNITS_PATH, app=units)] if units is not None else []),
+            *([UnitsMount(units)] if units is not None else []),
         ],
         middleware=[
             Middleware(ObserveMiddleware),

@@ -24,7 +24,7 @@ import jsonschema_rs
 import pytest
 import schemathesis
 from schemathesis.core.result import Ok
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -282,6 +282,26 @@ def test_openapi_is_a_valid_openapi_3_1_document() -> None:
         "POST /v1/admin/password-resets",
         "GET /v1/rare-chars/radicals",
         "GET /v1/rare-chars",
+        # the units service, mounted at /units (tests/test_units_protocol.py holds its bodies against the schemas)
+        "GET /units/.well-known/jwks.json",
+        "POST /units/v1/captcha",
+        "GET /units/v1/units",
+        "POST /units/v1/units/{tin}/verify",
+        "POST /units/v1/units/{tin}/enter",
+        "POST /units/v1/unit-token/renew",
+        "POST /units/v1/units/{tin}/authorizations",
+        "GET /units/v1/units/{tin}/authorizations",
+        "DELETE /units/v1/units/{tin}/authorizations/{authorization_id}",
+        "PUT /units/v1/units/{tin}/declaration-password",
+        "POST /units/v1/units/{tin}/ca/challenge",
+        "POST /units/v1/units/{tin}/ca/verify",
+        "POST /units/v1/legacy/password-login",
+        "POST /units/v1/legacy/ca-challenge",
+        "POST /units/v1/legacy/ca-login",
+        "POST /units/v1/admin/units",
+        "PUT /units/v1/admin/units/{tin}/roles",
+        "DELETE /units/v1/admin/units/{tin}/roles/{person_id}",
+        "PUT /units/v1/admin/units/{tin}/declaration-password",
     }
     try:
         from openapi_spec_validator import validate  # type: ignore[import-not-found,unused-ignore]
@@ -358,14 +378,17 @@ def test_every_route_of_the_contract_is_documented(tmp_path: Path) -> None:
             assert route.path in channels, f"WebSocket {route.path} is not in asyncapi.yaml"
 
 
-def served_operations(routes: list[BaseRoute]) -> list[tuple[str, str]]:
-    """(path, method) of each HTTP route, the image route spelled out as .svg and .png."""
+def served_operations(routes: list[BaseRoute], prefix: str = "") -> list[tuple[str, str]]:
+    """(path, method) of each HTTP route, the image route spelled out as .svg and .png, the routes of
+    mounted apps (the units service at /units) under their prefix."""
     found: list[tuple[str, str]] = []
     for route in routes:
-        if isinstance(route, Route):
-            paths = [route.path]
+        if isinstance(route, Mount):
+            found.extend(served_operations(route.routes, prefix + route.path))
+        elif isinstance(route, Route):
+            paths = [prefix + route.path]
             if route.path.endswith(".{kind:str}"):
-                paths = [route.path.replace(".{kind:str}", f".{kind}") for kind in MEDIA_TYPES]
+                paths = [prefix + route.path.replace(".{kind:str}", f".{kind}") for kind in MEDIA_TYPES]
             found.extend((path, method) for path in paths for method in sorted((route.methods or set()) - {"HEAD"}))
     return found
 

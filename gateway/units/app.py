@@ -11,6 +11,7 @@ person) needs a gateway access token, checked by `gateway.tokens.TokenAuthMiddle
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any, cast
@@ -94,6 +95,16 @@ def create_units_app(settings: Settings) -> Starlette:
     return app
 
 
+class UnitsMount(Mount):
+    """The units app at /units, for any path below it: Starlette's mount pattern stops at a line
+    break, so a TIN holding a decoded `%0A` would get the outer app's 404 instead of the units
+    service's own answer (401, then 400 `invalid_tin`)."""
+
+    def __init__(self, app: Starlette) -> None:
+        super().__init__(UNITS_PATH, app=app)
+        self.path_regex = re.compile(self.path_regex.pattern, re.DOTALL)
+
+
 def create_standalone_app(settings: Settings) -> Starlette:
     units = create_units_app(settings)
 
@@ -103,7 +114,7 @@ def create_standalone_app(settings: Settings) -> Starlette:
             yield
 
     return Starlette(
-        routes=[Mount(UNITS_PATH, app=units), Route("/healthz", healthz, methods=["GET"])],
+        routes=[UnitsMount(units), Route("/healthz", healthz, methods=["GET"])],
         middleware=[Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)],
         exception_handlers=_exception_handlers(),
         lifespan=lifespan,
