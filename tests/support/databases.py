@@ -41,3 +41,41 @@ async def fresh_database(kind: str, tmp_path: Path) -> AsyncIterator[str]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+def create_postgres_database() -> tuple[str, str]:
+    """For fixtures outside an event loop: a new empty database -> (SQLAlchemy URL, name)."""
+    import asyncio
+
+    import asyncpg
+
+    name = "qrgate_" + secrets.token_hex(6)
+
+    async def create() -> None:
+        admin = await asyncpg.connect(POSTGRES, timeout=5)
+        try:
+            await admin.execute(f"CREATE DATABASE \"{name}\" ENCODING 'UTF8' TEMPLATE template0")
+        finally:
+            await admin.close()
+
+    try:
+        asyncio.run(create())
+    except (OSError, asyncpg.PostgresError) as exc:
+        need(f"PostgreSQL is not reachable at {POSTGRES}: {exc}")
+    base = POSTGRES.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return f"{base}/{name}", name
+
+
+def drop_postgres_database(name: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(POSTGRES, timeout=5)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    asyncio.run(drop())
