@@ -85,6 +85,10 @@ async def test_a_separate_process_trusts_the_gateway_over_http(
     # The separate service never saw the gateway's key file: it has keys of its own.
     gateway_kids = await kids(units_stack.gateway_url + "/.well-known/jwks.json")
     assert gateway_kids.isdisjoint(await kids(units_stack.units_url + "/.well-known/jwks.json"))
+    async with httpx.AsyncClient(base_url=units_stack.units.base_url, timeout=10) as service:
+        ready = await service.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "checks": {"store": "ok", "database": "ok", "keys": "ok"}}
 
 
 async def test_missing_and_malformed_tokens(http: httpx.AsyncClient) -> None:

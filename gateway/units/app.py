@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any, cast
 
+from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -44,6 +45,28 @@ async def jwks(request: Request) -> Response:
         media_type="application/jwk-set+json",
         headers={"Cache-Control": "public, max-age=300"},
     )
+
+
+async def readyz(request: Request) -> Response:
+    """The standalone service can serve: its store and database answer and its keys are loaded.
+    (The gateway's JWKS is not checked: readiness must not cascade from another service.)"""
+    service: UnitsService = request.app.state.units_service
+    checks: dict[str, str] = {}
+    try:
+        await service.store.ping()
+        checks["store"] = "ok"
+    except errors.GatewayError:
+        checks["store"] = "unavailable"
+    try:
+        async with service.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception:  # any driver error means "not ready"; the detail belongs in the log, not the probe
+        checks["database"] = "unavailable"
+    checks["keys"] = "ok" if service.tokens.keys.ring.keys else "missing"
+    ready = all(value == "ok" for value in checks.values())
+    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    return Response(dumps(body), status_code=200 if ready else 503, media_type="application/json")
 
 
 def routes() -> list[BaseRoute]:
@@ -113,12 +136,18 @@ def create_standalone_app(settings: Settings) -> Starlette:
         async with mounted_lifespan(units):
             yield
 
-    return Starlette(
-        routes=[UnitsMount(units), Route("/healthz", healthz, methods=["GET"])],
+    app = Starlette(
+        routes=[
+            UnitsMount(units),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
         middleware=[Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)],
         exception_handlers=_exception_handlers(),
         lifespan=lifespan,
     )
+    app.state.units_service = units.state.units
+    return app
 
 
 def mounted_lifespan(app: Starlette | None) -> AbstractAsyncContextManager[None]:
