@@ -22,6 +22,7 @@ from gateway.tokens.issuer import TokenIssuer
 from gateway.tokens.keys import KeyFile
 from gateway.tokens.verifier import AccessTokenVerifier, InvalidToken, RemoteJwks
 from gateway.units.app import create_standalone_app
+from tests.support.dpop import DpopKey
 from tests.support.gateway_server import FAST_HASHING, AppServer, free_port
 from tests.support.units import (
     DECLARATION_PASSWORD,
@@ -279,3 +280,32 @@ async def test_an_unreachable_gateway_is_a_503(
     assert answer.status_code == 503
     assert answer.json()["code"] == "gateway_unavailable"
     assert "retry-after" in answer.headers
+
+
+@pytest.mark.parametrize("where", ["separate", "mounted"])
+async def test_dpop_bound_tokens_need_proofs_and_bind_the_unit_token(
+    units_stack: UnitsStack, http: httpx.AsyncClient, staff: Person, where: str
+) -> None:
+    base = units_stack.units_url if where == "separate" else units_stack.mounted_url
+    clerk = await new_person(units_stack, http)
+    tin = await new_unit(staff, ("tax_staff", clerk))
+    key = DpopKey()
+    bound = forged(units_stack, clerk, jkt=key.jkt)
+    url = f"{base}/v1/units/{tin}/verify"
+    body = {"declaration_password": DECLARATION_PASSWORD}
+    async with httpx.AsyncClient(timeout=20) as client:
+        as_bearer = await client.post(url, json=body, headers=bearer(bound))
+        assert as_bearer.status_code == 401
+        assert as_bearer.json()["code"] == "invalid_dpop_proof"
+        proof = key.proof("POST", url, bound)
+        headers = {"Authorization": f"DPoP {bound}", "DPoP": proof}
+        answer = await client.post(url, json=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["token_type"] == "DPoP"
+        assert claims_of(answer.json()["unit_token"])["cnf"] == {"jkt": key.jkt}
+        replayed = await client.post(url, json=body, headers=headers)
+        assert replayed.status_code == 401
+        assert replayed.json()["code"] == "invalid_dpop_proof"
+        elsewhere = key.proof("POST", f"{base}/v1/units/{tin}/enter", bound)
+        wrong_url = await client.post(url, json=body, headers={"Authorization": f"DPoP {bound}", "DPoP": elsewhere})
+        assert wrong_url.status_code == 401
