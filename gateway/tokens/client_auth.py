@@ -55,7 +55,7 @@ class ClientAuthenticator:
 
     def _basic(self, encoded: str) -> tuple[str, str]:
         try:
-            decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+            decoded = base64.b64decode(encoded.strip().encode("latin-1"), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError) as exc:
             raise _refuse("Malformed Basic credentials.") from exc
         client_id, colon, secret = decoded.partition(":")
@@ -88,9 +88,9 @@ class ClientAuthenticator:
             unverified = _header_of(assertion)
             payload = assertion.split(".")[1]
             claimed: dict[str, Any] = loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            client_id = str(claimed.get("iss", ""))  # inside the try: the payload may be no JSON object
         except Exception as exc:
             raise _refuse("The client assertion is malformed.") from exc
-        client_id = str(claimed.get("iss", ""))
         client = self._client(client_id)
         if client.jwks is None or unverified.get("alg") not in ASSERTION_ALGORITHMS:
             raise _refuse("This client cannot authenticate with private_key_jwt.")
@@ -100,7 +100,7 @@ class ClientAuthenticator:
             raise _refuse("The client assertion's signature is not valid.") from exc
         claims = token.claims
         audience = claims.get("aud")
-        audiences = {audience} if isinstance(audience, str) else set(audience or [])
+        audiences = {a for a in (audience if isinstance(audience, list) else [audience]) if isinstance(a, str)}
         now = time.time()
         exp = claims.get("exp")
         if (
