@@ -3,12 +3,14 @@
 The documents themselves are checked first (valid OpenAPI 3.1, AsyncAPI 3.0 naming every message,
 JSON Schema 2020-12 files whose references resolve, every served route documented). Then real flows
 run through a real server, and every response body, WebSocket message and access token they produce
-is held against its schema in protocols/schemas/.
+is held against its schema in protocols/schemas/, and every HTTP answer against what openapi.yaml
+documents for its operation (status, media type, required headers, body).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import time
@@ -23,6 +25,8 @@ import httpx
 import jsonschema_rs
 import pytest
 import schemathesis
+from joserfc import jwt
+from joserfc.jwk import ECKey
 from schemathesis.core.result import Ok
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from websockets.asyncio.client import ClientConnection, connect
@@ -33,6 +37,7 @@ from gateway.errors import PROBLEM_TYPE_BASE
 from gateway.qr import ws as qr_ws
 from gateway.qr.render import MEDIA_TYPES
 from tests.conftest import new_identity
+from tests.support.dpop import DpopKey
 from tests.support.gateway_server import ThreadedGateway, free_port, make_settings
 from tests.support.schemas import (
     DRAFT_2020_12,
@@ -43,6 +48,7 @@ from tests.support.schemas import (
     jwt_parts,
     load_schema,
     openapi,
+    openapi_schema_errors,
     pointer,
     refs,
     schema_files,
@@ -53,6 +59,12 @@ WS_MESSAGES = ("hello", "state", "scanned", "confirmed", "cancelled", "expired")
 CLOSE_CODES = {1000, 1001, 1009, 1013, 4400, 4401, 4404, 4409}
 DESKTOP = "withholding-desktop"
 JKT = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"  # an RFC 7638 thumbprint: 43 base64url characters
+EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS = "urn:ietf:params:oauth:token-type:access_token"
+ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+SERVICE_SECRET = "payroll-" + "s" * 40
+SERVICE_KEY = ECKey.generate_key("P-256", auto_kid=True)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -70,11 +82,45 @@ def documented_response(method: str, path: str, status: int) -> dict[str, Any]:
     return response
 
 
+def assert_documented(response: httpx.Response, method: str, path: str) -> Any:
+    """The answer is one openapi.yaml documents for `method path`: its status, its media type, the
+    headers it requires (with their constant values), and a body valid against the documented schema
+    (the operation's own narrowing included, e.g. its enum of problem codes). Returns the JSON body
+    (None when the documented answer has no content)."""
+    document = openapi()
+    documented = documented_response(method, path, response.status_code)
+    for name, header in documented.get("headers", {}).items():
+        header = pointer(document, header["$ref"]) if "$ref" in header else header
+        if header.get("required"):
+            assert name.lower() in response.headers, f"{method} {path}: {response.status_code} lacks {name}"
+        if "const" in header["schema"] and name.lower() in response.headers:
+            assert response.headers[name.lower()] == header["schema"]["const"], name
+    content = documented.get("content")
+    if not content:
+        assert response.content == b"", f"{method} {path}: {response.status_code} has an undocumented body"
+        return None
+    media = response.headers["content-type"].split(";")[0].strip()
+    assert media in content, f"{method} {path}: {response.status_code} as {media} is not documented"
+    if not media.endswith("json"):
+        return None
+    body = response.json()
+    found = openapi_schema_errors(content[media]["schema"], body)
+    assert not found, f"{method} {path} {response.status_code}: {body!r}\n  " + "\n  ".join(found)
+    return body
+
+
 def assert_problem(
-    response: httpx.Response, status: int, code: str, *, operation: tuple[str, str] | None = None
+    response: httpx.Response,
+    status: int,
+    code: str,
+    *,
+    operation: tuple[str, str] | None = None,
+    error: str | None = None,
+    challenge: str = "Bearer",
 ) -> None:
     """An RFC 9457 problem with this status and code, valid against problem.json (and, when the
-    operation is named, documented by openapi.yaml for it, with this content type)."""
+    operation is named, documented by openapi.yaml for it: content type, headers, code). On the OAuth
+    endpoints `error` is the OAuth error code the problem carries too."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
@@ -82,11 +128,13 @@ def assert_problem(
     assert body["status"] == status
     assert body["code"] == code
     assert body["type"] == PROBLEM_TYPE_BASE + code
+    assert body.get("error") == error, body
     if status == 401:
-        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert response.headers["www-authenticate"].startswith(challenge)
     if operation is not None:
         documented = documented_response(*operation, status)
         assert "application/problem+json" in documented["content"]
+        assert_documented(response, *operation)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -210,6 +258,13 @@ def test_schema_files_are_json_schema_2020_12_and_resolve() -> None:
         "jwks.json",
         "openid-configuration.json",
         "captcha.json",
+        "token-request.json",
+        "token-exchange-response.json",
+        "revoke-request.json",
+        "introspect-request.json",
+        "introspection.json",
+        "sessions.json",
+        "readiness.json",
     }
     assert expected <= names
     for name in sorted(names):
@@ -218,7 +273,11 @@ def test_schema_files_are_json_schema_2020_12_and_resolve() -> None:
         assert schema.get("title"), name
         jsonschema_rs.meta.validate(schema)
         for ref in refs(schema):
-            assert (SCHEMAS / ref).is_file(), f"{name}: $ref {ref} names no file"
+            target, _, fragment = ref.partition("#")
+            if target:
+                assert (SCHEMAS / target).is_file(), f"{name}: $ref {ref} names no file"
+            if fragment:  # a JSON pointer into that file (or this one)
+                pointer(load_schema(target) if target else schema, "#" + fragment)
         validator(name)  # every reference resolves
 
 
@@ -246,6 +305,46 @@ def test_schemas_reject_what_the_contract_forbids() -> None:
     assert errors("access-token-claims.json", {**claims, "sub": "11010519900101001X"})  # never the ID number
     assert errors("access-token-claims.json", {key: v for key, v in claims.items() if key != "sid"})
     assert errors("problem.json", {"type": "about:blank", "title": "t", "status": 400, "code": "x", "detail": "d"})
+    # token exchange, introspection, sessions, readiness
+    assert not errors(
+        "access-token-claims.json", {**claims, "aud": "units", "scope": "units.read", "act": {"sub": "svc"}}
+    )
+    assert not errors("access-token-claims.json", {**claims, "roles": ["hall_staff"]})
+    assert errors("access-token-claims.json", {**claims, "roles": ["Hall Staff"]})
+    exchanged = {"access_token": "a.b.c", "issued_token_type": ACCESS, "token_type": "Bearer", "expires_in": 600}
+    assert not errors("token-exchange-response.json", {**exchanged, "scope": "units.read"})
+    assert errors("token-exchange-response.json", exchanged)  # scope is always said
+    assert errors("token-exchange-response.json", {**exchanged, "scope": "x", "refresh_token": "r" * 43})
+    assert not errors("introspection.json", {"active": False})
+    assert errors("introspection.json", {"active": False, "sub": "p_x"})  # an inactive token reveals nothing
+    active = {"active": True, "token_type": "access_token", **claims}
+    assert not errors("introspection.json", active)
+    assert errors("introspection.json", {**active, "name": "张三"})
+    assert errors("introspection.json", {**active, "token_type": "refresh_token"})
+    session = {
+        "sid": "s" * 22,
+        "client_id": "web",
+        "device_name": "",
+        "amr": ["pwd"],
+        "created_at": 1,
+        "last_used": 2,
+        "current": True,
+    }
+    assert not errors("sessions.json", {"sessions": [session]})
+    assert errors("sessions.json", {"sessions": [{**session, "ip": "127.0.0.1"}]})
+    assert errors("sessions.json", [session])
+    checks = {"store": "ok", "database": "ok", "keys": "ok", "draining": "no"}
+    assert not errors("readiness.json", {"status": "ready", "checks": checks})
+    assert not errors("readiness.json", {"status": "not_ready", "checks": {**checks, "draining": "yes"}})
+    assert errors("readiness.json", {"status": "ready", "checks": {**checks, "store": "unavailable"}})
+    assert errors("readiness.json", {"status": "not_ready", "checks": checks})  # says which part is not ready
+    assert errors("readiness.json", {"status": "ready", "checks": {**checks, "detail": "connection refused"}})
+    assert not errors("token-request.json", {"grant_type": "refresh_token", "refresh_token": "r", "client_id": "c"})
+    assert errors("token-request.json", {"grant_type": "refresh_token", "refresh_token": "r"})
+    assert errors("token-request.json", {"grant_type": "password", "username": "u", "password": "p"})
+    exchange = {"grant_type": EXCHANGE, "subject_token": "a.b.c", "subject_token_type": ACCESS, "audience": "units"}
+    assert not errors("token-request.json", exchange)
+    assert errors("token-request.json", {**exchange, "requested_token_type": "urn:ietf:params:oauth:token-type:jwt"})
 
 
 def test_openapi_is_a_valid_openapi_3_1_document() -> None:
@@ -272,6 +371,15 @@ def test_openapi_is_a_valid_openapi_3_1_document() -> None:
         "GET /.well-known/jwks.json",
         "GET /.well-known/openid-configuration",
         "GET /healthz",
+        "GET /readyz",
+        "GET /metrics",
+        # tokens and sessions
+        "POST /v1/token",
+        "POST /v1/revoke",
+        "POST /v1/introspect",
+        "POST /v1/logout",
+        "GET /v1/sessions",
+        "DELETE /v1/sessions/{sid}",
         # accounts (tests/test_accounts_*.py hold their bodies against the schemas)
         "POST /v1/sms/challenges",
         "POST /v1/registrations",
@@ -317,11 +425,17 @@ def test_openapi_is_a_valid_openapi_3_1_document() -> None:
 
 
 def test_openapi_documents_every_error_as_problem_json() -> None:
+    """Every 4xx/5xx is a problem, except the readiness probe's 503 (a probe answer, same shape as its 200)."""
     document = openapi()
+    not_ready = document["paths"]["/readyz"]["get"]["responses"]["503"]["content"]
+    assert list(not_ready) == ["application/json"]
+    assert refs(not_ready)[0] == "./schemas/readiness.json"
     for path, item in document["paths"].items():
         for method, operation in item.items():
             for status, response in operation["responses"].items():
                 resolved = pointer(document, response["$ref"]) if "$ref" in response else response
+                if (method, path, status) == ("get", "/readyz", "503"):
+                    continue
                 if int(status) >= 400:
                     assert list(resolved["content"]) == ["application/problem+json"], (method, path, status)
                     assert refs(resolved["content"])[0] == "./schemas/problem.json", (method, path, status)
@@ -344,12 +458,33 @@ def test_openapi_request_bodies_match_the_schema_files() -> None:
     for (method, path), ref in bodies.items():
         body = document["paths"][path][method]["requestBody"]
         assert body["content"]["application/json"]["schema"] == {"$ref": ref}
+    # The OAuth endpoints take forms (RFC 6749): string fields, unrecognised ones ignored (section 3.2).
+    forms = {
+        "/v1/token": "token-request.json",
+        "/v1/revoke": "revoke-request.json",
+        "/v1/introspect": "introspect-request.json",
+    }
+    for path, name in forms.items():
+        content = document["paths"][path]["post"]["requestBody"]["content"]
+        assert list(content) == ["application/x-www-form-urlencoded"], path
+        media = content["application/x-www-form-urlencoded"]
+        assert media["schema"] == {"$ref": f"./schemas/{name}"}
+        schema = load_schema(name)
+        for variant in schema.get("oneOf", [schema]):
+            assert variant["additionalProperties"]["type"] == "string", name
+            assert all(field.get("type", "string") == "string" for field in variant["properties"].values()), name
+        examples = [media["example"]] if "example" in media else [e["value"] for e in media["examples"].values()]
+        for example in examples:
+            assert_valid(name, example)
 
 
 # The parts of the HTTP surface this contract covers: QR login, password login (with its captcha),
-# discovery, liveness. Parts still being built (OAuth token endpoints, registration, readiness...)
-# are documented by their authors.
-CONTRACT_PATHS = re.compile(r"^(/v1/qr(/|$)|/q/|/v1/login/password$|/v1/captcha$|/\.well-known/|/healthz$)")
+# tokens and sessions (refresh, exchange, revocation, introspection, logout, session lists),
+# discovery, liveness, readiness and metrics. Other parts are documented by their authors.
+CONTRACT_PATHS = re.compile(
+    r"^(/v1/qr(/|$)|/q/|/v1/login/password$|/v1/captcha$|/\.well-known/|/healthz$|/readyz$|/metrics$"
+    r"|/v1/(token|revoke|introspect|logout)$|/v1/sessions(/|$))"
+)
 
 
 def contract_routes(tmp_path: Path) -> list[BaseRoute]:
@@ -369,7 +504,11 @@ def test_every_route_of_the_contract_is_documented(tmp_path: Path) -> None:
     """Each HTTP route of the covered parts is in openapi.yaml, each WebSocket route in asyncapi.yaml."""
     documented = {(method.upper(), path) for path, item in openapi()["paths"].items() for method in item}
     routes = contract_routes(tmp_path)
-    assert len(routes) >= 12
+    assert len(routes) >= 19
+    paths = {getattr(route, "path", "") for route in routes}
+    for path in ("/v1/token", "/v1/revoke", "/v1/introspect", "/v1/logout", "/v1/sessions", "/v1/sessions/{sid}"):
+        assert path in paths, f"{path} is no longer served: update CONTRACT_PATHS and openapi.yaml"
+    assert {"/readyz", "/metrics"} <= paths  # /metrics: on the main port when QRGATE_METRICS_PORT is 0
     for path, method in served_operations(routes):
         assert (method, path) in documented, f"{method} {path} is served but not in openapi.yaml"
     channels = {channel["address"] for channel in asyncapi()["channels"].values()}
@@ -854,6 +993,10 @@ async def test_discovery_documents(client: httpx.AsyncClient, gateway: ThreadedG
     assert gateway.settings.signing_alg in metadata["id_token_signing_alg_values_supported"]
     required_claims = set(load_schema("access-token-claims.json")["required"])
     assert required_claims <= set(metadata["claims_supported"])
+    # The token endpoint's documented grants are the advertised ones; introspection is where documented.
+    grants = {variant["properties"]["grant_type"]["const"] for variant in load_schema("token-request.json")["oneOf"]}
+    assert set(metadata["grant_types_supported"]) == grants
+    assert metadata["introspection_endpoint"] == gateway.base_url + "/v1/introspect"
 
     health = await client.get("/healthz")
     assert health.status_code == 200
@@ -864,3 +1007,439 @@ def test_problem_codes_are_snake_case() -> None:
     pattern = re.compile(load_schema("problem.json")["properties"]["code"]["pattern"])
     for code in load_schema("problem.json")["properties"]["code"]["examples"]:
         assert pattern.fullmatch(code), code
+
+
+# --- tokens and sessions -------------------------------------------------------------------------
+
+TOKEN = ("POST", "/v1/token")
+REVOKE = ("POST", "/v1/revoke")
+INTROSPECT = ("POST", "/v1/introspect")
+LOGOUT = ("POST", "/v1/logout")
+SESSIONS = ("GET", "/v1/sessions")
+END_SESSION = ("DELETE", "/v1/sessions/{sid}")
+
+
+@pytest.fixture(scope="module")
+def sso_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGateway]:
+    """A gateway with downstream services: confidential clients (a secret, a private_key_jwt key, one
+    allowed nothing) and a second exchange audience that only a confidential client may get."""
+    port = free_port()
+    clients = {
+        "payroll-service": {
+            "secret_sha256": hashlib.sha256(SERVICE_SECRET.encode()).hexdigest(),
+            "may_introspect": True,
+            "may_exchange": True,
+        },
+        "audit-service": {"jwks": {"keys": [SERVICE_KEY.as_dict(private=False)]}, "may_introspect": True},
+        "nosy-service": {"secret_sha256": hashlib.sha256(b"nosy-secret").hexdigest()},
+    }
+    audiences = {
+        "units": {"scopes": ["units.read", "units.verify"], "clients": [DESKTOP, "mobile-app"]},
+        "payroll": {"scopes": ["payroll.read"], "clients": []},
+    }
+    settings = make_settings(
+        tmp_path_factory.mktemp("sso"), port, confidential_clients=clients, exchange_audiences=audiences
+    )
+    server = ThreadedGateway(settings, port).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def sso(sso_gateway: ThreadedGateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=sso_gateway.base_url, timeout=20) as http:
+        yield http
+
+
+async def password_tokens(client: httpx.AsyncClient, server: ThreadedGateway) -> tuple[Phone, dict[str, Any]]:
+    """A new person logged in to the mobile app: the phone, and its token response."""
+    person = new_identity()
+    person["id"] = await asyncio.to_thread(server.add_person, **person)
+    answer = await client.post(
+        "/v1/login/password",
+        json={"identifier": person["phone"], "password": person["password"], "client_id": "mobile-app"},
+    )
+    assert answer.status_code == 200, answer.text
+    tokens: dict[str, Any] = answer.json()
+    return Phone(client, person, tokens["access_token"]), tokens
+
+
+async def qr_tokens(client: httpx.AsyncClient, phone: Phone, **extra: str) -> dict[str, Any]:
+    """A desktop logged in by QR code (scanned and confirmed by `phone`): its token response."""
+    minted = await mint(client, **extra)
+    assert (await phone.scan(minted["qr_id"])).status_code == 200
+    assert (await phone.confirm(minted["qr_id"])).status_code == 204
+    view = (await client.get(f"/v1/qr/{minted['qr_id']}/state", headers=bearer(minted["waiter_token"]))).json()
+    assert view["state"] == "confirmed", view
+    token: dict[str, Any] = view["token"]
+    return token
+
+
+def refresh_form(refresh_token: str, client_id: str = "mobile-app") -> dict[str, str]:
+    return {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client_id}
+
+
+def exchange_form(subject_token: str, audience: str = "units", **extra: str) -> dict[str, str]:
+    return {
+        "grant_type": EXCHANGE,
+        "subject_token": subject_token,
+        "subject_token_type": ACCESS,
+        "audience": audience,
+        **extra,
+    }
+
+
+def client_assertion(audience: str, key: ECKey = SERVICE_KEY, **overrides: Any) -> dict[str, str]:
+    """private_key_jwt (RFC 7523) form fields of audit-service."""
+    claims = {
+        "iss": "audit-service",
+        "sub": "audit-service",
+        "aud": audience,
+        "exp": int(time.time()) + 60,
+        "jti": uuid.uuid4().hex,
+        **overrides,
+    }
+    signed = jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key, algorithms=["ES256"])
+    return {"client_assertion_type": ASSERTION, "client_assertion": signed}
+
+
+def dpop(key: DpopKey, method: str, url: str, access_token: str) -> dict[str, str]:
+    return {"Authorization": f"DPoP {access_token}", "DPoP": key.proof(method, url, access_token)}
+
+
+@pytest.mark.anyio
+async def test_refresh_rotates_and_reuse_ends_the_session(sso: httpx.AsyncClient, sso_gateway: ThreadedGateway) -> None:
+    phone, tokens = await password_tokens(sso, sso_gateway)
+    sid = jwt_parts(tokens["access_token"])[1]["sid"]
+    answer = await sso.post("/v1/token", data=refresh_form(tokens["refresh_token"]))
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["cache-control"] == "no-store"
+    assert answer.headers["pragma"] == "no-cache"
+    refreshed = assert_documented(answer, *TOKEN)
+    assert_valid("token-response.json", refreshed)
+    assert refreshed["token_type"] == "Bearer"
+    assert refreshed["refresh_token"] != tokens["refresh_token"]
+    sub = phone.person["id"]
+    check_access_token(refreshed["access_token"], gateway=sso_gateway, sub=sub, client_id="mobile-app", amr=["pwd"])
+    assert jwt_parts(refreshed["access_token"])[1]["sid"] == sid  # the same session
+
+    # Another client may not use it; then the spent token comes back: the whole session ends.
+    other = await sso.post("/v1/token", data=refresh_form(refreshed["refresh_token"], client_id="web"))
+    assert_problem(other, 400, "invalid_grant", operation=TOKEN, error="invalid_grant")
+    reused = await sso.post("/v1/token", data=refresh_form(tokens["refresh_token"]))
+    assert_problem(reused, 400, "refresh_token_reused", operation=TOKEN, error="invalid_grant")
+    current = await sso.post("/v1/token", data=refresh_form(refreshed["refresh_token"]))
+    assert_problem(current, 400, "invalid_grant", operation=TOKEN, error="invalid_grant")
+    ended = await sso.get("/v1/sessions", headers=bearer(refreshed["access_token"]))
+    assert_problem(ended, 401, "session_ended", operation=SESSIONS)
+
+    # Malformed requests.
+    for junk in ("x", "a" * 22 + "." + "b" * 43):
+        malformed = await sso.post("/v1/token", data=refresh_form(junk))
+        assert_problem(malformed, 400, "invalid_grant", operation=TOKEN, error="invalid_grant")
+    missing = await sso.post("/v1/token", data={"grant_type": "refresh_token", "refresh_token": "x"})
+    assert_problem(missing, 400, "invalid_request", operation=TOKEN, error="invalid_request")
+    password = await sso.post("/v1/token", data={"grant_type": "password", "username": "u", "password": "p"})
+    assert_problem(password, 400, "unsupported_grant_type", operation=TOKEN, error="unsupported_grant_type")
+    twice = await sso.post("/v1/token", content=b"grant_type=refresh_token&grant_type=refresh_token", headers=FORM)
+    assert_problem(twice, 400, "invalid_request", operation=TOKEN, error="invalid_request")
+    as_json = await sso.post("/v1/token", json=refresh_form(refreshed["refresh_token"]))
+    assert_problem(as_json, 415, "unsupported_media_type", operation=TOKEN)
+    big = b"grant_type=refresh_token&refresh_token=" + b"x" * 17 * 1024
+    assert_problem(await sso.post("/v1/token", content=big, headers=FORM), 413, "body_too_large", operation=TOKEN)
+
+
+@pytest.mark.anyio
+async def test_dpop_bound_refresh_and_session_list(sso: httpx.AsyncClient, sso_gateway: ThreadedGateway) -> None:
+    """The `dpopToken` scheme: a desktop whose QR code named its key refreshes and calls with proofs."""
+    for operation in (SESSIONS, LOGOUT, END_SESSION, ("POST", "/v1/qr/{qr_id}/scan")):
+        security = openapi()["paths"][operation[1]][operation[0].lower()]["security"]
+        assert {"dpopToken": []} in security, operation
+    key = DpopKey()
+    phone, _ = await password_tokens(sso, sso_gateway)
+    desktop = await qr_tokens(sso, phone, dpop_jkt=key.jkt)
+    assert desktop["token_type"] == "DPoP"
+    access = desktop["access_token"]
+    assert jwt_parts(access)[1]["cnf"] == {"jkt": key.jkt}
+    token_url = f"{sso_gateway.base_url}/v1/token"
+    sessions_url = f"{sso_gateway.base_url}/v1/sessions"
+
+    unproven = await sso.post("/v1/token", data=refresh_form(desktop["refresh_token"], DESKTOP))
+    assert_problem(unproven, 401, "invalid_dpop_proof", operation=TOKEN, error="invalid_dpop_proof")
+    stolen = await sso.post(
+        "/v1/token",
+        data=refresh_form(desktop["refresh_token"], DESKTOP),
+        headers={"DPoP": DpopKey().proof("POST", token_url)},
+    )
+    assert_problem(stolen, 401, "invalid_dpop_proof", operation=TOKEN, error="invalid_dpop_proof")
+    proven = await sso.post(
+        "/v1/token",
+        data=refresh_form(desktop["refresh_token"], DESKTOP),
+        headers={"DPoP": key.proof("POST", token_url)},
+    )
+    assert proven.status_code == 200, proven.text
+    refreshed = assert_documented(proven, *TOKEN)
+    assert refreshed["token_type"] == "DPoP"
+    access = refreshed["access_token"]
+    check_access_token(access, gateway=sso_gateway, sub=phone.person["id"], client_id=DESKTOP, amr=["qr"])
+    assert jwt_parts(access)[1]["cnf"] == {"jkt": key.jkt}
+    # An exchanged token stays bound to the same key.
+    exchanged = assert_documented(await sso.post("/v1/token", data=exchange_form(access, client_id=DESKTOP)), *TOKEN)
+    assert exchanged["token_type"] == "DPoP"
+    assert jwt_parts(exchanged["access_token"])[1]["cnf"] == {"jkt": key.jkt}
+
+    as_bearer = await sso.get(
+        "/v1/sessions", headers={**bearer(access), "DPoP": key.proof("GET", sessions_url, access)}
+    )
+    assert_problem(as_bearer, 401, "invalid_dpop_proof", operation=SESSIONS, challenge="DPoP")
+    no_proof = await sso.get("/v1/sessions", headers={"Authorization": f"DPoP {access}"})
+    assert_problem(no_proof, 401, "invalid_dpop_proof", operation=SESSIONS, challenge="DPoP")
+    listed = await sso.get("/v1/sessions", headers=dpop(key, "GET", sessions_url, access))
+    assert listed.status_code == 200, listed.text
+    sessions = assert_documented(listed, *SESSIONS)["sessions"]
+    assert [s["client_id"] for s in sessions if s["current"]] == [DESKTOP]
+    # An unbound token may use the DPoP scheme too.
+    unbound = phone.headers["Authorization"].removeprefix("Bearer ")
+    assert (await sso.get("/v1/sessions", headers={"Authorization": f"DPoP {unbound}"})).status_code == 200
+    logout = await sso.post("/v1/logout", headers=dpop(key, "POST", f"{sso_gateway.base_url}/v1/logout", access))
+    assert logout.status_code == 204
+    assert_documented(logout, *LOGOUT)
+
+
+@pytest.mark.anyio
+async def test_token_exchange(sso: httpx.AsyncClient, sso_gateway: ThreadedGateway) -> None:
+    phone, _ = await password_tokens(sso, sso_gateway)
+    desktop = await qr_tokens(sso, phone)
+    subject = jwt_parts(desktop["access_token"])[1]
+    form = exchange_form(desktop["access_token"], client_id=DESKTOP)
+    answer = await sso.post("/v1/token", data=form)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["cache-control"] == "no-store"
+    exchanged = assert_documented(answer, *TOKEN)
+    assert_valid("token-exchange-response.json", exchanged)
+    assert exchanged["issued_token_type"] == ACCESS
+    assert exchanged["token_type"] == "Bearer"
+    assert exchanged["scope"] == "units.read units.verify"
+    assert exchanged["expires_in"] == sso_gateway.settings.access_token_ttl
+    header, claims = jwt_parts(exchanged["access_token"])
+    assert_valid("access-token-header.json", header)
+    assert_valid("access-token-claims.json", claims)
+    assert claims["aud"] == "units"
+    assert claims["scope"] == "units.read units.verify"
+    assert "act" not in claims
+    for same in ("sub", "sid", "amr", "auth_time", "client_id"):
+        assert claims[same] == subject[same], same
+
+    narrower = await sso.post("/v1/token", data={**form, "scope": "units.read", "requested_token_type": ACCESS})
+    assert assert_documented(narrower, *TOKEN)["scope"] == "units.read"
+    assert jwt_parts(narrower.json()["access_token"])[1]["scope"] == "units.read"
+
+    # A confidential client exchanges on the person's behalf (HTTP Basic, or the secret in the form): `act`.
+    service = exchange_form(desktop["access_token"], "payroll")
+    by_basic = await sso.post("/v1/token", data=service, auth=("payroll-service", SERVICE_SECRET))
+    by_form = await sso.post(
+        "/v1/token", data={**service, "client_id": "payroll-service", "client_secret": SERVICE_SECRET}
+    )
+    for answer in (by_basic, by_form):
+        acting = assert_documented(answer, *TOKEN)
+        assert acting["scope"] == "payroll.read"
+        acted = jwt_parts(acting["access_token"])[1]
+        assert_valid("access-token-claims.json", acted)
+        assert acted["act"] == {"sub": "payroll-service"}
+        assert (acted["aud"], acted["sub"]) == ("payroll", phone.person["id"])
+
+    # Refusals, each with its OAuth error.
+    refusals: list[tuple[dict[str, str], int, str]] = [
+        ({**form, "audience": "nowhere"}, 400, "invalid_target"),
+        ({**form, "scope": "units.admin"}, 400, "invalid_scope"),
+        ({**form, "audience": "payroll"}, 403, "unauthorized_client"),  # not for public clients
+        ({**form, "client_id": "mobile-app"}, 400, "invalid_grant"),  # the subject token is the desktop's
+        ({**form, "subject_token": "a.b.c"}, 400, "invalid_grant"),
+        ({**form, "subject_token": exchanged["access_token"]}, 400, "invalid_grant"),  # not for the gateway
+        ({**form, "subject_token_type": "urn:ietf:params:oauth:token-type:jwt"}, 400, "invalid_request"),
+        ({**form, "requested_token_type": "urn:ietf:params:oauth:token-type:refresh_token"}, 400, "invalid_request"),
+        ({key: value for key, value in form.items() if key != "subject_token"}, 400, "invalid_request"),
+        ({**form, "client_id": "nosy-service", "client_secret": "nosy-secret"}, 403, "unauthorized_client"),
+        ({**form, "client_id": "payroll-service", "client_secret": "wrong"}, 401, "invalid_client"),
+    ]
+    for data, status, code in refusals:
+        assert_problem(await sso.post("/v1/token", data=data), status, code, operation=TOKEN, error=code)
+
+    # A token of an ended session exchanges for nothing.
+    assert (await sso.post("/v1/logout", headers=bearer(desktop["access_token"]))).status_code == 204
+    after = await sso.post("/v1/token", data=form)
+    assert_problem(after, 400, "invalid_grant", operation=TOKEN, error="invalid_grant")
+
+
+@pytest.mark.anyio
+async def test_introspection_and_revocation(sso: httpx.AsyncClient, sso_gateway: ThreadedGateway) -> None:
+    phone, tokens = await password_tokens(sso, sso_gateway)
+    service = ("payroll-service", SERVICE_SECRET)
+    introspect_url = f"{sso_gateway.base_url}/v1/introspect"
+
+    answer = await sso.post("/v1/introspect", data={"token": tokens["access_token"]}, auth=service)
+    assert answer.headers["cache-control"] == "no-store"
+    active = assert_documented(answer, *INTROSPECT)
+    assert_valid("introspection.json", active)
+    claims = jwt_parts(tokens["access_token"])[1]
+    assert active == {"active": True, "token_type": "access_token", **claims}
+
+    by_key = await sso.post(
+        "/v1/introspect", data={"token": tokens["refresh_token"], **client_assertion(introspect_url)}
+    )
+    refresh = assert_documented(by_key, *INTROSPECT)
+    assert refresh["token_type"] == "refresh_token"
+    assert (refresh["sub"], refresh["sid"], refresh["client_id"]) == (phone.person["id"], claims["sid"], "mobile-app")
+    assert refresh["iss"] == sso_gateway.base_url
+    assert refresh["exp"] > time.time()
+
+    # An exchanged token (another audience) is recognised too, with its scope and actor.
+    desktop = await qr_tokens(sso, phone)
+    exchanged = await sso.post("/v1/token", data=exchange_form(desktop["access_token"], "payroll"), auth=service)
+    form = {"token": exchanged.json()["access_token"], "client_id": service[0], "client_secret": service[1]}
+    seen = assert_documented(await sso.post("/v1/introspect", data=form), *INTROSPECT)
+    assert (seen["aud"], seen["scope"], seen["act"]) == ("payroll", "payroll.read", {"sub": "payroll-service"})
+
+    # Revoking the refresh token ends the session: both tokens are inactive, and nothing more is said.
+    revoked = await sso.post("/v1/revoke", data={"token": tokens["refresh_token"], "token_type_hint": "refresh_token"})
+    assert revoked.status_code == 200
+    assert revoked.headers["cache-control"] == "no-store"
+    assert assert_documented(revoked, *REVOKE) is None
+    for token in (tokens["refresh_token"], tokens["access_token"], "not-a-token", ""):
+        inactive = await sso.post("/v1/introspect", data={"token": token}, auth=service)
+        assert assert_documented(inactive, *INTROSPECT) == {"active": False}, token
+    # Revoking by access token ends its session just as well; an unknown token is no error (RFC 7009).
+    assert (await sso.post("/v1/revoke", data={"token": desktop["access_token"]})).status_code == 200
+    gone = await sso.post("/v1/token", data=refresh_form(desktop["refresh_token"], DESKTOP))
+    assert_problem(gone, 400, "invalid_grant", operation=TOKEN, error="invalid_grant")
+    assert assert_documented(await sso.post("/v1/revoke", data={"token": "nothing"}), *REVOKE) is None
+    missing = await sso.post("/v1/revoke", data={"token_type_hint": "refresh_token"})
+    assert_problem(missing, 400, "invalid_request", operation=REVOKE, error="invalid_request")
+    twice = await sso.post("/v1/revoke", content=b"token=a&token=b", headers=FORM)
+    assert_problem(twice, 400, "invalid_request", operation=REVOKE, error="invalid_request")
+    as_json = await sso.post("/v1/revoke", json={"token": "a"})
+    assert_problem(as_json, 415, "unsupported_media_type", operation=REVOKE)
+
+    # Who may introspect.
+    anonymous = await sso.post("/v1/introspect", data={"token": "x"})
+    assert_problem(anonymous, 401, "invalid_client", operation=INTROSPECT, error="invalid_client")
+    bad_clients: list[dict[str, Any]] = [
+        {"auth": ("payroll-service", "wrong")},
+        {"auth": ("nobody", SERVICE_SECRET)},
+        {"headers": {"Authorization": "Basic not-base64!"}},
+        {"headers": {"Authorization": b"Basic \xe9t\xe9"}},  # not ASCII (was a 500)
+        {"data": {"token": "x", **client_assertion(introspect_url, key=ECKey.generate_key("P-256", auto_kid=True))}},
+        {"data": {"token": "x", **client_assertion("https://elsewhere.example")}},
+        {"data": {"token": "x", **client_assertion(introspect_url, aud=5)}},  # was a 500
+        {
+            "data": {"token": "x", "client_assertion_type": ASSERTION, "client_assertion": "e30.WzFd.c2ln"}
+        },  # [1]: was a 500
+        {"data": {"token": "x", "client_assertion_type": "basic", "client_assertion": "a.b.c"}},
+    ]
+    for request in bad_clients:
+        refused = await sso.post("/v1/introspect", **{"data": {"token": "x"}, **request})
+        assert_problem(refused, 401, "invalid_client", operation=INTROSPECT, error="invalid_client")
+    replay = {"token": "x", **client_assertion(introspect_url)}
+    assert (await sso.post("/v1/introspect", data=replay)).status_code == 200
+    replayed = await sso.post("/v1/introspect", data=replay)
+    assert_problem(replayed, 401, "invalid_client", operation=INTROSPECT, error="invalid_client")
+    nosy = await sso.post("/v1/introspect", data={"token": "x"}, auth=("nosy-service", "nosy-secret"))
+    assert_problem(nosy, 403, "unauthorized_client", operation=INTROSPECT, error="unauthorized_client")
+    as_json = await sso.post("/v1/introspect", json={"token": "x"}, auth=service)
+    assert_problem(as_json, 415, "unsupported_media_type", operation=INTROSPECT)
+
+
+@pytest.mark.anyio
+async def test_session_list_end_session_and_logout(sso: httpx.AsyncClient, sso_gateway: ThreadedGateway) -> None:
+    phone, tokens = await password_tokens(sso, sso_gateway)
+    desktop = await qr_tokens(sso, phone)
+    listed = await sso.get("/v1/sessions", headers=phone.headers)
+    assert listed.status_code == 200
+    assert listed.headers["cache-control"] == "no-store"
+    body = assert_documented(listed, *SESSIONS)
+    assert_valid("sessions.json", body)
+    sessions = body["sessions"]
+    assert [s["created_at"] for s in sessions] == sorted(s["created_at"] for s in sessions)  # oldest first (to 1 s)
+    mobile, pc = sorted(sessions, key=lambda s: s["client_id"] != "mobile-app")
+    assert (mobile["client_id"], pc["client_id"]) == ("mobile-app", DESKTOP)
+    assert (mobile["current"], mobile["amr"], mobile["device_name"]) == (True, ["pwd"], "")
+    assert (pc["current"], pc["amr"], pc["device_name"]) == (False, ["qr"], "财务室电脑")
+    assert pc["sid"] == jwt_parts(desktop["access_token"])[1]["sid"]
+    assert abs(pc["created_at"] - time.time()) < 60
+    assert pc["last_used"] >= pc["created_at"]
+
+    # The phone signs out the desktop; nobody else can, and an unknown sid is the same 404.
+    stranger, _ = await password_tokens(sso, sso_gateway)
+    refused = await sso.delete(f"/v1/sessions/{pc['sid']}", headers=stranger.headers)
+    assert_problem(refused, 404, "session_not_found", operation=END_SESSION)
+    unknown = await sso.delete(f"/v1/sessions/{'s' * 22}", headers=phone.headers)
+    assert_problem(unknown, 404, "session_not_found", operation=END_SESSION)
+    ended = await sso.delete(f"/v1/sessions/{pc['sid']}", headers=phone.headers)
+    assert ended.status_code == 204
+    assert assert_documented(ended, *END_SESSION) is None
+    assert_problem(
+        await sso.get("/v1/sessions", headers=bearer(desktop["access_token"])), 401, "session_ended", operation=SESSIONS
+    )
+    again = await sso.delete(f"/v1/sessions/{pc['sid']}", headers=phone.headers)
+    assert_problem(again, 404, "session_not_found", operation=END_SESSION)
+    remaining = (await sso.get("/v1/sessions", headers=phone.headers)).json()["sessions"]
+    assert [s["sid"] for s in remaining] == [mobile["sid"]]
+
+    # Logout ends the caller's session: its access token and its refresh token.
+    assert_problem(await sso.post("/v1/logout"), 401, "unauthorized", operation=LOGOUT)
+    assert_problem(await sso.post("/v1/logout", headers=bearer("a.b.c")), 401, "invalid_token", operation=LOGOUT)
+    assert_problem(await sso.get("/v1/sessions"), 401, "unauthorized", operation=SESSIONS)
+    assert_problem(await sso.delete(f"/v1/sessions/{mobile['sid']}"), 401, "unauthorized", operation=END_SESSION)
+    logout = await sso.post("/v1/logout", headers=phone.headers)
+    assert logout.status_code == 204
+    assert assert_documented(logout, *LOGOUT) is None
+    assert_problem(await sso.post("/v1/logout", headers=phone.headers), 401, "session_ended", operation=LOGOUT)
+    assert_problem(await sso.get("/v1/sessions", headers=phone.headers), 401, "session_ended", operation=SESSIONS)
+    refresh = await sso.post("/v1/token", data=refresh_form(tokens["refresh_token"]))
+    assert_problem(refresh, 400, "invalid_grant", operation=TOKEN, error="invalid_grant")
+
+
+@pytest.mark.anyio
+async def test_readiness_and_metrics(client: httpx.AsyncClient) -> None:
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.headers["content-type"] == "application/json"
+    body = assert_documented(ready, "GET", "/readyz")
+    assert_valid("readiness.json", body)
+    assert body == {"status": "ready", "checks": {"store": "ok", "database": "ok", "keys": "ok", "draining": "no"}}
+
+    metrics = await client.get("/metrics")
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain; version=")
+    assert_documented(metrics, "GET", "/metrics")
+    assert "# TYPE qrgate_http_request_duration_seconds histogram" in metrics.text
+    for name in ("qrgate_qr_events_total", "qrgate_tokens_issued_total", "qrgate_refreshes_total"):
+        assert f"# HELP {name} " in metrics.text, name
+
+
+@pytest.mark.anyio
+async def test_readiness_fails_first_while_draining(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Shutdown begins with 503 `not_ready` (still served, same shape) before the server stops."""
+    port = free_port()
+    server = ThreadedGateway(make_settings(tmp_path_factory.mktemp("readiness"), port), port).start()
+    server.server.drain_delay = 2.0
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+            assert (await http.get("/readyz")).status_code == 200
+            stopping = asyncio.get_running_loop().run_in_executor(None, server.stop)
+            for _ in range(75):  # the drain begins within the first moments of the shutdown
+                answer = await http.get("/readyz")
+                if answer.status_code != 200:
+                    break
+                await anyio.sleep(0.02)
+            assert answer.status_code == 503
+            assert answer.headers["content-type"] == "application/json"
+            body = assert_documented(answer, "GET", "/readyz")
+            assert_valid("readiness.json", body)
+            assert body == {
+                "status": "not_ready",
+                "checks": {"store": "ok", "database": "ok", "keys": "ok", "draining": "yes"},
+            }
+            await stopping
+    finally:
+        server.stop()

@@ -1,16 +1,22 @@
 """Property-based conformance of the live gateway to protocols/openapi.yaml (schemathesis).
 
 Every operation gets generated requests (examples, coverage and fuzzing phases; positive and
-negative data), at most MAX_EXAMPLES fuzzed ones each. Every answer must be documented (status code,
-content type, required headers, body schema) and none may be a 5xx. Of the cases of the QR
-operations, a third go out as schemathesis made them (random ids, random or no credentials), a third
-with real credentials (a mobile-app access token, or a desktop's waiter token), and a third are
-pointed at a freshly minted QR code in a chosen state, so the 2xx branches, their bodies, and the
-state-dependent 409s are exercised too.
+negative data; the OAuth endpoints' form bodies too), at most MAX_EXAMPLES fuzzed ones each. Every
+answer must be documented (status code, content type, required headers, body schema) and none may be
+a 5xx. Of the cases of the QR operations, a third go out as schemathesis made them (random ids,
+random or no credentials), a third with real credentials (a mobile-app access token, or a desktop's
+waiter token), and a third are pointed at a freshly minted QR code in a chosen state, so the 2xx
+branches, their bodies, and the state-dependent 409s are exercised too. The token and session
+operations get the same three turns: as generated; with real credentials (the phone's or a fresh
+desktop session's access token, a confidential client's HTTP Basic credentials); and with a real
+session in the body or path (a refresh token to refresh, an access token to exchange or introspect,
+a sid to end).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import json
 from collections.abc import Callable, Iterator
@@ -33,6 +39,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.conftest import new_identity
 from tests.support.gateway_server import ThreadedGateway, free_port, make_settings
+from tests.support.schemas import jwt_parts
 
 SPEC = Path(__file__).resolve().parents[1] / "protocols" / "openapi.yaml"
 MAX_EXAMPLES = 25
@@ -43,6 +50,10 @@ CHECKS: list[Callable[..., Any]] = [
     response_headers_conformance,
     response_schema_conformance,
 ]
+DESKTOP = "withholding-desktop"
+SERVICE = ("fuzz-service", "fuzz-" + "s" * 40)  # a confidential client of the fuzzed gateway
+CLIENT_AUTH_FIELDS = {"client_id", "client_secret", "client_assertion", "client_assertion_type"}
+SESSION_PATHS = {"/v1/token", "/v1/revoke", "/v1/introspect", "/v1/logout", "/v1/sessions", "/v1/sessions/{sid}"}
 
 
 class RealFlows:
@@ -60,6 +71,7 @@ class RealFlows:
         self.phone = self.bearer(response.json()["access_token"])
         self._turns = itertools.count()
         self._states = itertools.cycle(self.STATES)
+        self._kinds = itertools.cycle(("refresh_token", "access_token"))
 
     @staticmethod
     def bearer(token: str) -> dict[str, str]:
@@ -70,6 +82,10 @@ class RealFlows:
 
     def next_state(self) -> str:
         return next(self._states)
+
+    def next_kind(self) -> str:
+        """refresh_token or access_token, in turn."""
+        return next(self._kinds)
 
     def mint(self, state: str = "pending") -> tuple[str, dict[str, str]]:
         """A new QR code, driven to `state`: its id and the desktop's waiter-token header."""
@@ -87,17 +103,34 @@ class RealFlows:
             self.client.get(f"/v1/qr/{qr_id}/state", headers=waiter).raise_for_status()
         return qr_id, waiter
 
+    def desktop_session(self) -> dict[str, Any]:
+        """A fresh desktop session (a QR login the phone confirmed): its token response."""
+        qr_id, waiter = self.mint("confirmed")
+        answer = self.client.get(f"/v1/qr/{qr_id}/state", headers=waiter)
+        answer.raise_for_status()
+        token: dict[str, Any] = answer.json()["token"]
+        return token
+
     def close(self) -> None:
         self.client.close()
 
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGateway]:
-    """A gateway of its own, configured like the session's `gateway`: the fuzzer spends the per-IP
-    budgets (login and captcha throttles, lockouts) of the server it hits, and the tests sharing the
-    session gateway must not find them spent."""
+    """A gateway of its own, configured like the session's `gateway` plus one confidential client
+    (allowed to introspect and exchange): the fuzzer spends the per-IP budgets (login and captcha
+    throttles, lockouts) of the server it hits, and the tests sharing the session gateway must not find
+    them spent."""
     port = free_port()
-    server = ThreadedGateway(make_settings(tmp_path_factory.mktemp("fuzzed"), port), port).start()
+    service = {
+        SERVICE[0]: {
+            "secret_sha256": hashlib.sha256(SERVICE[1].encode()).hexdigest(),
+            "may_introspect": True,
+            "may_exchange": True,
+        }
+    }
+    settings = make_settings(tmp_path_factory.mktemp("fuzzed"), port, confidential_clients=service)
+    server = ThreadedGateway(settings, port).start()
     yield server
     server.stop()
 
@@ -138,6 +171,49 @@ def credentials_for(case: schemathesis.Case[Any], real: RealFlows, *, real_qr: b
     return {}
 
 
+def basic(client: tuple[str, str]) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(":".join(client).encode()).decode()}
+
+
+def session_credentials_for(case: schemathesis.Case[Any], real: RealFlows, *, real_session: bool) -> dict[str, str]:
+    """Real credentials for a token or session case (returns the headers to send), and, with
+    `real_session`, a live session in the form or the path, so the 2xx answers are reached."""
+    path = case.operation.path
+    generated = case.body if isinstance(case.body, dict) else {}
+    form = case.media_type == "application/x-www-form-urlencoded" and isinstance(case.body, dict)
+    if path == "/v1/introspect":
+        if real_session and form:
+            case.body = {**generated, "token": real.desktop_session()[real.next_kind()]}
+        return basic(SERVICE)
+    if path in ("/v1/token", "/v1/revoke"):
+        if not (real_session and form):
+            return {}
+        desktop = real.desktop_session()
+        fuzz = {key: value for key, value in generated.items() if key not in CLIENT_AUTH_FIELDS}
+        if path == "/v1/revoke":
+            case.body = {**fuzz, "token": desktop[real.next_kind()]}
+        elif real.next_kind() == "refresh_token":
+            case.body = {**fuzz, "grant_type": "refresh_token", "refresh_token": desktop["refresh_token"]}
+            case.body["client_id"] = DESKTOP
+        else:  # an exchange for the default audience, all of its scopes
+            case.body = {
+                "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+                "subject_token": desktop["access_token"],
+                "subject_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                "audience": "units",
+                "client_id": DESKTOP,
+            }
+        case.headers.pop("Authorization", None)  # a generated Basic header would make it a service's request
+        return {}
+    if path == "/v1/sessions/{sid}":
+        if real_session:
+            case.path_parameters = {"sid": jwt_parts(real.desktop_session()["access_token"])[1]["sid"]}
+        return real.phone  # the phone signs out one of its person's desktops (or, generated, none)
+    if path == "/v1/logout":  # never the phone's own session: the other cases need it
+        return real.bearer(real.desktop_session()["access_token"])
+    return real.phone if real_session else real.bearer(real.desktop_session()["access_token"])
+
+
 @schema.parametrize()
 def test_gateway_conforms_to_openapi(case: schemathesis.Case[Any], fuzzed: ThreadedGateway, real: RealFlows) -> None:
     headers: dict[str, str] = {}
@@ -145,6 +221,10 @@ def test_gateway_conforms_to_openapi(case: schemathesis.Case[Any], fuzzed: Threa
         turn = real.next_turn()  # 0: as generated; 1: real credentials; 2: real credentials and QR code
         if turn:
             headers = credentials_for(case, real, real_qr=turn == 2)
+    elif case.operation.path in SESSION_PATHS:
+        turn = real.next_turn()  # 0: as generated; 1: real credentials; 2: and a real session to act on
+        if turn:
+            headers = session_credentials_for(case, real, real_session=turn == 2)
     case.call_and_validate(base_url=fuzzed.base_url, headers=headers, checks=CHECKS, timeout=35)
 
 
