@@ -68,7 +68,9 @@ async def read_form(request: Request) -> dict[str, str]:
     form: dict[str, str] = {}
     for name, value in pairs:
         if "\x00" in name or "\x00" in value:
-            raise errors.BadRequest("Fields must not contain the NUL character.", code="invalid_request")
+            raise errors.BadRequest(
+                "Fields must not contain the NUL character.", code="invalid_request", error="invalid_request"
+            )
         if name in form:
             raise errors.BadRequest(f"{name} is given twice.", code="invalid_request", error="invalid_request")
         form[name] = value

@@ -130,7 +130,8 @@ def assert_problem(
     assert body["type"] == PROBLEM_TYPE_BASE + code
     assert body.get("error") == error, body
     if status == 401:
-        assert response.headers["www-authenticate"].startswith(challenge)
+        expected = "Basic" if code == "invalid_client" else challenge  # a client authenticates by Basic
+        assert response.headers["www-authenticate"].startswith(expected)
     if operation is not None:
         documented = documented_response(*operation, status)
         assert "application/problem+json" in documented["content"]
@@ -1165,13 +1166,13 @@ async def test_dpop_bound_refresh_and_session_list(sso: httpx.AsyncClient, sso_g
     sessions_url = f"{sso_gateway.base_url}/v1/sessions"
 
     unproven = await sso.post("/v1/token", data=refresh_form(desktop["refresh_token"], DESKTOP))
-    assert_problem(unproven, 401, "invalid_dpop_proof", operation=TOKEN, error="invalid_dpop_proof")
+    assert_problem(unproven, 400, "invalid_dpop_proof", operation=TOKEN, error="invalid_dpop_proof")
     stolen = await sso.post(
         "/v1/token",
         data=refresh_form(desktop["refresh_token"], DESKTOP),
         headers={"DPoP": DpopKey().proof("POST", token_url)},
     )
-    assert_problem(stolen, 401, "invalid_dpop_proof", operation=TOKEN, error="invalid_dpop_proof")
+    assert_problem(stolen, 400, "invalid_dpop_proof", operation=TOKEN, error="invalid_dpop_proof")
     proven = await sso.post(
         "/v1/token",
         data=refresh_form(desktop["refresh_token"], DESKTOP),

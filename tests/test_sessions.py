@@ -19,7 +19,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from tests.conftest import new_identity
-from tests.support.clients import bearer, close_code, mint, next_message, open_events, phone_login
+from tests.support.clients import bearer, close_code, mint, next_message, open_events
 from tests.support.dpop import DpopKey
 from tests.support.gateway_server import ThreadedGateway, free_port, make_settings
 
@@ -312,11 +312,11 @@ async def test_dpop_bound_tokens(http: httpx.AsyncClient, sso: ThreadedGateway) 
 
     token_url = f"{sso.base_url}/v1/token"
     unproven = await refresh(http, desktop["refresh_token"], client_id="withholding-desktop")
-    assert unproven.status_code == 401
+    assert (unproven.status_code, unproven.json()["error"]) == (400, "invalid_dpop_proof")
     by_thief = await refresh(
         http, desktop["refresh_token"], client_id="withholding-desktop", DPoP=thief.proof("POST", token_url)
     )
-    assert by_thief.status_code == 401
+    assert (by_thief.status_code, by_thief.json()["error"]) == (400, "invalid_dpop_proof")
     proven = await refresh(
         http, desktop["refresh_token"], client_id="withholding-desktop", DPoP=key.proof("POST", token_url)
     )

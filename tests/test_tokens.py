@@ -80,9 +80,11 @@ async def test_hostile_tokens_are_rejected(keys: KeyFile) -> None:
         "too long": "a" * 9000,
     }
     for name, token in forged.items():
-        with pytest.raises(InvalidToken):
+        try:
             await verifier(keys).verify(token)
-            pytest.fail(f"accepted: {name}")
+        except InvalidToken:
+            continue
+        pytest.fail(f"accepted: {name}")
     with pytest.raises(InvalidToken, match="audience"):
         await verifier(keys, audience="payroll").verify(good)
     other_issuer = AccessTokenVerifier(

@@ -30,8 +30,8 @@ class InvalidClient(errors.Unauthorized):
     code = "invalid_client"
 
 
-def _refuse(detail: str) -> InvalidClient:
-    return InvalidClient(detail, error="invalid_client")
+def refuse(detail: str) -> InvalidClient:
+    return InvalidClient(detail, error="invalid_client", headers={"WWW-Authenticate": 'Basic realm="qrgate"'})
 
 
 class ClientAuthenticator:
@@ -57,16 +57,16 @@ class ClientAuthenticator:
         try:
             decoded = base64.b64decode(encoded.strip().encode("latin-1"), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError) as exc:
-            raise _refuse("Malformed Basic credentials.") from exc
+            raise refuse("Malformed Basic credentials.") from exc
         client_id, colon, secret = decoded.partition(":")
         if not colon:
-            raise _refuse("Malformed Basic credentials.")
+            raise refuse("Malformed Basic credentials.")
         return client_id, secret
 
     def _client(self, client_id: str) -> ConfidentialClient:
         client = self._clients.get(client_id)
         if client is None:
-            raise _refuse("Unknown client or wrong credentials.")
+            raise refuse("Unknown client or wrong credentials.")
         return client
 
     def _check_secret(self, client_id: str, secret: str) -> str:
@@ -75,29 +75,29 @@ class ClientAuthenticator:
         actual = hashlib.sha256(secret.encode()).hexdigest()
         # Compare even for unknown clients, so timing does not reveal which ids exist.
         if not hmac.compare_digest(expected or "0" * 64, actual) or expected is None:
-            raise _refuse("Unknown client or wrong credentials.")
+            raise refuse("Unknown client or wrong credentials.")
         return client_id
 
     async def _check_assertion(self, form: dict[str, str]) -> str:
         if form.get("client_assertion_type") != ASSERTION_TYPE:
-            raise _refuse(f"client_assertion_type must be {ASSERTION_TYPE}.")
+            raise refuse(f"client_assertion_type must be {ASSERTION_TYPE}.")
         assertion = form["client_assertion"]
         if len(assertion) > 8192:
-            raise _refuse("The client assertion is too large.")
+            raise refuse("The client assertion is too large.")
         try:
             unverified = _header_of(assertion)
             payload = assertion.split(".")[1]
             claimed: dict[str, Any] = loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
             client_id = str(claimed.get("iss", ""))  # inside the try: the payload may be no JSON object
         except Exception as exc:
-            raise _refuse("The client assertion is malformed.") from exc
+            raise refuse("The client assertion is malformed.") from exc
         client = self._client(client_id)
         if client.jwks is None or unverified.get("alg") not in ASSERTION_ALGORITHMS:
-            raise _refuse("This client cannot authenticate with private_key_jwt.")
+            raise refuse("This client cannot authenticate with private_key_jwt.")
         try:
             token = jwt.decode(assertion, KeySet.import_key_set(client.jwks), algorithms=ASSERTION_ALGORITHMS)  # type: ignore[arg-type]
         except (JoseError, ValueError) as exc:
-            raise _refuse("The client assertion's signature is not valid.") from exc
+            raise refuse("The client assertion's signature is not valid.") from exc
         claims = token.claims
         audience = claims.get("aud")
         audiences = {a for a in (audience if isinstance(audience, list) else [audience]) if isinstance(a, str)}
@@ -110,7 +110,7 @@ class ClientAuthenticator:
             or not now - 30 <= exp <= now + 600
             or not isinstance(claims.get("jti"), str)
         ):
-            raise _refuse("The client assertion's claims are not acceptable (iss, sub, aud, exp, jti).")
+            raise refuse("The client assertion's claims are not acceptable (iss, sub, aud, exp, jti).")
         if await self._store.hit(f"client-assertion:{client_id}:{claims['jti']}", 660) > 1:
-            raise _refuse("The client assertion was replayed.")
+            raise refuse("The client assertion was replayed.")
         return client_id

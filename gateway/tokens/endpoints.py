@@ -13,6 +13,7 @@ from gateway.components import Gateway, gateway_of
 from gateway.inputs import read_form
 from gateway.jsonutil import dumps
 from gateway.tokens.bearer import authenticate
+from gateway.tokens.client_auth import refuse
 from gateway.tokens.dpop import InvalidProof
 from gateway.tokens.verifier import InvalidToken
 
@@ -25,8 +26,13 @@ def _json(body: object, status: int = 200) -> Response:
     return Response(dumps(body), status_code=status, media_type="application/json", headers=NO_STORE)
 
 
+_ERROR_CLASS: dict[int, type[errors.GatewayError]] = {401: errors.Unauthorized, 403: errors.Forbidden}
+
+
 def _oauth_error(error: str, detail: str, *, status: int = 400, code: str | None = None) -> errors.GatewayError:
-    return errors.GatewayError(detail, code=code or error, status=status, error=error)
+    """A problem that is also an RFC 6749 error response (`error` beside our `code`)."""
+    kind = _ERROR_CLASS.get(status, errors.BadRequest)
+    return kind(detail, code=code or error, status=status, error=error)
 
 
 async def token(request: Request) -> Response:
@@ -53,7 +59,7 @@ async def _refresh(request: Request, gw: Gateway, form: dict[str, str]) -> Respo
                 request.headers.get("dpop"), method="POST", url=_endpoint(gw, "/v1/token"), jkt=current[1]["jkt"]
             )
         except InvalidProof as exc:
-            raise _oauth_error("invalid_dpop_proof", str(exc), status=401) from exc
+            raise _oauth_error("invalid_dpop_proof", str(exc)) from exc  # 400 at the token endpoint (RFC 9449 5)
     return _json(await gw.sessions.refresh(refresh_token, client_id=client_id))
 
 
@@ -142,9 +148,7 @@ async def introspect(request: Request) -> Response:
     form = await read_form(request)
     service = await gw.client_auth.authenticate(request, form)
     if service is None:
-        raise errors.Unauthorized(
-            "Introspection needs client authentication.", code="invalid_client", error="invalid_client"
-        )
+        raise refuse("Introspection needs client authentication.")
     if not gw.settings.confidential_clients[service].may_introspect:
         raise _oauth_error("unauthorized_client", "This client may not introspect.", status=403)
     value = form.get("token", "")
