@@ -19,9 +19,9 @@ import pytest
 from gateway.clients.phone import ScanFailed, qr_id_of
 from tests.conftest import new_identity
 from tests.support.gateway_server import ThreadedGateway, free_port, make_settings
-from tests.support.qr_decode import decode, terminal_picture
+from tests.support.qr_decode import decode, require, terminal_picture
 
-pexpect = pytest.importorskip("pexpect", reason="pexpect is not installed (pip install -e '.[test]')")
+pexpect = require("pexpect", "pexpect")
 
 Person = Callable[..., dict[str, str]]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -14,9 +14,9 @@ import pytest
 from gateway.clients.terminal import half_blocks
 from gateway.qr import render
 from gateway.qr.symbol import LEVELS, PAD, ContentTooLong, _layout, data_capacity, encode, encode_bytes, penalty
-from tests.support.qr_decode import decode, decode_png, decode_svg, terminal_picture
+from tests.support.qr_decode import decode, decode_png, decode_svg, require, terminal_picture
 
-qrcode = pytest.importorskip("qrcode", reason="qrcode (the independent encoder) is not installed")
+qrcode = require("qrcode", "qrcode (the independent encoder)")
 QR_LEVELS = {
     "L": qrcode.constants.ERROR_CORRECT_L,
     "M": qrcode.constants.ERROR_CORRECT_M,

@@ -31,7 +31,8 @@ V = TypeVar("V")
 class _Runs(dict[str, str]):
     """Path fragment of "gap then run" (e.g. "00111"): move right over the gap, draw the run's
     rectangle from its top-left corner, and stop at its top-right corner, where the next gap starts.
-    The subpath stays open (fill closes it), so a fragment depends on nothing but its text."""
+    The subpath stays open (fill closes it), so a fragment depends on nothing but its text. Bounded:
+    gaps and runs are at most 177 modules, so there are at most 177 x 177 fragments."""
 
     def __missing__(self, key: str) -> str:
         gap = key.index("1")

@@ -1,6 +1,7 @@
 """Reading QR codes back with a real decoder (zxing-cpp), and rasterising our SVGs (CairoSVG) for it.
 
-Without them the tests that need them skip, except under CI=true, where they fail."""
+Without them (or any test-only package asked for through `require`) the tests that need them skip,
+except under CI=true, where they fail."""
 
 from __future__ import annotations
 
@@ -12,19 +13,20 @@ import pytest
 from PIL import Image
 
 
-def _require(module: str, package: str) -> Any:
+def require(module: str, package: str) -> Any:
+    """Import `module` for a test; skip without it, but fail under CI=true (where it must be installed)."""
     try:
         return __import__(module)
     except (ImportError, OSError) as exc:  # CairoSVG raises OSError when libcairo is missing
         reason = f"{package} is not usable here ({exc})"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{reason}, and CI=true requires the QR decoding tests to run")
-        pytest.skip(reason)
+        pytest.skip(reason, allow_module_level=True)
 
 
 def decode(picture: Image.Image) -> list[str]:
     """Every QR code a real decoder finds in the picture, as text."""
-    zxingcpp = _require("zxingcpp", "zxing-cpp")
+    zxingcpp = require("zxingcpp", "zxing-cpp")
     found = zxingcpp.read_barcodes(picture.convert("L"), formats=zxingcpp.BarcodeFormat.QRCode)
     return [str(code.text) for code in found]
 
@@ -34,7 +36,7 @@ def decode_png(data: bytes) -> list[str]:
 
 
 def decode_svg(data: bytes) -> list[str]:
-    cairosvg = _require("cairosvg", "CairoSVG (and libcairo2)")
+    cairosvg = require("cairosvg", "CairoSVG (and libcairo2)")
     return decode_png(cairosvg.svg2png(bytestring=data))
 
 
