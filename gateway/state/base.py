@@ -36,8 +36,11 @@ class Waiter:
     async def wait(self, timeout: float) -> bool:
         """Wait for a wake-up; False on timeout. A wake-up that came earlier is not lost."""
         if not self._event.is_set():
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+            # coincides with the wake-up, and a cancelled waiter (a client gone, a shutdown) would go on.
             try:
-                await asyncio.wait_for(self._event.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._event.wait()
             except TimeoutError:
                 return False
         self._event.clear()
