@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 
@@ -110,17 +111,23 @@ async def long_poll(request: Request) -> Response:
     await waiter_record(request, gw)
     deadline = time.monotonic() + wait
     async with gw.store.subscribe(qr_id) as waiter:
-        record = await gw.qr.get(qr_id)
-        first = machine.effective_state(record, time.time())
-        state = first
-        while state is first and state not in machine.TERMINAL and state is not QrState.CONFIRMED:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or gw.draining.closing.is_set():
-                break
-            until_expiry = float(record["expires_at"]) - time.time()
-            await waiter.wait(max(0.0, min(remaining, until_expiry + 0.01)))
+        # On shutdown, answer now (with the current state) rather than hold the drain for `wait` seconds.
+        drain_task = asyncio.create_task(gw.draining.closing.wait())
+        drain_task.add_done_callback(lambda _: waiter.wake())
+        try:
             record = await gw.qr.get(qr_id)
-            state = machine.effective_state(record, time.time())
+            first = machine.effective_state(record, time.time())
+            state = first
+            while state is first and state not in machine.TERMINAL and state is not QrState.CONFIRMED:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or gw.draining.closing.is_set():
+                    break
+                until_expiry = float(record["expires_at"]) - time.time()
+                await waiter.wait(max(0.0, min(remaining, until_expiry + 0.01)))
+                record = await gw.qr.get(qr_id)
+                state = machine.effective_state(record, time.time())
+        finally:
+            drain_task.cancel()
     answer: StateView = view(record, time.time())
     if state is QrState.CONFIRMED:
         token = await gw.qr.deliver(qr_id)
