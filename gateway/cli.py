@@ -43,7 +43,8 @@ class GatewayServer(uvicorn.Server):
             server.close()
         if gateway is not None:
             gateway.draining.closing.set()
-            await asyncio.sleep(0.2)
+            # Let every socket send its 1001 before uvicorn closes what is left (with 1012).
+            await gateway.draining.sockets_closed(timeout=5.0)
         await super().shutdown(sockets)
 
 

@@ -34,10 +34,18 @@ class Draining:
 
     not_ready: asyncio.Event = field(default_factory=asyncio.Event)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    waiting_sockets: int = 0
 
     @property
     def started(self) -> bool:
         return self.not_ready.is_set()
+
+    async def sockets_closed(self, timeout: float) -> bool:
+        """Wait until every waiting WebSocket has closed (True), or `timeout` (False)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.waiting_sockets and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        return self.waiting_sockets == 0
 
 
 @dataclass
