@@ -6,6 +6,8 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -20,7 +22,7 @@ from gateway.accounts.parts import AccountParts
 from gateway.accounts.passwords import PasswordHashing
 from gateway.components import Draining, Gateway, gateway_of
 from gateway.directory.db import create_engine, migrate
-from gateway.directory.persons import PersonDirectory
+from gateway.directory.persons import DatabaseUnavailable, PersonDirectory
 from gateway.middleware import BodyLimitMiddleware, ObserveMiddleware
 from gateway.qr import http as qr_http
 from gateway.qr.render import QrImages
@@ -136,6 +138,16 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
     return errors.problem_response(errors.BadRequest(str(exc.detail), status=exc.status_code))
 
 
+async def on_database_error(request: Request, exc: Exception) -> Response:
+    """Any driver error that reaches here means the database is unreachable or failing: 503, and
+    the pool reconnects by itself (pre-ping) when it is back. Integrity errors are bugs: 500."""
+    if isinstance(exc, IntegrityError):
+        return await on_unexpected(request, exc)
+    metrics.BACKEND_ERRORS.labels("database").inc()
+    log.warning("database unavailable: %s", exc.__class__.__name__, extra={"path": request.url.path})
+    return errors.problem_response(DatabaseUnavailable("The directory database is unavailable."))
+
+
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return errors.problem_response(errors.InternalError("An internal error occurred; it has been logged."))
@@ -169,6 +181,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={
             errors.GatewayError: on_gateway_error,
             HTTPException: on_http_exception,
+            DBAPIError: on_database_error,
+            SQLAlchemyTimeoutError: on_database_error,
             Exception: on_unexpected,
         },
         lifespan=lifespan,

@@ -35,17 +35,32 @@ class Draining:
     not_ready: asyncio.Event = field(default_factory=asyncio.Event)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     waiting_sockets: int = 0
+    _no_sockets: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._no_sockets.set()
 
     @property
     def started(self) -> bool:
         return self.not_ready.is_set()
 
+    def socket_opened(self) -> None:
+        self.waiting_sockets += 1
+        self._no_sockets.clear()
+
+    def socket_closed(self) -> None:
+        self.waiting_sockets -= 1
+        if self.waiting_sockets == 0:
+            self._no_sockets.set()
+
     async def sockets_closed(self, timeout: float) -> bool:
         """Wait until every waiting WebSocket has closed (True), or `timeout` (False)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self.waiting_sockets and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.02)
-        return self.waiting_sockets == 0
+        try:
+            async with asyncio.timeout(timeout):
+                await self._no_sockets.wait()
+        except TimeoutError:
+            return False
+        return True
 
 
 @dataclass

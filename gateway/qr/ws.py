@@ -114,14 +114,14 @@ async def _stream(ws: WebSocket, gw: Gateway, qr_id: str) -> None:
     async with gw.store.subscribe(qr_id) as waiter:
         watcher = asyncio.create_task(_watch_client(ws, waiter, gone))
         metrics.WAITING_WEBSOCKETS.inc()
-        gw.draining.waiting_sockets += 1
+        gw.draining.socket_opened()
         drain_task = asyncio.create_task(gw.draining.closing.wait())
         drain_task.add_done_callback(lambda _: waiter.wake())
         try:
             await _send_events(ws, gw, qr_id, waiter, gone)
         finally:
             metrics.WAITING_WEBSOCKETS.dec()
-            gw.draining.waiting_sockets -= 1
+            gw.draining.socket_closed()
             watcher.cancel()
             drain_task.cancel()
 
