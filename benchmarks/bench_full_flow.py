@@ -68,21 +68,24 @@ async def drive(base_url: str, phone: str, seconds: float, concurrency: int) -> 
 
 
 async def run(seconds: float, concurrency: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp, redis_server() as redis_url:
-        with gateways(Path(tmp), redis_url, 1) as [gateway]:
-            person = add_person(Path(tmp), redis_url)
-            async with httpx.AsyncClient(base_url=gateway.base_url) as http:
-                login = await http.post(
-                    "/v1/login/password",
-                    json={"identifier": person["phone"], "password": person["password"], "client_id": "mobile-app"},
-                )
-                phone = login.json()["access_token"]
-            await drive(gateway.base_url, phone, 2, concurrency)  # warm up
-            cpu0 = cpu_seconds(gateway.proc.pid)
-            started = time.perf_counter()
-            ours, durations = await drive(gateway.base_url, phone, seconds, concurrency)
-            elapsed = time.perf_counter() - started
-            cpu = cpu_seconds(gateway.proc.pid) - cpu0
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        redis_server() as redis_url,
+        gateways(Path(tmp), redis_url, 1) as [gateway],
+    ):
+        person = add_person(Path(tmp), redis_url)
+        async with httpx.AsyncClient(base_url=gateway.base_url) as http:
+            login = await http.post(
+                "/v1/login/password",
+                json={"identifier": person["phone"], "password": person["password"], "client_id": "mobile-app"},
+            )
+            phone = login.json()["access_token"]
+        await drive(gateway.base_url, phone, 2, concurrency)  # warm up
+        cpu0 = cpu_seconds(gateway.proc.pid)
+        started = time.perf_counter()
+        ours, durations = await drive(gateway.base_url, phone, seconds, concurrency)
+        elapsed = time.perf_counter() - started
+        cpu = cpu_seconds(gateway.proc.pid) - cpu0
     with bare_app("flow") as (floor_url, floor_pid):
         await drive(floor_url, "x", 2, concurrency)
         floor_cpu0 = cpu_seconds(floor_pid)

@@ -54,29 +54,32 @@ async def settle(pid: int) -> int:
 
 
 async def measure_gateway(n: int) -> float:
-    with tempfile.TemporaryDirectory() as tmp, redis_server() as redis_url:
-        with gateways(Path(tmp), redis_url, 1) as [gateway]:
-            async with httpx.AsyncClient(base_url=gateway.base_url, timeout=30) as http:
-                minted = []
-                for start in range(0, n, 500):
-                    batch = await asyncio.gather(
-                        *(
-                            http.post("/v1/qr", json={"client_id": "withholding-desktop"})
-                            for _ in range(min(500, n - start))
-                        )
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        redis_server() as redis_url,
+        gateways(Path(tmp), redis_url, 1) as [gateway],
+    ):
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=30) as http:
+            minted = []
+            for start in range(0, n, 500):
+                batch = await asyncio.gather(
+                    *(
+                        http.post("/v1/qr", json={"client_id": "withholding-desktop"})
+                        for _ in range(min(500, n - start))
                     )
-                    minted += [r.json() for r in batch]
-            before = await settle(gateway.proc.pid)
-            t0 = time.perf_counter()
-            sockets = await open_all(
-                [m["events_url"] for m in minted],
-                [json.dumps({"type": "hello", "waiter_token": m["waiter_token"]}) for m in minted],
-            )
-            opened = time.perf_counter() - t0
-            after = await settle(gateway.proc.pid)
-            print(f"gateway: {len(sockets)} waiting WebSockets opened in {opened:.1f} s; RSS {before} -> {after} KiB")
-            await asyncio.gather(*(ws.close() for ws in sockets))
-            return (after - before) / len(sockets)
+                )
+                minted += [r.json() for r in batch]
+        before = await settle(gateway.proc.pid)
+        t0 = time.perf_counter()
+        sockets = await open_all(
+            [m["events_url"] for m in minted],
+            [json.dumps({"type": "hello", "waiter_token": m["waiter_token"]}) for m in minted],
+        )
+        opened = time.perf_counter() - t0
+        after = await settle(gateway.proc.pid)
+        print(f"gateway: {len(sockets)} waiting WebSockets opened in {opened:.1f} s; RSS {before} -> {after} KiB")
+        await asyncio.gather(*(ws.close() for ws in sockets))
+        return (after - before) / len(sockets)
 
 
 async def measure_floor(n: int) -> float:
