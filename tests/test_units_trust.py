@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
@@ -22,6 +23,7 @@ from gateway.tokens.issuer import TokenIssuer
 from gateway.tokens.keys import KeyFile
 from gateway.tokens.verifier import AccessTokenVerifier, InvalidToken, RemoteJwks
 from gateway.units.app import create_standalone_app
+from tests.support.databases import POSTGRES, create_postgres_database, drop_postgres_database
 from tests.support.dpop import DpopKey
 from tests.support.gateway_server import FAST_HASHING, AppServer, free_port
 from tests.support.units import (
@@ -309,3 +311,44 @@ async def test_dpop_bound_tokens_need_proofs_and_bind_the_unit_token(
         elsewhere = key.proof("POST", f"{base}/v1/units/{tin}/enter", bound)
         wrong_url = await client.post(url, json=body, headers={"Authorization": f"DPoP {bound}", "DPoP": elsewhere})
         assert wrong_url.status_code == 401
+
+
+async def test_a_database_outage_is_a_503_and_passes(units_stack: UnitsStack, http: httpx.AsyncClient) -> None:
+    """The units service alone on PostgreSQL: the database goes away (503 database_unavailable, with
+    Retry-After, readiness fails) and comes back (served again, no restart)."""
+    url, name = await asyncio.to_thread(create_postgres_database)
+    person = await new_person(units_stack, http)
+    settings = Settings(
+        public_url="http://127.0.0.1:1",
+        database_url=url,
+        keys_file=str(units_stack.tmp / "outage-keys.json"),
+        units_gateway_url=units_stack.gateway_url,
+        **FAST_HASHING,
+    )
+
+    async def cut(allowed: bool) -> None:
+        connection = await asyncpg.connect(POSTGRES, timeout=5)
+        try:
+            await connection.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+            if not allowed:
+                await connection.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+                )
+        finally:
+            await connection.close()
+
+    try:
+        with AppServer(create_standalone_app(settings)) as base_url:
+            async with httpx.AsyncClient(base_url=base_url, timeout=20) as service:
+                assert (await service.get("/units/v1/units", headers=person.headers)).json() == {"units": []}
+                await cut(allowed=False)
+                down = await service.get("/units/v1/units", headers=person.headers)
+                assert down.status_code == 503, down.text
+                assert down.json()["code"] == "database_unavailable"
+                assert int(down.headers["retry-after"]) > 0
+                assert (await service.get("/readyz")).status_code == 503
+                await cut(allowed=True)
+                assert (await service.get("/units/v1/units", headers=person.headers)).status_code == 200
+                assert (await service.get("/readyz")).status_code == 200
+    finally:
+        await asyncio.to_thread(drop_postgres_database, name)

@@ -17,6 +17,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from typing import Any, cast
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -84,9 +86,15 @@ def routes() -> list[BaseRoute]:
 
 def _exception_handlers() -> Mapping[Any, ExceptionHandler]:
     # gateway.app mounts this app: its handlers are imported when an app is made, not at import time.
-    from gateway.app import on_gateway_error, on_http_exception, on_unexpected
+    from gateway.app import on_database_error, on_gateway_error, on_http_exception, on_unexpected
 
-    return {errors.GatewayError: on_gateway_error, HTTPException: on_http_exception, Exception: on_unexpected}
+    return {
+        errors.GatewayError: on_gateway_error,
+        HTTPException: on_http_exception,
+        DBAPIError: on_database_error,  # the database failing in any way: 503, as in the gateway
+        SQLAlchemyTimeoutError: on_database_error,
+        Exception: on_unexpected,
+    }
 
 
 def create_units_app(settings: Settings) -> Starlette:
