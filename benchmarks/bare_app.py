@@ -68,6 +68,14 @@ async def confirm(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def token(request: Request) -> Response:
+    form = (await request.body()).decode()
+    assert "grant_type=refresh_token" in form
+    body = {"access_token": secrets.token_urlsafe(400), "token_type": "Bearer", "expires_in": 600,
+            "refresh_token": secrets.token_urlsafe(48)}  # fmt: skip
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
 def main() -> None:
     kind, port = sys.argv[1], int(sys.argv[2])
     routes = [Route("/healthz", healthz)]
@@ -79,6 +87,7 @@ def main() -> None:
             WebSocketRoute("/v1/qr/{qr_id}/events", waiter),
             Route("/v1/qr/{qr_id}/scan", scan, methods=["POST"]),
             Route("/v1/qr/{qr_id}/confirm", confirm, methods=["POST"]),
+            Route("/v1/token", token, methods=["POST"]),
         ]
     uvicorn.run(
         Starlette(routes=routes),
