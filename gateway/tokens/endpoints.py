@@ -51,16 +51,15 @@ async def _refresh(request: Request, gw: Gateway, form: dict[str, str]) -> Respo
     client_id = form.get("client_id", "")
     if not refresh_token or not client_id:
         raise _oauth_error("invalid_request", "refresh_token and client_id are required.")
-    current = await gw.sessions.peek(refresh_token)
-    if current is not None and current[1]["jkt"]:
-        # A DPoP-bound session refreshes only with a proof by the bound key.
+
+    async def prove_key(jkt: str) -> None:
+        """A DPoP-bound session refreshes only with a proof by the bound key."""
         try:
-            await gw.dpop.verify(
-                request.headers.get("dpop"), method="POST", url=_endpoint(gw, "/v1/token"), jkt=current[1]["jkt"]
-            )
+            await gw.dpop.verify(request.headers.get("dpop"), method="POST", url=_endpoint(gw, "/v1/token"), jkt=jkt)
         except InvalidProof as exc:
             raise _oauth_error("invalid_dpop_proof", str(exc)) from exc  # 400 at the token endpoint (RFC 9449 5)
-    return _json(await gw.sessions.refresh(refresh_token, client_id=client_id))
+
+    return _json(await gw.sessions.refresh(refresh_token, client_id=client_id, prove_key=prove_key))
 
 
 def _endpoint(gw: Gateway, path: str) -> str:

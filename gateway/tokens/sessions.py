@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from gateway import errors, logs, metrics
@@ -122,7 +122,10 @@ class SessionManager:
             return None
         return sid, session
 
-    async def refresh(self, refresh_token: str, *, client_id: str) -> TokenResponse:
+    async def refresh(
+        self, refresh_token: str, *, client_id: str, prove_key: Callable[[str], Awaitable[None]] | None = None
+    ) -> TokenResponse:
+        """Rotate. A session bound to a key (DPoP) is refreshed only after `prove_key(jkt)` returned."""
         parts = split_refresh_token(refresh_token)
         if parts is None:
             raise InvalidGrant("The refresh token is malformed.", error="invalid_grant")
@@ -130,6 +133,10 @@ class SessionManager:
         session = await self._store.get_session(sid)
         if session is not None and session["client_id"] != client_id:
             raise InvalidGrant("The refresh token was issued to another client.", error="invalid_grant")
+        if session is not None and session["jkt"] and secrets.compare_digest(session["refresh_hash"], _hash(secret)):
+            if prove_key is None:
+                raise InvalidGrant("This session is bound to a key: a DPoP proof is required.", error="invalid_grant")
+            await prove_key(session["jkt"])
         now = int(time.time())
         new_secret = secrets.token_urlsafe(32)
         ttl = self._ttl(session, now) if session is not None else 1
