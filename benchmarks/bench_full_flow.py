@@ -24,7 +24,7 @@ import httpx
 from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import add_person, bare_app, gateways, percentile, raise_open_files, redis_server
+from harness import RawHttp, add_person, bare_app, gateways, percentile, raise_open_files, redis_server
 
 GOAL_LOGINS = 500.0
 GOAL_RATIO = 0.40
@@ -38,32 +38,39 @@ def cpu_seconds(pid: int) -> float:
 async def drive(base_url: str, phone: str, seconds: float, concurrency: int) -> tuple[int, list[float]]:
     headers = {"Authorization": f"Bearer {phone}"}
     ws_base = base_url.replace("http", "ws", 1)
-    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
     durations: list[float] = []
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as http:
+    mint_body = json.dumps({"client_id": "withholding-desktop"}).encode()
 
-        async def one_login() -> None:
-            started = time.perf_counter()
-            minted = (await http.post("/v1/qr", json={"client_id": "withholding-desktop"})).json()
-            async with connect(f"{ws_base}/v1/qr/{minted['qr_id']}/events", ping_interval=None) as ws:
-                await ws.send(json.dumps({"type": "hello", "waiter_token": minted["waiter_token"]}))
-                assert json.loads(await ws.recv())["type"] == "state"
-                assert (await http.post(f"/v1/qr/{minted['qr_id']}/scan", headers=headers)).status_code == 200
-                assert json.loads(await ws.recv())["type"] == "scanned"
-                assert (await http.post(f"/v1/qr/{minted['qr_id']}/confirm", headers=headers)).status_code == 204
-                assert json.loads(await ws.recv())["type"] == "confirmed"
-            durations.append(time.perf_counter() - started)
+    async def one_login(http: RawHttp) -> None:
+        started = time.perf_counter()
+        status, body = await http.request("POST", "/v1/qr", body=mint_body, content_type="application/json")
+        assert status == 201, body
+        minted = json.loads(body)
+        async with connect(f"{ws_base}/v1/qr/{minted['qr_id']}/events", ping_interval=None, compression=None) as ws:
+            await ws.send(json.dumps({"type": "hello", "waiter_token": minted["waiter_token"]}))
+            assert json.loads(await ws.recv())["type"] == "state"
+            status, body = await http.request("POST", f"/v1/qr/{minted['qr_id']}/scan", headers=headers)
+            assert status == 200, body
+            assert json.loads(await ws.recv())["type"] == "scanned"
+            status, body = await http.request("POST", f"/v1/qr/{minted['qr_id']}/confirm", headers=headers)
+            assert status == 204, body
+            assert json.loads(await ws.recv())["type"] == "confirmed"
+        durations.append(time.perf_counter() - started)
 
-        deadline = time.perf_counter() + seconds
+    deadline = time.perf_counter() + seconds
 
-        async def desktop() -> int:
-            done = 0
+    async def desktop() -> int:
+        http = RawHttp(base_url)
+        done = 0
+        try:
             while time.perf_counter() < deadline:
-                await one_login()
+                await one_login(http)
                 done += 1
-            return done
+        finally:
+            await http.close()
+        return done
 
-        counts = await asyncio.gather(*(desktop() for _ in range(concurrency)))
+    counts = await asyncio.gather(*(desktop() for _ in range(concurrency)))
     return sum(counts), durations
 
 

@@ -74,14 +74,7 @@ async def qr_events(ws: WebSocket) -> None:
         if token is None:
             await ws.close(CLOSE_BAD_HELLO, "expected {type: hello, waiter_token} first")
             return
-        try:
-            await gw.qr.record_for_waiter(qr_id, token)
-        except errors.ServiceUnavailable:
-            raise
-        except errors.GatewayError as exc:
-            await ws.close(CLOSE_BY_CAUSE.get(exc.code, CLOSE_BAD_HELLO), exc.detail[:120])
-            return
-        await _stream(ws, gw, qr_id)
+        await _stream(ws, gw, qr_id, token)
     except (ClosedByClient, WebSocketDisconnect):
         return
     except errors.ServiceUnavailable as exc:
@@ -109,7 +102,7 @@ async def _watch_client(ws: WebSocket, waiter: Waiter, gone: asyncio.Event) -> N
         waiter.wake()
 
 
-async def _stream(ws: WebSocket, gw: Gateway, qr_id: str) -> None:
+async def _stream(ws: WebSocket, gw: Gateway, qr_id: str, waiter_token: str) -> None:
     gone = asyncio.Event()
     async with gw.store.subscribe(qr_id) as waiter:
         watcher = asyncio.create_task(_watch_client(ws, waiter, gone))
@@ -118,7 +111,7 @@ async def _stream(ws: WebSocket, gw: Gateway, qr_id: str) -> None:
         drain_task = asyncio.create_task(gw.draining.closing.wait())
         drain_task.add_done_callback(lambda _: waiter.wake())
         try:
-            await _send_events(ws, gw, qr_id, waiter, gone)
+            await _send_events(ws, gw, qr_id, waiter_token, waiter, gone)
         finally:
             metrics.WAITING_WEBSOCKETS.dec()
             gw.draining.socket_closed()
@@ -126,11 +119,17 @@ async def _stream(ws: WebSocket, gw: Gateway, qr_id: str) -> None:
             drain_task.cancel()
 
 
-async def _send_events(ws: WebSocket, gw: Gateway, qr_id: str, waiter: Waiter, gone: asyncio.Event) -> None:
+async def _send_events(
+    ws: WebSocket, gw: Gateway, qr_id: str, waiter_token: str, waiter: Waiter, gone: asyncio.Event
+) -> None:
     try:
-        record = await gw.qr.get(qr_id)  # read after registering: no change can slip between
-    except errors.NotFound:
-        await ws.close(CLOSE_NOT_FOUND, "the QR code was purged")
+        # One read, after registering the waiter (so no change can slip in between), that also
+        # checks the waiter token.
+        record = await gw.qr.record_for_waiter(qr_id, waiter_token)
+    except errors.ServiceUnavailable:
+        raise
+    except errors.GatewayError as exc:
+        await ws.close(CLOSE_BY_CAUSE.get(exc.code, CLOSE_BAD_HELLO), exc.detail[:120])
         return
     now = time.time()
     current = view(record, now)

@@ -30,6 +30,7 @@ from gateway.tokens.claims import AccessTokenClaims
 DEFAULT_ALGORITHMS = ("ES256", "EdDSA")
 _ASYMMETRIC = {"ES256", "ES384", "ES512", "EdDSA", "Ed25519", "RS256", "PS256"}
 MAX_TOKEN_BYTES = 8192
+VERIFIED_CACHE_SIZE = 10_000
 
 
 class InvalidToken(Exception):
@@ -130,6 +131,10 @@ class AccessTokenVerifier:
         self._algorithms = list(algorithms)
         self._typ = typ
         self._audience = audience
+        self._leeway = leeway
+        # Tokens whose signature and claims were checked, until they expire: a phone presents the
+        # same token to scan and to confirm, a service sees the same token many times.
+        self._verified: dict[str, AccessTokenClaims] = {}
         self._registry = JWTClaimsRegistry(
             leeway=leeway,
             iss={"essential": True, "value": issuer},
@@ -142,6 +147,23 @@ class AccessTokenVerifier:
         """The token's claims, if it is valid for `audiences` (default: the verifier's audience)."""
         if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
             raise InvalidToken("malformed token")
+        cached = self._verified.get(token)
+        if cached is not None and time.time() < cached["exp"] + self._leeway:
+            return self._for_audience(cached, audiences)
+        claims = await self._verify_signed(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = claims
+        return self._for_audience(claims, audiences)
+
+    def _for_audience(self, claims: AccessTokenClaims, audiences: Collection[str] | None) -> AccessTokenClaims:
+        aud = claims["aud"]
+        token_audiences = {aud} if isinstance(aud, str) else set(aud)
+        if not token_audiences & set(audiences or (self._audience,)):
+            raise InvalidToken("token is for another audience")
+        return claims
+
+    async def _verify_signed(self, token: str) -> AccessTokenClaims:
         header = _header_of(token)
         if header.get("alg") not in self._algorithms:
             raise InvalidToken("algorithm not allowed")
@@ -162,9 +184,8 @@ class AccessTokenVerifier:
             raise InvalidToken(f"token rejected: {exc.__class__.__name__}") from exc
         claims: dict[str, Any] = decoded.claims
         aud = claims.get("aud")
-        token_audiences = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
-        if not token_audiences & set(audiences or (self._audience,)):
-            raise InvalidToken("token is for another audience")
+        if not (isinstance(aud, str) or (isinstance(aud, list) and all(isinstance(a, str) for a in aud))):
+            raise InvalidToken("token names no audience")
         for name in ("sid", "client_id"):
             if not isinstance(claims.get(name), str):
                 raise InvalidToken(f"token lacks {name}")
