@@ -123,6 +123,7 @@ class AccessTokenVerifier:
         algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS,
         leeway: int = 30,
         typ: str = "at+jwt",
+        remember: int = VERIFIED_CACHE_SIZE,
     ) -> None:
         unsafe = set(algorithms) - _ASYMMETRIC
         if unsafe:
@@ -135,6 +136,7 @@ class AccessTokenVerifier:
         # Tokens whose signature and claims were checked, until they expire: a phone presents the
         # same token to scan and to confirm, a service sees the same token many times.
         self._verified: dict[str, AccessTokenClaims] = {}
+        self._remember = remember
         self._registry = JWTClaimsRegistry(
             leeway=leeway,
             iss={"essential": True, "value": issuer},
@@ -151,9 +153,10 @@ class AccessTokenVerifier:
         if cached is not None and time.time() < cached["exp"] + self._leeway:
             return self._for_audience(cached, audiences)
         claims = await self._verify_signed(token)
-        if len(self._verified) >= VERIFIED_CACHE_SIZE:
-            self._verified.clear()
-        self._verified[token] = claims
+        if self._remember:
+            if len(self._verified) >= self._remember:
+                self._verified.clear()
+            self._verified[token] = claims
         return self._for_audience(claims, audiences)
 
     def _for_audience(self, claims: AccessTokenClaims, audiences: Collection[str] | None) -> AccessTokenClaims:
