@@ -4,6 +4,7 @@ loaded, not draining), and /metrics when it is not served on a port of its own."
 from __future__ import annotations
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -11,31 +12,43 @@ from starlette.routing import BaseRoute, Route
 from gateway import errors, metrics
 from gateway.components import gateway_of
 from gateway.jsonutil import dumps
+from gateway.state.base import StateStore
+from gateway.tokens.keys import KeyRing
 
 
 async def healthz(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
-async def readyz(request: Request) -> Response:
-    gw = gateway_of(request)
+async def backend_checks(store: StateStore, engine: AsyncEngine, ring: KeyRing) -> dict[str, str]:
+    """Can this process serve: store and database answer, keys loaded ("ok" each, or why not)."""
     checks: dict[str, str] = {}
     try:
-        await gw.store.ping()
+        await store.ping()
         checks["store"] = "ok"
     except errors.GatewayError:
         checks["store"] = "unavailable"
     try:
-        async with gw.engine.connect() as conn:
+        async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception:  # any driver error means "not ready"; the detail goes to the log, not the probe
         checks["database"] = "unavailable"
-    checks["keys"] = "ok" if gw.issuer.ring.keys else "missing"
-    checks["draining"] = "yes" if gw.draining.started else "no"
-    ready = checks["store"] == checks["database"] == checks["keys"] == "ok" and not gw.draining.started
+    checks["keys"] = "ok" if ring.keys else "missing"
+    return checks
+
+
+def readiness(checks: dict[str, str], *, ready: bool) -> Response:
     body = {"status": "ready" if ready else "not_ready", "checks": checks}
     return Response(dumps(body), status_code=200 if ready else 503, media_type="application/json")
+
+
+async def readyz(request: Request) -> Response:
+    gw = gateway_of(request)
+    checks = await backend_checks(gw.store, gw.engine, gw.issuer.ring)
+    ready = all(value == "ok" for value in checks.values()) and not gw.draining.started
+    checks["draining"] = "yes" if gw.draining.started else "no"
+    return readiness(checks, ready=ready)
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any, cast
 
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.applications import Starlette
@@ -27,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ExceptionHandler
 
-from gateway import errors
+from gateway import errors, health
 from gateway.health import healthz
 from gateway.jsonutil import dumps
 from gateway.middleware import BodyLimitMiddleware
@@ -53,22 +52,8 @@ async def readyz(request: Request) -> Response:
     """The standalone service can serve: its store and database answer and its keys are loaded.
     (The gateway's JWKS is not checked: readiness must not cascade from another service.)"""
     service: UnitsService = request.app.state.units_service
-    checks: dict[str, str] = {}
-    try:
-        await service.store.ping()
-        checks["store"] = "ok"
-    except errors.GatewayError:
-        checks["store"] = "unavailable"
-    try:
-        async with service.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception:  # any driver error means "not ready"; the detail belongs in the log, not the probe
-        checks["database"] = "unavailable"
-    checks["keys"] = "ok" if service.tokens.keys.ring.keys else "missing"
-    ready = all(value == "ok" for value in checks.values())
-    body = {"status": "ready" if ready else "not_ready", "checks": checks}
-    return Response(dumps(body), status_code=200 if ready else 503, media_type="application/json")
+    checks = await health.backend_checks(service.store, service.engine, service.tokens.keys.ring)
+    return health.readiness(checks, ready=all(value == "ok" for value in checks.values()))
 
 
 def routes() -> list[BaseRoute]:
