@@ -23,7 +23,8 @@ from gateway.qr import machine
 from gateway.qr.machine import TABLE, QrEvent, QrState
 from gateway.state.base import StateStore, StoreUnavailable
 from gateway.state.memory import MemoryStore
-from gateway.state.redis import RedisStore, client_factory, close_client
+from gateway.state.redis import RedisStore
+from gateway.state.redis_clients import client_factory, close_client
 from tests.support.redis_procs import RedisClusterGroup, RedisSentinelGroup, RedisServer, command, sync_client
 
 pytest_plugins = ("tests.support.fixtures",)

@@ -1,0 +1,435 @@
+"""Fan-out: wake this process's waiters when a QR session changes, over Redis sharded pub/sub.
+
+Per store (one per process) there is one fan-out task, which owns the pub/sub connection
+(standalone and Sentinel: exactly one; Cluster: one per master holding a subscribed channel, since
+shard channels live on their slot's master, through the cluster client's `ClusterPubSub`) and a pump
+per connection that only reads messages into the fan-out's queue. A waiter registers locally first;
+the first local waiter of a channel makes the fan-out SSUBSCRIBE and waits for Redis to confirm, so a
+state read that follows cannot miss a change; the last one to leave SUNSUBSCRIBEs. A message only sets
+Events, so a slow client never stalls fan-out. When a pub/sub connection fails (or stays silent past
+three health-check PINGs), the fan-out drops it, reconnects with capped exponential backoff
+(0.05 s .. 2 s), re-subscribes every channel that still has local waiters and then wakes them all:
+they read the state again, which is the truth, so nothing published during the gap is lost. The
+pub/sub connections never retry by themselves (a silent reconnect would hide a gap).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias, cast
+
+from redis import exceptions as rx
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
+
+from gateway.state.base import LocalWaiters, Waiter
+from gateway.state.redis_clients import RedisClient, text_of
+
+log = logging.getLogger("qrgate.state.redis")
+
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 2.0
+HEALTH_INTERVAL = 5.0
+CONFIRM_TIMEOUT = 2.0
+
+
+class _Resync(Exception):
+    """Redis dropped a subscription we still need (a slot moved): start over."""
+
+
+class _SourceGone(Exception):
+    """A per-shard pub/sub connection was retired (its last channel left)."""
+
+
+Message: TypeAlias = dict[str, Any]
+Reader: TypeAlias = Callable[[], Awaitable[Message | None]]
+
+
+class _Link(abc.ABC):
+    """One generation of pub/sub connections."""
+
+    async def prepare(self, again: bool) -> None:
+        """Get ready to route channels (after a failure: `again`)."""
+        return None
+
+    @abc.abstractmethod
+    async def subscribe(self, channel: str) -> None: ...
+
+    @abc.abstractmethod
+    async def unsubscribe(self, channel: str) -> None: ...
+
+    @abc.abstractmethod
+    def readers(self) -> list[tuple[object, Reader]]:
+        """(identity, read one message) per live connection."""
+
+    @abc.abstractmethod
+    async def ping(self) -> bool:
+        """Ask every live connection for a reply; False when none is connected."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None: ...
+
+
+class _SingleLink(_Link):
+    """Standalone and Sentinel: exactly one pub/sub connection (to the master)."""
+
+    def __init__(self, client: Redis) -> None:
+        self.pubsub: PubSub = client.pubsub()
+
+    async def subscribe(self, channel: str) -> None:
+        await self.pubsub.ssubscribe(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        await self.pubsub.sunsubscribe(channel)
+
+    def readers(self) -> list[tuple[object, Reader]]:
+        pubsub = self.pubsub
+        if pubsub.connection is None:
+            return []
+        return [(pubsub, lambda: cast(Awaitable[Message | None], pubsub.get_message(timeout=None)))]
+
+    async def ping(self) -> bool:
+        if self.pubsub.connection is None:
+            return False
+        await self.pubsub.ping()
+        return True
+
+    async def aclose(self) -> None:
+        await cast(Any, self.pubsub).aclose()
+
+
+class _ClusterLink(_Link):
+    """Sharded pub/sub through the cluster client's pubsub: one connection per master in use."""
+
+    def __init__(self, client: RedisCluster) -> None:
+        self.cluster = client
+        self.cluster_pubsub: ClusterPubSub = client.pubsub()
+
+    async def prepare(self, again: bool) -> None:
+        await self.cluster.initialize()
+        if again:  # the topology may have changed: read it again before routing channels
+            await self.cluster.nodes_manager.initialize()
+
+    async def subscribe(self, channel: str) -> None:
+        await self.cluster_pubsub.ssubscribe(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        await self.cluster_pubsub.sunsubscribe(channel)
+
+    def readers(self) -> list[tuple[object, Reader]]:
+        found: list[tuple[object, Reader]] = []
+        for name, pubsub in list(self.cluster_pubsub.node_pubsub_mapping.items()):
+            node = self.cluster.get_node(node_name=name)
+            if node is not None and pubsub.connection is not None:
+                found.append((pubsub, self._reader(pubsub, node)))
+        return found
+
+    def _reader(self, pubsub: PubSub, node: ClusterNode) -> Reader:
+        async def read() -> Message | None:
+            if self.cluster_pubsub.node_pubsub_mapping.get(node.name) is not pubsub:
+                raise _SourceGone
+            # timeout=None blocks until a message arrives (the annotation says float; None is allowed)
+            pubsub_any = cast(Any, self.cluster_pubsub)
+            return cast(Message | None, await pubsub_any.get_sharded_message(timeout=None, target_node=node))
+
+        return read
+
+    async def ping(self) -> bool:
+        pinged = False
+        for pubsub in list(self.cluster_pubsub.node_pubsub_mapping.values()):
+            if pubsub.connection is not None:
+                await pubsub.ping()
+                pinged = True
+        return pinged
+
+    async def aclose(self) -> None:
+        await self.cluster_pubsub.aclose()
+
+
+class _Subscription:
+    __slots__ = ("confirmed",)
+
+    def __init__(self) -> None:
+        self.confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def settle(self) -> None:
+        if not self.confirmed.done():
+            self.confirmed.set_result(None)
+
+
+class _Generation:
+    """The fan-out's state for one set of pub/sub connections; thrown away whole when one fails."""
+
+    def __init__(self, link: _Link) -> None:
+        self.link = link
+        self.events: asyncio.Queue[tuple[Message | None, BaseException | None]] = asyncio.Queue()
+        self.lock = asyncio.Lock()  # serialises (un)subscribe commands and their bookkeeping
+        self.subs: dict[str, _Subscription] = {}
+        self.sent_sub: Counter[str] = Counter()
+        self.sent_unsub: Counter[str] = Counter()
+        self.pumps: dict[int, asyncio.Task[None]] = {}
+        self.resubscribing: set[str] = set()
+        self.broken = False
+        self.heard = False
+        self.last_heard = time.monotonic()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.broken:
+            self.broken = True
+            self.events.put_nowait((None, error))
+
+
+class Fanout:
+    """The process's single pub/sub reader for one store (see the module docs)."""
+
+    def __init__(
+        self,
+        client: RedisClient,
+        waiters: LocalWaiters,
+        *,
+        health_interval: float = HEALTH_INTERVAL,
+        confirm_timeout: float = CONFIRM_TIMEOUT,
+        backoff: tuple[float, float] = (BACKOFF_MIN, BACKOFF_MAX),
+    ) -> None:
+        self._client = client
+        self._waiters = waiters
+        self._health_interval = health_interval
+        self._confirm_timeout = confirm_timeout
+        self._backoff = backoff
+        self._active: set[str] = set()  # channels with local waiters
+        self._owed: set[str] = set()  # channels whose waiters went on before Redis confirmed
+        self._generation: _Generation | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._chores: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._started = asyncio.Event()  # set once the first generation is up (or has failed)
+        self.reconnects = 0  # generations started after a failure (for tests and metrics)
+
+    def start(self) -> None:
+        if self._task is None and not self._closed:
+            self._task = asyncio.create_task(self._run(), name="qrgate-redis-fanout")
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = [*self._chores, *([self._task] if self._task is not None else [])]
+        self._task = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        generation, self._generation = self._generation, None
+        if generation is not None:
+            await self._teardown(generation)
+
+    # Waiters ---------------------------------------------------------------------------------
+    async def join(self, channel: str, waiter: Waiter) -> None:
+        """Register `waiter`; return once the channel's subscription is live (or a reconnect, which
+        wakes every waiter, is bound to follow)."""
+        if self._waiters.add(channel, waiter):
+            self._active.add(channel)
+        if self._closed:
+            return
+        self.start()
+        if self._generation is None and not self._started.is_set():
+            # Starting up: wait (briefly) for the first connection rather than be woken by it.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._confirm_timeout):
+                    await self._started.wait()
+        if not await self._confirmed(channel):
+            # The caller reads the state now, before we listen: it is owed a wake-up, from the
+            # confirmation when it comes, or from the wake_all that follows a reconnect.
+            self._owed.add(channel)
+
+    async def _confirmed(self, channel: str) -> bool:
+        generation = self._generation
+        if generation is None or generation.broken:
+            return False
+        async with generation.lock:
+            if generation.broken or channel not in self._active:
+                return False
+            sub = generation.subs.get(channel)
+            if sub is None:
+                try:
+                    sub = await self._subscribe(generation, channel)
+                except Exception as exc:
+                    generation.fail(exc)
+                    return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._confirm_timeout):
+                await asyncio.shield(sub.confirmed)
+        return sub.confirmed.done() and not generation.broken
+
+    def leave(self, channel: str, waiter: Waiter) -> None:
+        if not self._waiters.remove(channel, waiter):
+            return
+        self._active.discard(channel)
+        self._owed.discard(channel)
+        generation = self._generation
+        if generation is None or generation.broken or channel not in generation.subs or self._closed:
+            return
+        chore = asyncio.create_task(self._unsubscribe(generation, channel))
+        self._chores.add(chore)
+        chore.add_done_callback(self._chores.discard)
+
+    async def _subscribe(self, generation: _Generation, channel: str) -> _Subscription:
+        sub = _Subscription()
+        generation.subs[channel] = sub
+        generation.sent_sub[channel] += 1
+        try:
+            await generation.link.subscribe(channel)
+        except asyncio.CancelledError:
+            # Interrupted mid-command: whether Redis got it is unknown, so start over.
+            generation.fail(rx.ConnectionError("a subscription was interrupted"))
+            raise
+        self._start_pumps(generation)
+        return sub
+
+    async def _unsubscribe(self, generation: _Generation, channel: str) -> None:
+        async with generation.lock:
+            if generation.broken or channel in self._active:
+                return
+            sub = generation.subs.pop(channel, None)
+            if sub is None:
+                return
+            sub.settle()
+            generation.sent_unsub[channel] += 1
+            try:
+                await generation.link.unsubscribe(channel)
+            except Exception as exc:
+                generation.fail(exc)
+
+    # The reader ------------------------------------------------------------------------------
+    def _start_pumps(self, generation: _Generation) -> None:
+        for source, read in generation.link.readers():
+            key = id(source)
+            if key not in generation.pumps:
+                generation.pumps[key] = asyncio.create_task(self._pump(generation, key, read))
+
+    async def _pump(self, generation: _Generation, key: int, read: Reader) -> None:
+        try:
+            while True:
+                message = await read()
+                generation.events.put_nowait((message, None))
+        except _SourceGone:
+            pass
+        except Exception as exc:
+            generation.fail(exc)
+        finally:
+            generation.pumps.pop(key, None)
+
+    async def _run(self) -> None:
+        delay = self._backoff[0]
+        again = False
+        while True:
+            generation = _Generation(self._new_link())
+            self._generation = generation
+            try:
+                await self._populate(generation, again)
+                self._started.set()
+                await self._serve(generation)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if generation.heard:
+                    delay = self._backoff[0]
+                level = logging.DEBUG if isinstance(exc, _Resync) else logging.WARNING
+                log.log(level, "redis pub/sub lost (%r); reconnecting in %.2fs", exc, delay)
+            finally:
+                self._started.set()
+                if self._generation is generation:
+                    self._generation = None
+                await self._teardown(generation)
+            again = True
+            self.reconnects += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._backoff[1])
+
+    def _new_link(self) -> _Link:
+        if isinstance(self._client, RedisCluster):
+            return _ClusterLink(self._client)
+        return _SingleLink(self._client)
+
+    async def _populate(self, generation: _Generation, again: bool) -> None:
+        """Subscribe every channel that has local waiters. After a failure (`again`), wake them all
+        once that is done: a wake-up published while we were away is lost, the state is not."""
+        await generation.link.prepare(again)
+        async with generation.lock:
+            channels = sorted(self._active)
+            if again:
+                generation.resubscribing = set(channels)
+            for channel in channels:
+                await self._subscribe(generation, channel)
+        if again and not channels:
+            self._wake_all()
+
+    def _wake_all(self) -> None:
+        self._owed.clear()
+        self._waiters.wake_all()
+
+    async def _serve(self, generation: _Generation) -> None:
+        while True:
+            try:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+                # that coincides with the result, and close() would then wait for ever.
+                async with asyncio.timeout(self._health_interval):
+                    message, error = await generation.events.get()
+            except TimeoutError:
+                await self._check_health(generation)
+                continue
+            if error is not None:
+                raise error
+            generation.last_heard = time.monotonic()
+            if message is not None:
+                generation.heard = True
+                self._handle(generation, message)
+
+    async def _check_health(self, generation: _Generation) -> None:
+        silent = time.monotonic() - generation.last_heard
+        if silent > 3 * self._health_interval:
+            raise rx.TimeoutError(f"no reply on the pub/sub connection for {silent:.1f}s")
+        if not await generation.link.ping():
+            generation.last_heard = time.monotonic()  # nothing connected: nothing to hear
+
+    def _handle(self, generation: _Generation, message: Message) -> None:
+        kind = text_of(message.get("type"))
+        channel = text_of(message.get("channel"))
+        if kind == "smessage":
+            self._waiters.wake(channel)
+        elif kind == "ssubscribe":
+            generation.sent_sub[channel] -= 1
+            if generation.sent_sub[channel] <= 0:
+                del generation.sent_sub[channel]
+                sub = generation.subs.get(channel)
+                if sub is not None and not sub.confirmed.done():
+                    sub.settle()
+                    if channel in self._owed:
+                        self._owed.discard(channel)
+                        self._waiters.wake(channel)
+            if channel in generation.resubscribing:
+                generation.resubscribing.discard(channel)
+                if not generation.resubscribing:
+                    self._wake_all()
+        elif kind == "sunsubscribe":
+            if generation.sent_unsub[channel] > 0:
+                generation.sent_unsub[channel] -= 1
+            elif channel in generation.subs:
+                raise _Resync(f"Redis dropped the subscription to {channel}")
+
+    async def _teardown(self, generation: _Generation) -> None:
+        generation.broken = True
+        for sub in generation.subs.values():
+            sub.settle()
+        pumps = list(generation.pumps.values())
+        for pump in pumps:
+            pump.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+        try:
+            await generation.link.aclose()
+        except Exception as exc:
+            log.debug("closing a pub/sub connection failed: %r", exc)
