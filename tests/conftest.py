@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.support.accounts import SmsCodes, sms_codes
 from tests.support.gateway_server import ThreadedGateway, free_port, make_settings
+
+# Fixtures shared by many test modules: private Redis processes, the units stack, the browser.
+pytest_plugins = ("tests.support.fixtures", "tests.support.units_fixtures", "tests.support.browser_fixtures")
 
 _counter = itertools.count(1)
 
@@ -56,3 +61,18 @@ def artifacts_dir() -> Path:
     path = Path("test-artifacts")
     path.mkdir(exist_ok=True)
     return path
+
+
+@pytest.fixture
+async def http(gateway: ThreadedGateway) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the shared gateway (room for the tests that fire 50 requests at once)."""
+    limits = httpx.Limits(max_connections=60)
+    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=20, limits=limits) as client:
+        yield client
+
+
+@pytest.fixture
+def codes() -> Iterator[SmsCodes]:
+    """The SMS codes the dev sender logs, as the tests' way to read them."""
+    with sms_codes() as handler:
+        yield handler

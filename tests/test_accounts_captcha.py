@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,12 +19,6 @@ from tests.support.gateway_server import CAPTCHA_ANSWER, ThreadedGateway, free_p
 
 pytestmark = pytest.mark.anyio
 Person = Callable[..., dict[str, str]]
-
-
-@pytest.fixture
-async def http(gateway: ThreadedGateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=20) as client:
-        yield client
 
 
 async def test_a_captcha_is_a_png_image_with_an_id_and_a_lifetime(http: httpx.AsyncClient) -> None:

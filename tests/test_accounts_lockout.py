@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,13 +19,6 @@ from tests.support.gateway_server import ThreadedGateway, free_port, make_settin
 pytestmark = pytest.mark.anyio
 Person = Callable[..., dict[str, str]]
 WRONG = "Wrong-pass1"
-
-
-@pytest.fixture
-async def http(gateway: ThreadedGateway) -> AsyncIterator[httpx.AsyncClient]:
-    limits = httpx.Limits(max_connections=60)
-    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=20, limits=limits) as client:
-        yield client
 
 
 async def test_after_one_wrong_password_a_captcha_is_required(http: httpx.AsyncClient, make_person: Person) -> None:

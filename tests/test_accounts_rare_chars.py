@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 
 from gateway.accounts.rare_chars import INDEX
-from tests.support.gateway_server import ThreadedGateway
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def http(gateway: ThreadedGateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=20) as client:
-        yield client
 
 
 async def test_the_214_kangxi_radicals(http: httpx.AsyncClient) -> None:

@@ -3,7 +3,7 @@ registered phone -> single-use reset ticket -> new password; unlocks, ends sessi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -18,7 +18,6 @@ from tests.support.accounts import (
     login,
     new_staff,
     sms_challenge,
-    sms_codes,
     solved_captcha,
 )
 from tests.support.gateway_server import ThreadedGateway
@@ -26,18 +25,6 @@ from tests.support.gateway_server import ThreadedGateway
 pytestmark = pytest.mark.anyio
 Person = Callable[..., dict[str, str]]
 NEW_PASSWORD = "N3w-Secret!"
-
-
-@pytest.fixture
-async def http(gateway: ThreadedGateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=20) as client:
-        yield client
-
-
-@pytest.fixture
-def codes() -> Iterator[SmsCodes]:
-    with sms_codes() as handler:
-        yield handler
 
 
 async def lock_out(http: httpx.AsyncClient, person: dict[str, str]) -> None:

@@ -15,7 +15,6 @@ from tests.support.accounts import fresh_ip, identity_fields, login, sms_challen
 from tests.support.gateway_server import ThreadedGateway, free_port, make_settings
 from tests.support.redis_procs import RedisServer
 
-pytest_plugins = ("tests.support.fixtures",)
 pytestmark = pytest.mark.anyio
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,24 +26,11 @@ from tests.support.accounts import (
     new_staff,
     register,
     sms_challenge,
-    sms_codes,
 )
 from tests.support.gateway_server import ThreadedGateway, free_port, make_settings
 
 pytestmark = pytest.mark.anyio
 Person = Callable[..., dict[str, str]]
-
-
-@pytest.fixture
-async def http(gateway: ThreadedGateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=20) as client:
-        yield client
-
-
-@pytest.fixture
-def codes() -> Iterator[SmsCodes]:
-    with sms_codes() as handler:
-        yield handler
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +22,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.settings import Settings
-from tests.support.accounts import FakeService, SmsCodes, fresh_ip, identity_fields, sms_challenge, sms_codes
+from tests.support.accounts import FakeService, SmsCodes, fresh_ip, identity_fields, sms_challenge
 from tests.support.gateway_server import ThreadedGateway, free_port, make_settings
 
 pytestmark = pytest.mark.anyio
 Person = Callable[..., dict[str, str]]
-
-
-@pytest.fixture
-async def http(gateway: ThreadedGateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=20) as client:
-        yield client
-
-
-@pytest.fixture
-def codes() -> Iterator[SmsCodes]:
-    with sms_codes() as handler:
-        yield handler
 
 
 def phone_of(n: int) -> str:

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -27,12 +27,6 @@ ADMIN_CALLS = [
         {"id_type": "resident_id", "id_number": "11010519491231002X", "name": "王五", "mode": "reset_ticket"},
     ),
 ]
-
-
-@pytest.fixture
-async def http(gateway: ThreadedGateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=20) as client:
-        yield client
 
 
 def qrgate(gateway: ThreadedGateway, *args: str) -> subprocess.CompletedProcess[str]:

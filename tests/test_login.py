@@ -16,13 +16,6 @@ pytestmark = pytest.mark.anyio
 Person = Callable[..., dict[str, str]]
 
 
-@pytest.fixture
-async def http(gateway: ThreadedGateway) -> AsyncIterator[httpx.AsyncClient]:
-    limits = httpx.Limits(max_connections=60)
-    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=20, limits=limits) as client:
-        yield client
-
-
 def login(identifier: str, password: str, client_id: str = "web") -> dict[str, str]:
     return {"identifier": identifier, "password": password, "client_id": client_id}
 

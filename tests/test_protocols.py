@@ -10,7 +10,6 @@ documents for its operation (status, media type, required headers, body).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 import time
@@ -54,6 +53,7 @@ from tests.support.schemas import (
     schema_files,
     validator,
 )
+from tests.support.sso import SERVICE_KEY, SERVICE_SECRET, start_sso_gateway
 
 WS_MESSAGES = ("hello", "state", "scanned", "confirmed", "cancelled", "expired")
 CLOSE_CODES = {1000, 1001, 1009, 1013, 4400, 4401, 4404, 4409}
@@ -63,8 +63,6 @@ EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS = "urn:ietf:params:oauth:token-type:access_token"
 ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-SERVICE_SECRET = "payroll-" + "s" * 40
-SERVICE_KEY = ECKey.generate_key("P-256", auto_kid=True)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -1022,26 +1020,7 @@ END_SESSION = ("DELETE", "/v1/sessions/{sid}")
 
 @pytest.fixture(scope="module")
 def sso_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGateway]:
-    """A gateway with downstream services: confidential clients (a secret, a private_key_jwt key, one
-    allowed nothing) and a second exchange audience that only a confidential client may get."""
-    port = free_port()
-    clients = {
-        "payroll-service": {
-            "secret_sha256": hashlib.sha256(SERVICE_SECRET.encode()).hexdigest(),
-            "may_introspect": True,
-            "may_exchange": True,
-        },
-        "audit-service": {"jwks": {"keys": [SERVICE_KEY.as_dict(private=False)]}, "may_introspect": True},
-        "nosy-service": {"secret_sha256": hashlib.sha256(b"nosy-secret").hexdigest()},
-    }
-    audiences = {
-        "units": {"scopes": ["units.read", "units.verify"], "clients": [DESKTOP, "mobile-app"]},
-        "payroll": {"scopes": ["payroll.read"], "clients": []},
-    }
-    settings = make_settings(
-        tmp_path_factory.mktemp("sso"), port, confidential_clients=clients, exchange_audiences=audiences
-    )
-    server = ThreadedGateway(settings, port).start()
+    server = start_sso_gateway(tmp_path_factory.mktemp("sso"))
     yield server
     server.stop()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,6 @@ from tests.support.gateway_server import ThreadedGateway, free_port, make_settin
 
 pytestmark = pytest.mark.anyio
 Person = Callable[..., dict[str, str]]
-
-
-@pytest.fixture
-async def http(gateway: ThreadedGateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

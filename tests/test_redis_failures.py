@@ -31,7 +31,6 @@ from tests.support.scale_out import (
     http_clients,
     is_state,
     mint,
-    need_redis_server,
     nothing_pending,
     phone_action,
     phone_login,
@@ -49,15 +48,8 @@ async def _close_sockets() -> AsyncIterator[None]:
 
 
 @pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    need_redis_server()
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def group(redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayCluster]:
-    cluster = GatewayCluster(tmp_path_factory.mktemp("redis-failures"), redis.url, size=2)
+def group(module_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayCluster]:
+    cluster = GatewayCluster(tmp_path_factory.mktemp("redis-failures"), module_redis.url, size=2)
     try:
         cluster.start(people=2)
         yield cluster
@@ -98,14 +90,14 @@ async def waiting_desktops(
 
 
 async def test_outage_answers_503_keeps_waiting_sockets_and_service_resumes(
-    redis: RedisServer, group: GatewayCluster, http: list[httpx.AsyncClient]
+    module_redis: RedisServer, group: GatewayCluster, http: list[httpx.AsyncClient]
 ) -> None:
     person = group.people[0]
     await phone_login(http[0], person)
     minted, sockets = await waiting_desktops(group, http, person, count=4, scanned=2)
-    with redis.client() as sync:
+    with module_redis.client() as sync:
         sync.save()  # what the restarted server will load: this test restarts Redis with its data
-    redis.stop()
+    module_redis.stop()
     try:
         probes = await asyncio.gather(*(client.get("/readyz") for client in http))
         for probe in probes:
@@ -133,7 +125,7 @@ async def test_outage_answers_503_keeps_waiting_sockets_and_service_resumes(
         # ...and the ones already waiting stay connected, and hear nothing (nothing can change).
         assert await asyncio.gather(*(nothing_pending(ws) for ws in sockets)) == [True] * 4
     finally:
-        redis.start()  # same port; it loads the data saved above
+        module_redis.start()  # same port; it loads the data saved above
 
     await eventually(lambda: ready(http), "the gateways to be ready again")
     # The same sockets, still open, get the rest of their logins.
@@ -158,14 +150,14 @@ async def test_outage_answers_503_keeps_waiting_sockets_and_service_resumes(
 
 
 async def test_restart_without_data_closes_waiting_sockets_4404_and_new_logins_work(
-    redis: RedisServer, group: GatewayCluster, http: list[httpx.AsyncClient]
+    module_redis: RedisServer, group: GatewayCluster, http: list[httpx.AsyncClient]
 ) -> None:
     person = group.people[1]
     await phone_login(http[1], person)
     minted, sockets = await waiting_desktops(group, http, person, count=2, scanned=1)
-    redis.stop()
-    (redis.process.dir / "dump.rdb").unlink(missing_ok=True)
-    redis.start()  # empty: every QR session and refresh session is gone
+    module_redis.stop()
+    (module_redis.process.dir / "dump.rdb").unlink(missing_ok=True)
+    module_redis.start()  # empty: every QR session and refresh session is gone
     for ws in sockets:
         assert await rest(ws) == ([], 4404)  # woken after the re-subscribe, it finds its QR gone
     await eventually(lambda: ready(http), "the gateways to be ready again")

@@ -41,7 +41,6 @@ from tests.support.scale_out import (
     rest,
 )
 
-pytest_plugins = ("tests.support.fixtures",)
 pytestmark = pytest.mark.anyio
 
 
@@ -52,16 +51,9 @@ async def _close_sockets() -> AsyncIterator[None]:
 
 
 @pytest.fixture(scope="module")
-def shared_redis() -> Iterator[RedisServer]:
-    need_redis_server()
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def group(shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayCluster]:
+def group(module_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayCluster]:
     """Three processes on one standalone Redis, plus two spares for the tests that kill one."""
-    cluster = GatewayCluster(tmp_path_factory.mktemp("scale-out"), shared_redis.url, size=3, spares=2)
+    cluster = GatewayCluster(tmp_path_factory.mktemp("scale-out"), module_redis.url, size=3, spares=2)
     try:
         cluster.start(people=6)
         yield cluster
@@ -222,7 +214,7 @@ def subscribers(redis: RedisServer, minted: Json) -> int:
 
 
 async def test_sigterm_closes_waiting_desktops_1001_and_they_finish_elsewhere(
-    group: GatewayCluster, shared_redis: RedisServer
+    group: GatewayCluster, module_redis: RedisServer
 ) -> None:
     victim = group.spare()
     processes = group.processes
@@ -243,7 +235,7 @@ async def test_sigterm_closes_waiting_desktops_1001_and_they_finish_elsewhere(
         )
 
         async def polling() -> bool:
-            return subscribers(shared_redis, polled) == 1
+            return subscribers(module_redis, polled) == 1
 
         await eventually(polling, "the long-poll to wait")
 

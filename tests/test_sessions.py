@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import secrets
 import time
@@ -21,35 +20,17 @@ from joserfc.jwk import ECKey
 from tests.conftest import new_identity
 from tests.support.clients import bearer, close_code, mint, next_message, open_events
 from tests.support.dpop import DpopKey
-from tests.support.gateway_server import ThreadedGateway, free_port, make_settings
+from tests.support.gateway_server import ThreadedGateway
+from tests.support.sso import SERVICE_KEY, SERVICE_SECRET, start_sso_gateway
 
 pytestmark = pytest.mark.anyio
-SERVICE_SECRET = "payroll-" + "s" * 40
-SERVICE_KEY = ECKey.generate_key("P-256", auto_kid=True)
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS = "urn:ietf:params:oauth:token-type:access_token"
 
 
 @pytest.fixture(scope="module")
 def sso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGateway]:
-    port = free_port()
-    clients = {
-        "payroll-service": {
-            "secret_sha256": hashlib.sha256(SERVICE_SECRET.encode()).hexdigest(),
-            "may_introspect": True,
-            "may_exchange": True,
-        },
-        "audit-service": {"jwks": {"keys": [SERVICE_KEY.as_dict(private=False)]}, "may_introspect": True},
-        "nosy-service": {"secret_sha256": hashlib.sha256(b"nosy-secret").hexdigest()},
-    }
-    audiences = {
-        "units": {"scopes": ["units.read", "units.verify"], "clients": ["withholding-desktop", "mobile-app"]},
-        "payroll": {"scopes": ["payroll.read"], "clients": []},
-    }
-    settings = make_settings(
-        tmp_path_factory.mktemp("sso"), port, confidential_clients=clients, exchange_audiences=audiences
-    )
-    server = ThreadedGateway(settings, port).start()
+    server = start_sso_gateway(tmp_path_factory.mktemp("sso"))
     yield server
     server.stop()
 

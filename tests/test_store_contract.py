@@ -27,8 +27,6 @@ from gateway.state.redis import RedisStore
 from gateway.state.redis_clients import client_factory, close_client
 from tests.support.redis_procs import RedisClusterGroup, RedisSentinelGroup, RedisServer, command, sync_client
 
-pytest_plugins = ("tests.support.fixtures",)
-
 T = TypeVar("T")
 SCANNER = "person-1"
 # Quick reconnects keep the outage tests short.

@@ -25,7 +25,6 @@ from tests.support.units import (
     new_unit,
 )
 
-pytest_plugins = ("tests.support.units_fixtures",)
 pytestmark = pytest.mark.anyio
 NEW_PASSWORD = "Fresh-4321"
 

@@ -25,7 +25,6 @@ from tests.support.units import (
     new_unit,
 )
 
-pytest_plugins = ("tests.support.units_fixtures",)
 PKI = UnitPki()
 TIN = new_tin()
 CHALLENGE = "qrgate-unit-ca-v1.test.challenge"

@@ -26,7 +26,6 @@ from tests.support.units import (
     new_unit,
 )
 
-pytest_plugins = ("tests.support.units_fixtures",)
 LEGACY = ("/v1/legacy/password-login", "/v1/legacy/ca-challenge", "/v1/legacy/ca-login")
 
 

@@ -23,7 +23,6 @@ from tests.support.units import (
     new_tin,
 )
 
-pytest_plugins = ("tests.support.units_fixtures",)
 pytestmark = pytest.mark.anyio
 
 

@@ -38,7 +38,6 @@ from tests.support.units import (
     new_unit,
 )
 
-pytest_plugins = ("tests.support.units_fixtures",)
 pytestmark = pytest.mark.anyio
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS = "urn:ietf:params:oauth:token-type:access_token"

@@ -14,7 +14,6 @@ import pytest
 from tests.support.accounts import fresh_ip
 from tests.support.units import DECLARATION_PASSWORD, Person, UnitsStack, captcha, claims_of, new_person, new_unit
 
-pytest_plugins = ("tests.support.units_fixtures",)
 pytestmark = pytest.mark.anyio
 
 

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 with contextlib.suppress(ImportError):  # without Playwright the `browser` fixture skips (fails under CI=true)
     from playwright.sync_api import expect
 
-pytest_plugins = ("tests.support.browser_fixtures",)
 
 Person = Callable[..., dict[str, str]]
 ANY = re.compile(".+")

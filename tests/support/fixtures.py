@@ -39,6 +39,14 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def module_redis() -> Iterator[RedisServer]:
+    """One standalone server for a whole test module (its tests share the gateways started on it)."""
+    require_redis_server()
+    with RedisServer() as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisClusterGroup]:
     require_redis_server()
