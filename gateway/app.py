@@ -121,7 +121,7 @@ async def on_gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.GatewayError)
     backend = BACKEND_OF_CODE.get(exc.code)
     if backend is not None:
-        metrics.BACKEND_ERRORS.labels(backend).inc()
+        metrics.labelled(metrics.BACKEND_ERRORS, backend).inc()
         log.warning("backend unavailable", extra={"backend": backend, "path": request.url.path})
     return errors.problem_response(exc)
 
@@ -143,7 +143,7 @@ async def on_database_error(request: Request, exc: Exception) -> Response:
     the pool reconnects by itself (pre-ping) when it is back. Integrity errors are bugs: 500."""
     if isinstance(exc, IntegrityError):
         return await on_unexpected(request, exc)
-    metrics.BACKEND_ERRORS.labels("database").inc()
+    metrics.labelled(metrics.BACKEND_ERRORS, "database").inc()
     log.warning("database unavailable: %s", exc.__class__.__name__, extra={"path": request.url.path})
     return errors.problem_response(DatabaseUnavailable("The directory database is unavailable."))
 

@@ -42,7 +42,7 @@ class GatewayServer(uvicorn.Server):
         for server in self.servers:
             server.close()
         if gateway is not None:
-            gateway.draining.closing.set()
+            gateway.draining.close_connections()
             # Let every socket send its 1001 before uvicorn closes what is left (with 1012).
             await gateway.draining.sockets_closed(timeout=5.0)
         await super().shutdown(sockets)

@@ -15,7 +15,7 @@ from gateway.directory.persons import PersonDirectory
 from gateway.qr.render import QrImages
 from gateway.qr.service import QrService
 from gateway.settings import ClientPolicy, Settings
-from gateway.state.base import StateStore
+from gateway.state.base import StateStore, Waiter
 from gateway.tokens.client_auth import ClientAuthenticator
 from gateway.tokens.dpop import DpopVerifier
 from gateway.tokens.issuer import TokenIssuer
@@ -36,6 +36,7 @@ class Draining:
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     waiting_sockets: int = 0
     _no_sockets: asyncio.Event = field(default_factory=asyncio.Event)
+    _held: set[Waiter] = field(default_factory=set)  # woken when closing begins
 
     def __post_init__(self) -> None:
         self._no_sockets.set()
@@ -43,6 +44,21 @@ class Draining:
     @property
     def started(self) -> bool:
         return self.not_ready.is_set()
+
+    def close_connections(self) -> None:
+        """Step two: every waiting WebSocket and long-poll is woken to answer and close."""
+        self.closing.set()
+        for waiter in list(self._held):
+            waiter.wake()
+
+    def hold(self, waiter: Waiter) -> None:
+        """Wake `waiter` when closing begins (at once if it has)."""
+        self._held.add(waiter)
+        if self.closing.is_set():
+            waiter.wake()
+
+    def release(self, waiter: Waiter) -> None:
+        self._held.discard(waiter)
 
     def socket_opened(self) -> None:
         self.waiting_sockets += 1

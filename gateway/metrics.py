@@ -3,7 +3,13 @@ default registry). Names start with `qrgate_`; labels are small closed sets, nev
 
 from __future__ import annotations
 
+import functools
+from typing import TypeVar
+
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 WAITING_WEBSOCKETS = Gauge("qrgate_waiting_websockets", "Desktop WebSockets waiting for their QR's events.")
 QR_EVENTS = Counter(
@@ -33,6 +39,13 @@ REQUEST_LATENCY = Histogram(
 BACKEND_ERRORS = Counter(
     "qrgate_backend_errors_total", "Errors reaching a backend: store (Redis) or database.", ["backend"]
 )
+
+
+@functools.cache
+def labelled(metric: M, *values: str) -> M:
+    """`metric.labels(*values)`, looked up once per label set (labels are small closed sets here;
+    `labels()` takes a lock and validates on every call)."""
+    return metric.labels(*values)
 
 
 def exposition() -> tuple[bytes, str]:

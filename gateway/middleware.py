@@ -31,6 +31,9 @@ class BodyLimitMiddleware:
                 if announced < 0 or announced > self.limit:
                     await self._refuse(scope, receive, send)
                     return
+                # The server reads exactly the announced length (HTTP/1.1 framing): nothing to count.
+                await self.app(scope, receive, send)
+                return
         received = 0
 
         async def limited_receive() -> Message:
@@ -63,7 +66,7 @@ class ObserveMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"")
+        incoming = next((value for name, value in scope["headers"] if name == b"x-request-id"), b"")
         rid = incoming.decode() if _REQUEST_ID.fullmatch(incoming) else secrets.token_hex(8)
         token = logs.request_id.set(rid)
         started = time.perf_counter()
@@ -80,7 +83,7 @@ class ObserveMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             route = route_template(scope)
-            metrics.REQUEST_LATENCY.labels(route, scope["method"], f"{status // 100}xx").observe(
+            metrics.labelled(metrics.REQUEST_LATENCY, route, scope["method"], f"{status // 100}xx").observe(
                 time.perf_counter() - started
             )
             client = scope.get("client")

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway import errors
 from gateway.accounts.lockout import Lockout
+from gateway.accounts.rules import mask_name
 from gateway.components import gateway_of
 from gateway.inputs import StrictModel, client_ip, read_json
 from gateway.jsonutil import dumps
@@ -69,7 +70,9 @@ async def password_login(request: Request) -> Response:
         raise failure
     await lockout.succeeded(subject)
     roles = await gw.directory.roles_of(person.id)
-    tokens = await gw.sessions.start(subject=person.id, client_id=body.client_id, amr=["pwd"], roles=roles)
+    tokens = await gw.sessions.start(
+        subject=person.id, client_id=body.client_id, amr=["pwd"], roles=roles, display_name=mask_name(person.name)
+    )
     return Response(dumps(tokens), media_type="application/json", headers={"Cache-Control": "no-store"})
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 
@@ -22,7 +21,7 @@ from gateway.qr.messages import StateView
 from gateway.qr.render import DEFAULT_SIZE, MEDIA_TYPES, SIZES
 from gateway.qr.service import Scanner, view
 from gateway.qr.ws import qr_events
-from gateway.tokens.bearer import authenticate
+from gateway.tokens.bearer import Caller, caller
 
 NO_STORE = {"Cache-Control": "no-store"}
 WAIT_PATTERN = re.compile(r"[0-9]{1,2}(\.[0-9]{1,3})?")
@@ -112,8 +111,7 @@ async def long_poll(request: Request) -> Response:
     deadline = time.monotonic() + wait
     async with gw.store.subscribe(qr_id) as waiter:
         # On shutdown, answer now (with the current state) rather than hold the drain for `wait` seconds.
-        drain_task = asyncio.create_task(gw.draining.closing.wait())
-        drain_task.add_done_callback(lambda _: waiter.wake())
+        gw.draining.hold(waiter)
         try:
             record = await gw.qr.get(qr_id)
             first = machine.effective_state(record, time.time())
@@ -127,7 +125,7 @@ async def long_poll(request: Request) -> Response:
                 record = await gw.qr.get(qr_id)
                 state = machine.effective_state(record, time.time())
         finally:
-            drain_task.cancel()
+            gw.draining.release(waiter)
     answer: StateView = view(record, time.time())
     if state is QrState.CONFIRMED:
         token = await gw.qr.deliver(qr_id)
@@ -144,35 +142,45 @@ async def abandon(request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def phone_person(request: Request, gw: Gateway) -> str:
-    """The person behind the mobile app's access token (signature, live session, client checked)."""
-    claims = await authenticate(request, gw)
-    policy = gw.clients.get(claims["client_id"])
+async def phone(request: Request, gw: Gateway) -> Caller:
+    """The mobile app's caller (signature, live session, client checked)."""
+    found = await caller(request, gw)
+    policy = gw.clients.get(found.claims["client_id"])
     if policy is None or not policy.may_scan_qr:
         raise errors.Forbidden("Only the mobile app may scan QR codes.", code="client_not_allowed")
-    return claims["sub"]
+    return found
+
+
+async def scanner_name(gw: Gateway, found: Caller) -> str:
+    """The scanner's masked name, shown on the desktop: kept in the session since it began (sessions
+    from before that was so: read from the directory)."""
+    kept = found.session.get("display_name")
+    if kept:
+        return kept
+    person = await gw.directory.get(found.claims["sub"])
+    if person is None:
+        raise errors.Unauthorized("The person of this token no longer exists.", code="invalid_token")
+    return mask_name(person.name)
 
 
 async def scan(request: Request) -> Response:
     gw = gateway_of(request)
-    person_id = await phone_person(request, gw)
-    person = await gw.directory.get(person_id)  # the name, masked, is shown on the desktop
-    if person is None:
-        raise errors.Unauthorized("The person of this token no longer exists.", code="invalid_token")
-    scanner = Scanner(person_id=person_id, display_name=mask_name(person.name), ip=client_ip(request))
+    found = await phone(request, gw)
+    name = await scanner_name(gw, found)
+    scanner = Scanner(person_id=found.claims["sub"], display_name=name, ip=client_ip(request))
     return json_response(await gw.qr.scan(request.path_params["qr_id"], scanner))
 
 
 async def confirm(request: Request) -> Response:
     gw = gateway_of(request)
-    person_id = await phone_person(request, gw)
+    person_id = (await phone(request, gw)).claims["sub"]
     await gw.qr.confirm(request.path_params["qr_id"], person_id)
     return Response(status_code=204)
 
 
 async def cancel(request: Request) -> Response:
     gw = gateway_of(request)
-    person_id = await phone_person(request, gw)
+    person_id = (await phone(request, gw)).claims["sub"]
     await gw.qr.cancel(request.path_params["qr_id"], person_id)
     return Response(status_code=204)
 

@@ -28,8 +28,25 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _ipv4_network(ip: str) -> str | None:
+    """The /24 of a dotted-quad IPv4 address ("10.1.2"), None if `ip` is not one (fast path:
+    `ipaddress` costs more than the rest of a scan's bookkeeping)."""
+    parts = ip.split(".")
+    if len(parts) != 4:
+        return None
+    for part in parts:
+        if not (part.isascii() and part.isdigit() and len(part) <= 3 and int(part) <= 255):
+            return None
+        if len(part) > 1 and part[0] == "0":
+            return None
+    return ip.rpartition(".")[0]
+
+
 def proximity(requester_ip: str, scanner_ip: str) -> str:
     """Same /24 (IPv4) or /64 (IPv6): probably the same office network. Anything unparsable: unknown."""
+    a4, b4 = _ipv4_network(requester_ip), _ipv4_network(scanner_ip)
+    if a4 is not None and b4 is not None:
+        return "same_network" if a4 == b4 else "different_network"
     try:
         a, b = ipaddress.ip_address(requester_ip), ipaddress.ip_address(scanner_ip)
     except ValueError:
@@ -77,7 +94,7 @@ class QrService:
             "scanner_name": "",
         }
         await self._store.create_qr(qr_id, record, ttl + self._settings.qr_purge_after)
-        metrics.QR_EVENTS.labels("mint").inc()
+        metrics.labelled(metrics.QR_EVENTS, "mint").inc()
         ws_base = "ws" + self._base.removeprefix("http")
         return {
             "qr_id": qr_id,
@@ -104,22 +121,30 @@ class QrService:
     async def abandon(self, qr_id: str, waiter_token: str) -> None:
         await self.record_for_waiter(qr_id, waiter_token)
         await self._apply(qr_id, machine.plan(QrEvent.ABANDON))
-        metrics.QR_EVENTS.labels("abandon").inc()
+        metrics.labelled(metrics.QR_EVENTS, "abandon").inc()
 
-    async def deliver(self, qr_id: str) -> TokenResponse | None:
-        """confirmed -> delivered, once. The tokens are minted only here, by the one winner, so no
-        token ever rests in the store. None: someone else (another connection) delivered first."""
+    async def take_delivery(self, qr_id: str) -> tuple[TokenResponse | None, dict[str, str] | None]:
+        """confirmed -> delivered, once: (tokens, record) for the one caller that wins. The tokens are
+        minted only here, so no token ever rests in the store. Anyone else gets (None, the record as
+        it is, None if gone): a refused attempt is also a read, so a waiter woken by a change makes
+        this one call rather than a read and then an attempt."""
         ok, record = await self._store.transition_qr(qr_id, machine.plan(QrEvent.DELIVER), time.time())
         if not ok or record is None:
-            return None
-        metrics.QR_EVENTS.labels("deliver").inc()
-        return await self._sessions.start(
+            return None, record
+        metrics.labelled(metrics.QR_EVENTS, "deliver").inc()
+        tokens = await self._sessions.start(
             subject=record["scanner_sub"],
             client_id=record["client_id"],
             amr=["qr"],
             device_name=record["device_name"],
             jkt=record["dpop_jkt"] or None,
+            display_name=record["scanner_name"],
         )
+        return tokens, record
+
+    async def deliver(self, qr_id: str) -> TokenResponse | None:
+        """The tokens if this caller took delivery; None if someone else (another connection) did."""
+        return (await self.take_delivery(qr_id))[0]
 
     # phone -----------------------------------------------------------------------------------------
     async def scan(self, qr_id: str, scanner: Scanner) -> ScanResponse:
@@ -130,7 +155,7 @@ class QrService:
             "scanned_at": repr(now),
         }
         record = await self._apply(qr_id, machine.plan(QrEvent.SCAN, updates=updates), now)
-        metrics.QR_EVENTS.labels("scan").inc()
+        metrics.labelled(metrics.QR_EVENTS, "scan").inc()
         return {
             "qr_id": qr_id,
             "client_id": record["client_id"],
@@ -144,11 +169,11 @@ class QrService:
     async def confirm(self, qr_id: str, person_id: str) -> None:
         confirmed_at = {"confirmed_at": repr(time.time())}  # for the confirm-to-push latency metric
         await self._apply(qr_id, machine.plan(QrEvent.CONFIRM, actor=person_id, updates=confirmed_at))
-        metrics.QR_EVENTS.labels("confirm").inc()
+        metrics.labelled(metrics.QR_EVENTS, "confirm").inc()
 
     async def cancel(self, qr_id: str, person_id: str) -> None:
         await self._apply(qr_id, machine.plan(QrEvent.CANCEL, actor=person_id))
-        metrics.QR_EVENTS.labels("cancel").inc()
+        metrics.labelled(metrics.QR_EVENTS, "cancel").inc()
 
     async def _apply(self, qr_id: str, transition: machine.Transition, now: float | None = None) -> dict[str, str]:
         moment = time.time() if now is None else now

@@ -23,6 +23,7 @@ from gateway.qr import machine
 from gateway.qr.machine import QrState
 from gateway.qr.service import view
 from gateway.state.base import Waiter
+from gateway.tokens.claims import TokenResponse
 
 log = logging.getLogger("qrgate.ws")
 
@@ -49,7 +50,8 @@ async def _send(ws: WebSocket, message: dict[str, Any]) -> None:
 
 async def _read_hello(ws: WebSocket, timeout: float) -> str | None:
     try:
-        message = await asyncio.wait_for(ws.receive(), timeout)
+        async with asyncio.timeout(timeout):
+            message = await ws.receive()
     except TimeoutError:
         return None
     if message["type"] == "websocket.disconnect":
@@ -79,7 +81,7 @@ async def qr_events(ws: WebSocket) -> None:
         return
     except errors.ServiceUnavailable as exc:
         # The store is down: the client should come back shortly (to this or another process).
-        metrics.BACKEND_ERRORS.labels("store").inc()
+        metrics.labelled(metrics.BACKEND_ERRORS, "store").inc()
         log.warning("store unavailable on a waiting socket: %r", exc.__cause__)
         await _close_quietly(ws, CLOSE_TRY_AGAIN, "temporarily unavailable, reconnect")
 
@@ -108,15 +110,14 @@ async def _stream(ws: WebSocket, gw: Gateway, qr_id: str, waiter_token: str) -> 
         watcher = asyncio.create_task(_watch_client(ws, waiter, gone))
         metrics.WAITING_WEBSOCKETS.inc()
         gw.draining.socket_opened()
-        drain_task = asyncio.create_task(gw.draining.closing.wait())
-        drain_task.add_done_callback(lambda _: waiter.wake())
+        gw.draining.hold(waiter)  # on shutdown, woken to close with 1001
         try:
             await _send_events(ws, gw, qr_id, waiter_token, waiter, gone)
         finally:
             metrics.WAITING_WEBSOCKETS.dec()
             gw.draining.socket_closed()
+            gw.draining.release(waiter)
             watcher.cancel()
-            drain_task.cancel()
 
 
 async def _send_events(
@@ -140,19 +141,16 @@ async def _send_events(
     await _send(ws, {"type": "state", **current})
     announced = state
     while True:
-        if state is QrState.CONFIRMED:
-            tokens = await gw.qr.deliver(qr_id)
-            if tokens is None:
-                await ws.close(CLOSE_DELIVERED, "the result was already delivered")
-            else:
-                await _send(ws, {"type": "confirmed", "token": tokens})
-                if record.get("confirmed_at"):
-                    metrics.PUSH_LATENCY.observe(max(0.0, time.time() - float(record["confirmed_at"])))
-                await ws.close(CLOSE_NORMAL)
+        if state is QrState.CONFIRMED:  # at hello: confirmed while this desktop was away
+            tokens, found = await gw.qr.take_delivery(qr_id)
+            if tokens is not None:
+                await _send_tokens(ws, tokens, record)
+                return
+            await ws.close(CLOSE_DELIVERED, "the result was already delivered")
             return
         if state in (QrState.CANCELLED, QrState.EXPIRED):
             if state is QrState.EXPIRED:
-                metrics.QR_EVENTS.labels("expire").inc()
+                metrics.labelled(metrics.QR_EVENTS, "expire").inc()
             await _send(ws, {"type": state.value})
             await ws.close(CLOSE_NORMAL)
             return
@@ -169,9 +167,24 @@ async def _send_events(
         if gw.draining.closing.is_set():
             await ws.close(CLOSE_GOING_AWAY, "server shutting down, reconnect")
             return
-        try:
-            record = await gw.qr.get(qr_id)
-        except errors.NotFound:
+        # Something changed (or the code expired): one call that takes delivery if it is due,
+        # and otherwise reads the state.
+        tokens, found = await gw.qr.take_delivery(qr_id)
+        if tokens is not None:
+            await _send_tokens(ws, tokens, found or record)
+            return
+        if found is None:
             await ws.close(CLOSE_NOT_FOUND, "the QR code was purged")
             return
+        record = found
         state = machine.effective_state(record, time.time())
+        if state is QrState.CONFIRMED:  # confirmed, yet delivery refused: delivered elsewhere
+            await ws.close(CLOSE_DELIVERED, "the result was already delivered")
+            return
+
+
+async def _send_tokens(ws: WebSocket, tokens: TokenResponse, record: dict[str, str]) -> None:
+    await _send(ws, {"type": "confirmed", "token": tokens})
+    if record.get("confirmed_at"):
+        metrics.PUSH_LATENCY.observe(max(0.0, time.time() - float(record["confirmed_at"])))
+    await ws.close(CLOSE_NORMAL)

@@ -1,9 +1,10 @@
 """Fan-out: wake this process's waiters when a QR session changes, over Redis sharded pub/sub.
 
-Per store (one per process) there is one fan-out task, which owns the pub/sub connection
-(standalone and Sentinel: exactly one; Cluster: one per master holding a subscribed channel, since
-shard channels live on their slot's master, through the cluster client's `ClusterPubSub`) and a pump
-per connection that only reads messages into the fan-out's queue. A waiter registers locally first;
+Per store (one per process) there is one fan-out task, which owns the pub/sub connections
+(standalone and Sentinel: exactly one, to the master; Cluster: one per master holding a subscribed
+channel, since shard channels live on their slot's master). They are `wire.PubSubConnection`s: what
+Redis sends is handled as it is parsed, in the connection's `data_received`, with no task or queue
+in between. A waiter registers locally first;
 the first local waiter of a channel makes the fan-out SSUBSCRIBE and waits for Redis to confirm, so a
 state read that follows cannot miss a change; the last one to leave SUNSUBSCRIBEs. A message only sets
 Events, so a slow client never stalls fan-out. When a pub/sub connection fails (or stays silent past
@@ -15,22 +16,19 @@ pub/sub connections never retry by themselves (a silent reconnect would hide a g
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias, cast
+from collections.abc import Callable
+from typing import Any, TypeAlias
 
 from redis import exceptions as rx
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
 
 from gateway.state.base import LocalWaiters, Waiter
-from gateway.state.redis_clients import RedisClient, text_of
+from gateway.state.redis_clients import text_of
+from gateway.state.wire import PubSubConnection, Wire
 
 log = logging.getLogger("qrgate.state.redis")
 
@@ -44,113 +42,70 @@ class _Resync(Exception):
     """Redis dropped a subscription we still need (a slot moved): start over."""
 
 
-class _SourceGone(Exception):
-    """A per-shard pub/sub connection was retired (its last channel left)."""
-
-
 Message: TypeAlias = dict[str, Any]
-Reader: TypeAlias = Callable[[], Awaitable[Message | None]]
 
 
-class _Link(abc.ABC):
-    """One generation of pub/sub connections."""
+class _Link:
+    """One generation of pub/sub connections (standalone and Sentinel: one, to the master; Cluster:
+    one per master holding a subscribed channel, since shard channels live on their slot's master).
+    What they receive goes to `deliver`; the first failure to `fail`."""
 
-    async def prepare(self, again: bool) -> None:
-        """Get ready to route channels (after a failure: `again`)."""
-        return None
-
-    @abc.abstractmethod
-    async def subscribe(self, channel: str) -> None: ...
-
-    @abc.abstractmethod
-    async def unsubscribe(self, channel: str) -> None: ...
-
-    @abc.abstractmethod
-    def readers(self) -> list[tuple[object, Reader]]:
-        """(identity, read one message) per live connection."""
-
-    @abc.abstractmethod
-    async def ping(self) -> bool:
-        """Ask every live connection for a reply; False when none is connected."""
-
-    @abc.abstractmethod
-    async def aclose(self) -> None: ...
-
-
-class _SingleLink(_Link):
-    """Standalone and Sentinel: exactly one pub/sub connection (to the master)."""
-
-    def __init__(self, client: Redis) -> None:
-        self.pubsub: PubSub = client.pubsub()
-
-    async def subscribe(self, channel: str) -> None:
-        await self.pubsub.ssubscribe(channel)
-
-    async def unsubscribe(self, channel: str) -> None:
-        await self.pubsub.sunsubscribe(channel)
-
-    def readers(self) -> list[tuple[object, Reader]]:
-        pubsub = self.pubsub
-        if pubsub.connection is None:
-            return []
-        return [(pubsub, lambda: cast(Awaitable[Message | None], pubsub.get_message(timeout=None)))]
-
-    async def ping(self) -> bool:
-        if self.pubsub.connection is None:
-            return False
-        await self.pubsub.ping()
-        return True
-
-    async def aclose(self) -> None:
-        await cast(Any, self.pubsub).aclose()
-
-
-class _ClusterLink(_Link):
-    """Sharded pub/sub through the cluster client's pubsub: one connection per master in use."""
-
-    def __init__(self, client: RedisCluster) -> None:
-        self.cluster = client
-        self.cluster_pubsub: ClusterPubSub = client.pubsub()
+    def __init__(self, wire: Wire, deliver: Callable[[Message], None], fail: Callable[[BaseException], None]) -> None:
+        self._wire = wire
+        self._deliver = deliver
+        self._fail = fail
+        self._connections: dict[str, PubSubConnection] = {}
+        self._opening: dict[str, asyncio.Task[PubSubConnection]] = {}
 
     async def prepare(self, again: bool) -> None:
-        await self.cluster.initialize()
-        if again:  # the topology may have changed: read it again before routing channels
-            await self.cluster.nodes_manager.initialize()
+        """Get ready to route channels (after a failure, `again`: read a Cluster's slot map again)."""
+        await self._wire.ready()
+        if again:
+            await self._wire.refresh()
+
+    async def _connection_for(self, channel: str) -> PubSubConnection:
+        server = await self._wire.route(channel)
+        connection = self._connections.get(server.name)
+        if connection is not None:
+            return connection
+        opening = self._opening.get(server.name)
+        if opening is None:
+            opening = self._opening[server.name] = asyncio.create_task(server.open_pubsub())
+        try:
+            connection = await asyncio.shield(opening)
+        finally:
+            self._opening.pop(server.name, None)
+        if server.name not in self._connections:
+            connection.on_message = self._received
+            connection.on_lost = self._fail
+            self._connections[server.name] = connection
+        return self._connections[server.name]
+
+    def _received(self, reply: Any) -> None:
+        if isinstance(reply, list) and len(reply) >= 2:
+            self._deliver({"type": text_of(reply[0]), "channel": text_of(reply[1])})
+        else:  # PONG outside subscribe mode, or anything else: proof of life
+            self._deliver({"type": "pong", "channel": ""})
 
     async def subscribe(self, channel: str) -> None:
-        await self.cluster_pubsub.ssubscribe(channel)
+        (await self._connection_for(channel)).write("SSUBSCRIBE", channel)
 
     async def unsubscribe(self, channel: str) -> None:
-        await self.cluster_pubsub.sunsubscribe(channel)
-
-    def readers(self) -> list[tuple[object, Reader]]:
-        found: list[tuple[object, Reader]] = []
-        for name, pubsub in list(self.cluster_pubsub.node_pubsub_mapping.items()):
-            node = self.cluster.get_node(node_name=name)
-            if node is not None and pubsub.connection is not None:
-                found.append((pubsub, self._reader(pubsub, node)))
-        return found
-
-    def _reader(self, pubsub: PubSub, node: ClusterNode) -> Reader:
-        async def read() -> Message | None:
-            if self.cluster_pubsub.node_pubsub_mapping.get(node.name) is not pubsub:
-                raise _SourceGone
-            # timeout=None blocks until a message arrives (the annotation says float; None is allowed)
-            pubsub_any = cast(Any, self.cluster_pubsub)
-            return cast(Message | None, await pubsub_any.get_sharded_message(timeout=None, target_node=node))
-
-        return read
+        (await self._connection_for(channel)).write("SUNSUBSCRIBE", channel)
 
     async def ping(self) -> bool:
-        pinged = False
-        for pubsub in list(self.cluster_pubsub.node_pubsub_mapping.values()):
-            if pubsub.connection is not None:
-                await pubsub.ping()
-                pinged = True
-        return pinged
+        """Ask every connection for a reply; False when none is connected."""
+        for connection in self._connections.values():
+            connection.write("PING")
+        return bool(self._connections)
 
     async def aclose(self) -> None:
-        await self.cluster_pubsub.aclose()
+        for task in self._opening.values():
+            task.cancel()
+        for connection in self._connections.values():
+            connection.on_lost = lambda _error: None
+            connection.close()
+        self._connections.clear()
 
 
 class _Subscription:
@@ -167,14 +122,13 @@ class _Subscription:
 class _Generation:
     """The fan-out's state for one set of pub/sub connections; thrown away whole when one fails."""
 
-    def __init__(self, link: _Link) -> None:
-        self.link = link
-        self.events: asyncio.Queue[tuple[Message | None, BaseException | None]] = asyncio.Queue()
+    def __init__(self, wire: Wire, handle: Callable[[_Generation, Message], None]) -> None:
+        self.link = _Link(wire, lambda message: handle(self, message), self.fail)
+        self.failure: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
         self.lock = asyncio.Lock()  # serialises (un)subscribe commands and their bookkeeping
         self.subs: dict[str, _Subscription] = {}
         self.sent_sub: Counter[str] = Counter()
         self.sent_unsub: Counter[str] = Counter()
-        self.pumps: dict[int, asyncio.Task[None]] = {}
         self.resubscribing: set[str] = set()
         self.broken = False
         self.heard = False
@@ -183,7 +137,7 @@ class _Generation:
     def fail(self, error: BaseException) -> None:
         if not self.broken:
             self.broken = True
-            self.events.put_nowait((None, error))
+            self.failure.set_result(error)
 
 
 class Fanout:
@@ -191,14 +145,14 @@ class Fanout:
 
     def __init__(
         self,
-        client: RedisClient,
+        wire: Wire,
         waiters: LocalWaiters,
         *,
         health_interval: float = HEALTH_INTERVAL,
         confirm_timeout: float = CONFIRM_TIMEOUT,
         backoff: tuple[float, float] = (BACKOFF_MIN, BACKOFF_MAX),
     ) -> None:
-        self._client = client
+        self._wire = wire
         self._waiters = waiters
         self._health_interval = health_interval
         self._confirm_timeout = confirm_timeout
@@ -287,7 +241,6 @@ class Fanout:
             # Interrupted mid-command: whether Redis got it is unknown, so start over.
             generation.fail(rx.ConnectionError("a subscription was interrupted"))
             raise
-        self._start_pumps(generation)
         return sub
 
     async def _unsubscribe(self, generation: _Generation, channel: str) -> None:
@@ -304,30 +257,12 @@ class Fanout:
             except Exception as exc:
                 generation.fail(exc)
 
-    # The reader ------------------------------------------------------------------------------
-    def _start_pumps(self, generation: _Generation) -> None:
-        for source, read in generation.link.readers():
-            key = id(source)
-            if key not in generation.pumps:
-                generation.pumps[key] = asyncio.create_task(self._pump(generation, key, read))
-
-    async def _pump(self, generation: _Generation, key: int, read: Reader) -> None:
-        try:
-            while True:
-                message = await read()
-                generation.events.put_nowait((message, None))
-        except _SourceGone:
-            pass
-        except Exception as exc:
-            generation.fail(exc)
-        finally:
-            generation.pumps.pop(key, None)
-
+    # The connections -----------------------------------------------------------------------
     async def _run(self) -> None:
         delay = self._backoff[0]
         again = False
         while True:
-            generation = _Generation(self._new_link())
+            generation = _Generation(self._wire, self._received)
             self._generation = generation
             try:
                 await self._populate(generation, again)
@@ -350,11 +285,6 @@ class Fanout:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._backoff[1])
 
-    def _new_link(self) -> _Link:
-        if isinstance(self._client, RedisCluster):
-            return _ClusterLink(self._client)
-        return _SingleLink(self._client)
-
     async def _populate(self, generation: _Generation, again: bool) -> None:
         """Subscribe every channel that has local waiters. After a failure (`again`), wake them all
         once that is done: a wake-up published while we were away is lost, the state is not."""
@@ -373,21 +303,25 @@ class Fanout:
         self._waiters.wake_all()
 
     async def _serve(self, generation: _Generation) -> None:
+        """Check the connections' health until one fails (messages are handled as they arrive)."""
         while True:
             try:
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
                 # that coincides with the result, and close() would then wait for ever.
                 async with asyncio.timeout(self._health_interval):
-                    message, error = await generation.events.get()
+                    raise await asyncio.shield(generation.failure)
             except TimeoutError:
                 await self._check_health(generation)
-                continue
-            if error is not None:
-                raise error
-            generation.last_heard = time.monotonic()
-            if message is not None:
-                generation.heard = True
-                self._handle(generation, message)
+
+    def _received(self, generation: _Generation, message: Message) -> None:
+        if generation.broken or self._generation is not generation:
+            return
+        generation.last_heard = time.monotonic()
+        generation.heard = True
+        try:
+            self._handle(generation, message)
+        except _Resync as exc:
+            generation.fail(exc)
 
     async def _check_health(self, generation: _Generation) -> None:
         silent = time.monotonic() - generation.last_heard
@@ -425,10 +359,6 @@ class Fanout:
         generation.broken = True
         for sub in generation.subs.values():
             sub.settle()
-        pumps = list(generation.pumps.values())
-        for pump in pumps:
-            pump.cancel()
-        await asyncio.gather(*pumps, return_exceptions=True)
         try:
             await generation.link.aclose()
         except Exception as exc:

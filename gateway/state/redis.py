@@ -19,19 +19,12 @@ Retry-After); the connection pools reconnect by themselves once Redis is back.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
+from gateway.jsonutil import dumps
 from gateway.qr.machine import Transition
 from gateway.state.base import LocalWaiters, RotateOutcome, StoreUnavailable, Waiter
 from gateway.state.fanout import BACKOFF_MAX, BACKOFF_MIN, CONFIRM_TIMEOUT, HEALTH_INTERVAL, Fanout
@@ -46,10 +39,10 @@ from gateway.state.redis_clients import (
     close_client,
     text_of,
 )
+from gateway.state.wire import Arg, Script, Wire
 
 log = logging.getLogger("qrgate.state.redis")
 
-MAX_IN_FLIGHT = 64  # concurrent commands per process; more wait for a connection
 DEFAULT_PREFIX = "qrgate"
 EMPTY_MARK = "\x00"  # the only field of a stored empty mapping (Redis has no empty hashes)
 
@@ -142,6 +135,14 @@ return flat
 """
 
 
+PUT = Script(PUT_LUA)
+TRANSITION = Script(TRANSITION_LUA)
+HIT = Script(HIT_LUA)
+ROTATE = Script(ROTATE_LUA)
+END_SESSION = Script(END_SESSION_LUA)
+ADD_MEMBER = Script(ADD_MEMBER_LUA)
+TAKE = Script(TAKE_LUA)
+
 # ---------------------------------------------------------------------------------------------
 # Helpers
 
@@ -153,7 +154,7 @@ def _ms(seconds: float) -> int:
 def _record(flat: Sequence[Any]) -> dict[str, str] | None:
     if not flat:
         return None
-    record = {text_of(flat[i]): text_of(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+    record = dict(zip(flat[::2], flat[1::2], strict=True))  # str already (the wire decodes UTF-8)
     record.pop(EMPTY_MARK, None)
     return record
 
@@ -167,12 +168,20 @@ def _pairs(record: Mapping[str, str]) -> list[str]:
     return flat
 
 
-@contextlib.contextmanager
-def _guard(operation: str) -> Iterator[None]:
-    try:
-        yield
-    except UNAVAILABLE as exc:
-        raise StoreUnavailable(f"The state store (Redis) is unavailable: {operation} failed.") from exc
+class _Guard:
+    """`with _Guard("operation"):` turns Redis being unreachable into StoreUnavailable (503)."""
+
+    __slots__ = ("operation",)
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is not None and isinstance(exc, UNAVAILABLE):
+            raise StoreUnavailable(f"The state store (Redis) is unavailable: {self.operation} failed.") from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,32 +200,26 @@ class RedisStore:
         health_interval: float = HEALTH_INTERVAL,
         confirm_timeout: float = CONFIRM_TIMEOUT,
         backoff: tuple[float, float] = (BACKOFF_MIN, BACKOFF_MAX),
-        max_in_flight: int = MAX_IN_FLIGHT,
+        socket_timeout: float = SOCKET_TIMEOUT,
+        socket_connect_timeout: float = CONNECT_TIMEOUT,
+        retries: int = RETRIES,
     ) -> None:
-        factory = client_factory(connect, max_connections=max_in_flight + 8) if isinstance(connect, str) else connect
-        # redis-py's pools raise MaxConnectionsError when exhausted: commands queue here instead.
-        self._in_flight = asyncio.Semaphore(max_in_flight)
+        factory = client_factory(connect) if isinstance(connect, str) else connect
         self.prefix = prefix
         self.client: RedisClient = factory()
-        fanout_client = factory()
-        if isinstance(fanout_client, Redis):
-            fanout_client.set_retry(Retry(NoBackoff(), 0))
-        self._fanout_client = fanout_client
+        # Commands and pub/sub go through the auto-pipelined wire; the redis-py client gives it its
+        # settings, the Sentinel's master and the Cluster's slot map.
+        self.wire = Wire(
+            self.client, socket_timeout=socket_timeout, connect_timeout=socket_connect_timeout, retries=retries
+        )
         self.waiters = LocalWaiters()
         self.fanout = Fanout(
-            fanout_client,
+            self.wire,
             self.waiters,
             health_interval=health_interval,
             confirm_timeout=confirm_timeout,
             backoff=backoff,
         )
-        self._put = self.client.register_script(PUT_LUA)
-        self._transition = self.client.register_script(TRANSITION_LUA)
-        self._hit = self.client.register_script(HIT_LUA)
-        self._take = self.client.register_script(TAKE_LUA)
-        self._rotate = self.client.register_script(ROTATE_LUA)
-        self._end_session = self.client.register_script(END_SESSION_LUA)
-        self._add_member = self.client.register_script(ADD_MEMBER_LUA)
         self._closed = False
 
     @classmethod
@@ -227,18 +230,13 @@ class RedisStore:
         socket_timeout: float = SOCKET_TIMEOUT,
         socket_connect_timeout: float = CONNECT_TIMEOUT,
         retries: int = RETRIES,
-        max_in_flight: int = MAX_IN_FLIGHT,
         prefix: str = DEFAULT_PREFIX,
         health_interval: float = HEALTH_INTERVAL,
         confirm_timeout: float = CONFIRM_TIMEOUT,
         backoff: tuple[float, float] = (BACKOFF_MIN, BACKOFF_MAX),
     ) -> RedisStore:
         factory = client_factory(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_connect_timeout,
-            retries=retries,
-            max_connections=max_in_flight + 8,
+            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout, retries=retries
         )
         return cls(
             factory,
@@ -246,7 +244,9 @@ class RedisStore:
             health_interval=health_interval,
             confirm_timeout=confirm_timeout,
             backoff=backoff,
-            max_in_flight=max_in_flight,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            retries=retries,
         )
 
     # Keys ------------------------------------------------------------------------------------
@@ -270,18 +270,6 @@ class RedisStore:
         session = self.data_key("session:" + sid)
         return [session, session + ":spent"]
 
-    @asynccontextmanager
-    async def _command(self, operation: str) -> AsyncIterator[None]:
-        async with self._in_flight:
-            with _guard(operation):
-                yield
-
-    async def _ready(self) -> None:
-        # redis-py 8.1's RedisCluster initialises lazily on the first command, and concurrent first
-        # commands race (they close connections that others are using): initialise it explicitly.
-        if isinstance(self.client, RedisCluster):
-            await self.client.initialize()
-
     # Life cycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         self.fanout.start()
@@ -291,38 +279,36 @@ class RedisStore:
             return
         self._closed = True
         await self.fanout.close()
-        for client in (self.client, self._fanout_client):
-            try:
-                await close_client(client)
-            except Exception as exc:
-                log.debug("closing a redis client failed: %r", exc)
+        await self.wire.close()
+        try:
+            await close_client(self.client)
+        except Exception as exc:
+            log.debug("closing a redis client failed: %r", exc)
 
     async def ping(self) -> None:
-        async with self._command("ping"):
-            await self._ready()
-            await cast(Awaitable[Any], self.client.ping())
+        with _Guard("ping"):
+            await self.wire.ping()
 
     # QR sessions -----------------------------------------------------------------------------
     async def create_qr(self, qr_id: str, record: Mapping[str, str], ttl: int) -> None:
-        async with self._command("create_qr"):
-            await self._ready()
-            await self._put(keys=[self.qr_key(qr_id)], args=[_ms(ttl), *_pairs(record)])
+        with _Guard("create_qr"):
+            await self.wire.script(PUT, [self.qr_key(qr_id)], [_ms(ttl), *_pairs(record)], idempotent=True)
 
     async def get_qr(self, qr_id: str) -> dict[str, str] | None:
         return await self._hgetall(self.qr_key(qr_id), "get_qr")
 
     async def transition_qr(self, qr_id: str, transition: Transition, now: float) -> tuple[bool, dict[str, str] | None]:
-        args = [
+        args: list[Arg] = [
             repr(float(now)),
-            json.dumps(sorted(state.value for state in transition.from_states)),
+            dumps(sorted(state.value for state in transition.from_states)),
             "1" if transition.before_expiry else "0",
-            json.dumps(dict(transition.require), ensure_ascii=False),
-            json.dumps(dict(transition.updates), ensure_ascii=False),
+            dumps(dict(transition.require)),
+            dumps(dict(transition.updates)),
             transition.to_state.value,
         ]
-        async with self._command("transition_qr"):
-            await self._ready()
-            status, flat = await self._transition(keys=[self.qr_key(qr_id), self.qr_channel(qr_id)], args=args)
+        with _Guard("transition_qr"):
+            keys = [self.qr_key(qr_id), self.qr_channel(qr_id)]
+            status, flat = await self.wire.script(TRANSITION, keys, args, idempotent=False)
         return int(status) == 1, _record(flat)
 
     def subscribe(self, qr_id: str) -> AbstractAsyncContextManager[Waiter]:
@@ -339,9 +325,8 @@ class RedisStore:
 
     # Refresh sessions ------------------------------------------------------------------------------
     async def create_session(self, sid: str, session: Mapping[str, str], ttl: int) -> None:
-        async with self._command("create_session"):
-            await self._ready()
-            await self._put(keys=self.session_keys(sid), args=[_ms(ttl), *_pairs(session)])
+        with _Guard("create_session"):
+            await self.wire.script(PUT, self.session_keys(sid), [_ms(ttl), *_pairs(session)], idempotent=True)
 
     async def get_session(self, sid: str) -> dict[str, str] | None:
         return await self._hgetall(self.session_keys(sid)[0], "get_session")
@@ -349,11 +334,9 @@ class RedisStore:
     async def rotate_refresh(
         self, sid: str, presented_hash: str, new_hash: str, now: float, ttl: int
     ) -> tuple[RotateOutcome, dict[str, str] | None]:
-        async with self._command("rotate_refresh"):
-            await self._ready()
-            reply = await self._rotate(
-                keys=self.session_keys(sid), args=[presented_hash, new_hash, repr(float(now)), _ms(ttl)]
-            )
+        with _Guard("rotate_refresh"):
+            args: list[Arg] = [presented_hash, new_hash, repr(float(now)), _ms(ttl)]
+            reply = await self.wire.script(ROTATE, self.session_keys(sid), args, idempotent=False)
         outcome = text_of(reply[0])
         if outcome == "rotated":
             return "rotated", _record(reply[1])
@@ -362,57 +345,45 @@ class RedisStore:
         return "unknown", None
 
     async def end_session(self, sid: str) -> bool:
-        async with self._command("end_session"):
-            await self._ready()
-            return int(await self._end_session(keys=self.session_keys(sid))) == 1
+        with _Guard("end_session"):
+            return int(await self.wire.script(END_SESSION, self.session_keys(sid), [], idempotent=False)) == 1
 
     async def add_member(self, key: str, member: str, ttl: int) -> None:
-        async with self._command("add_member"):
-            await self._ready()
-            await self._add_member(keys=[self.set_key(key)], args=[member, _ms(ttl)])
+        with _Guard("add_member"):
+            await self.wire.script(ADD_MEMBER, [self.set_key(key)], [member, _ms(ttl)], idempotent=True)
 
     async def members(self, key: str) -> set[str]:
-        async with self._command("members"):
-            await self._ready()
-            found = await cast(Awaitable[set[Any]], self.client.smembers(self.set_key(key)))
+        with _Guard("members"):
+            found = await self.wire.call(self.set_key(key), "SMEMBERS", self.set_key(key), idempotent=True)
         return {text_of(member) for member in found}
 
     async def remove_member(self, key: str, member: str) -> None:
-        async with self._command("remove_member"):
-            await self._ready()
-            await cast(Awaitable[Any], self.client.srem(self.set_key(key), member))
+        with _Guard("remove_member"):
+            await self.wire.call(self.set_key(key), "SREM", self.set_key(key), member, idempotent=True)
 
     # Generic expiring data ---------------------------------------------------------------------
     async def hit(self, key: str, ttl: int) -> int:
-        async with self._command("hit"):
-            await self._ready()
-            return int(await self._hit(keys=[self.counter_key(key)], args=[_ms(ttl)]))
+        with _Guard("hit"):
+            return int(await self.wire.script(HIT, [self.counter_key(key)], [_ms(ttl)], idempotent=False))
 
     async def put(self, key: str, value: Mapping[str, str], ttl: int) -> None:
-        async with self._command("put"):
-            await self._ready()
-            await self._put(keys=[self.data_key(key)], args=[_ms(ttl), *_pairs(value)])
+        with _Guard("put"):
+            await self.wire.script(PUT, [self.data_key(key)], [_ms(ttl), *_pairs(value)], idempotent=True)
 
     async def get(self, key: str) -> dict[str, str] | None:
         return await self._hgetall(self.data_key(key), "get")
 
     async def take(self, key: str) -> dict[str, str] | None:
-        async with self._command("take"):
-            await self._ready()
-            flat = await self._take(keys=[self.data_key(key)])
+        with _Guard("take"):
+            flat = await self.wire.script(TAKE, [self.data_key(key)], [], idempotent=False)
         return _record(flat)
 
     async def delete(self, key: str) -> None:
-        async with self._command("delete"):
-            await self._ready()
-            await cast(Awaitable[Any], self.client.delete(self.data_key(key), self.counter_key(key)))
+        with _Guard("delete"):
+            keys = (self.data_key(key), self.counter_key(key))
+            await self.wire.call(keys[0], "DEL", *keys, idempotent=True)
 
     async def _hgetall(self, key: str, operation: str) -> dict[str, str] | None:
-        async with self._command(operation):
-            await self._ready()
-            found = await cast(Awaitable[dict[Any, Any]], self.client.hgetall(key))
-        if not found:
-            return None
-        record = {text_of(name): text_of(value) for name, value in found.items()}
-        record.pop(EMPTY_MARK, None)
-        return record
+        with _Guard(operation):
+            flat = await self.wire.call(key, "HGETALL", key, idempotent=True)
+        return _record(flat)

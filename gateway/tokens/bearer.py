@@ -4,6 +4,8 @@ proof by the bound key."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from starlette.requests import Request
 
 from gateway import errors
@@ -14,13 +16,24 @@ from gateway.tokens.dpop import InvalidProof
 from gateway.tokens.verifier import InvalidToken
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    claims: AccessTokenClaims
+    session: dict[str, str]  # the live session record, as read for this request
+
+
 async def authenticate(request: Request, gw: Gateway) -> AccessTokenClaims:
+    return (await caller(request, gw)).claims
+
+
+async def caller(request: Request, gw: Gateway) -> Caller:
     token = bearer_token(request)
     try:
         claims = await gw.verifier.verify(token)
     except InvalidToken as exc:
         raise errors.Unauthorized(f"The access token is not valid: {exc}.", code="invalid_token") from exc
-    if await gw.sessions.alive(claims["sid"]) is None:
+    session = await gw.sessions.alive(claims["sid"])
+    if session is None:
         raise errors.Unauthorized("The session of this access token has ended.", code="session_ended")
     jkt = claims.get("cnf", {}).get("jkt")
     if jkt:
@@ -36,4 +49,4 @@ async def authenticate(request: Request, gw: Gateway) -> AccessTokenClaims:
             raise errors.Unauthorized(
                 f"DPoP proof refused: {exc}.", code="invalid_dpop_proof", headers={"WWW-Authenticate": "DPoP"}
             ) from exc
-    return claims
+    return Caller(claims, session)

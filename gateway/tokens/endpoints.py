@@ -108,7 +108,7 @@ async def _exchange(request: Request, gw: Gateway, form: dict[str, str]) -> Resp
         jkt=subject.get("cnf", {}).get("jkt"),
         extra=extra,
     )
-    metrics.TOKENS_ISSUED.labels("token_exchange").inc()
+    metrics.labelled(metrics.TOKENS_ISSUED, "token_exchange").inc()
     return _json(
         {
             "access_token": issued,

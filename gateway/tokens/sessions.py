@@ -12,6 +12,7 @@ whichever comes first. A person's session ids are indexed so they can be listed 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -68,8 +69,11 @@ class SessionManager:
         device_name: str = "",
         jkt: str | None = None,
         roles: Sequence[str] = (),
+        display_name: str = "",
     ) -> TokenResponse:
-        """One login = one session with its first refresh token."""
+        """One login = one session with its first refresh token. `display_name` is the person's
+        masked name (shown on a desktop this session's phone scans), kept so a scan needs no
+        directory read."""
         now = int(time.time())
         sid = secrets.token_urlsafe(16)
         secret = secrets.token_urlsafe(32)
@@ -81,15 +85,18 @@ class SessionManager:
             "device_name": device_name,
             "jkt": jkt or "",
             "roles": " ".join(roles),
+            "display_name": display_name,
             "created_at": str(now),
             "auth_time": str(now),
             "last_used": str(now),
             "expires_at": str(now + absolute),
             "refresh_hash": _hash(secret),
         }
-        await self._store.create_session(sid, session, min(absolute, self._settings.session_idle_ttl))
-        await self._store.add_member(self._index(subject), sid, absolute)
-        metrics.TOKENS_ISSUED.labels("+".join(amr) or "login").inc()
+        await asyncio.gather(  # independent writes: one round trip
+            self._store.create_session(sid, session, min(absolute, self._settings.session_idle_ttl)),
+            self._store.add_member(self._index(subject), sid, absolute),
+        )
+        metrics.labelled(metrics.TOKENS_ISSUED, "+".join(amr) or "login").inc()
         return self._response(sid, session, f"{sid}.{secret}", now)
 
     def _response(self, sid: str, session: dict[str, str], refresh_token: str, now: int) -> TokenResponse:
@@ -141,7 +148,7 @@ class SessionManager:
         new_secret = secrets.token_urlsafe(32)
         ttl = self._ttl(session, now) if session is not None else 1
         outcome, rotated = await self._store.rotate_refresh(sid, _hash(secret), _hash(new_secret), now, ttl)
-        metrics.REFRESHES.labels(outcome if rotated is not None or outcome == "reused" else "invalid").inc()
+        metrics.labelled(metrics.REFRESHES, outcome if rotated is not None or outcome == "reused" else "invalid").inc()
         if outcome == "reused":
             logs.event("refresh_token_reused", sid_hash=_hash(sid)[:12])
             raise InvalidGrant(
