@@ -10,8 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.state.redis import RedisStore
+from gateway.tokens.issuer import TokenIssuer
+from gateway.tokens.keys import KeyFile
+from gateway.tokens.sessions import SessionManager
 from tests.conftest import new_identity
 from tests.support.accounts import fresh_ip, identity_fields, login, sms_challenge, sms_codes, solved_captcha
+from tests.support.clients import bearer, mint, next_message, open_events
 from tests.support.gateway_server import ThreadedGateway, free_port, make_settings
 from tests.support.redis_procs import RedisServer
 
@@ -51,3 +56,31 @@ async def test_lockout_race_captchas_and_sms_limits_on_redis(redis_gateway: Thre
         done = await http.post("/v1/password/reset", json={"reset_ticket": ticket, "new_password": "N3w-Secret!"})
         assert done.status_code == 204
         assert (await login(http, person["phone"], "N3w-Secret!", fresh_ip())).status_code == 200
+
+
+async def test_a_phone_session_from_before_names_were_kept_still_shows_the_name(
+    redis_gateway: ThreadedGateway, redis_server: RedisServer
+) -> None:
+    """Sessions now keep the person's masked name (so a scan needs no directory read); a phone
+    session started before that (no `display_name`) falls back to the directory."""
+    person = new_identity()
+    person_id = redis_gateway.add_person(**person)
+    settings = redis_gateway.settings
+    store = RedisStore.from_url(redis_server.url)
+    try:
+        sessions = SessionManager(
+            settings, store, TokenIssuer(settings, KeyFile(settings.keys_file, settings.signing_alg))
+        )
+        old_style = await sessions.start(subject=person_id, client_id="mobile-app", amr=["pwd"])
+        sid = old_style["refresh_token"].partition(".")[0]
+        assert (await store.get_session(sid) or {}).get("display_name") == ""
+    finally:
+        await store.close()
+    async with httpx.AsyncClient(base_url=redis_gateway.base_url, timeout=30) as http:
+        minted = await mint(http)
+        ws = await open_events(minted)
+        assert (await next_message(ws))["type"] == "state"
+        scan = await http.post(f"/v1/qr/{minted['qr_id']}/scan", headers=bearer(old_style["access_token"]))
+        assert scan.status_code == 200, scan.text
+        assert await next_message(ws) == {"type": "scanned", "scanner": {"display_name": "张*"}}
+        await ws.close()

@@ -1,5 +1,6 @@
-"""The production store: Redis through `redis.asyncio` (redis-py >= 8), standalone, Sentinel or Cluster.
-Clients and URL forms are in `redis_clients`, the fan-out of wake-ups in `fanout`.
+"""The production store: Redis, standalone, Sentinel or Cluster. Clients and URL forms are in
+`redis_clients` (redis-py, `redis.asyncio`), the command path in `wire` (auto-pipelined connections),
+the fan-out of wake-ups in `fanout`.
 
 Keys. Each QR session is one hash `qrgate:{qr:<id>}` and wakes its waiters on the shard channel
 `qrgate:{qr:<id>}:wake`; the hash tag puts both in one Cluster slot, so the transition script may
@@ -11,10 +12,11 @@ refresh hashes in `qrgate:{session:<sid>}:spent`. Every key has a TTL.
 Atomicity. Every write that must be atomic is one Lua script (one round trip, EVALSHA): a QR transition
 checks the state, the expiry and the required fields, writes, keeps the TTL and publishes the wake-up;
 `hit` is INCR + PEXPIRE NX; `take` is HGETALL + DEL; `put` replaces the whole hash and sets its TTL;
-`rotate_refresh` checks the current and the spent refresh hashes and rotates or revokes.
+`rotate_refresh` checks the current and the spent refresh hashes and rotates or revokes. Each call says
+whether repeating it is harmless (`idempotent`): only those are sent again after a lost connection.
 
 Errors. Connection, timeout and cluster-availability errors become `StoreUnavailable` (503 with
-Retry-After); the connection pools reconnect by themselves once Redis is back.
+Retry-After); the wire connects again on the next command once Redis is back.
 """
 
 from __future__ import annotations

@@ -1,0 +1,226 @@
+"""The store's command path (`gateway.state.wire`) against real redis-server processes: replies reach
+the right callers under heavy pipelining, scripts survive SCRIPT FLUSH, a silent server times out,
+commands lost in flight are retried only when that is safe, a demoted master is left, and Cluster
+redirects (MOVED, ASK) are followed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import pytest
+from redis import exceptions as rx
+from redis.crc import key_slot
+
+from gateway.state.base import StoreUnavailable
+from gateway.state.redis import RedisStore
+from gateway.state.redis_clients import client_factory, close_client
+from gateway.state.wire import Script, Wire
+from tests.support.redis_procs import RedisClusterGroup, RedisServer, command, sync_client
+
+T = TypeVar("T")
+
+
+def run(body: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(body)
+
+
+def wire_for(url: str, *, timeout: float = 2.0, retries: int = 3) -> tuple[Wire, Any]:
+    client = client_factory(url)()
+    return Wire(client, socket_timeout=timeout, connect_timeout=2.0, retries=retries), client
+
+
+def test_concurrent_commands_on_one_connection_get_their_own_replies(redis_server: RedisServer) -> None:
+    async def body() -> None:
+        wire, client = wire_for(redis_server.url)
+        try:
+            keys = [f"k{i}" for i in range(2000)]
+            await asyncio.gather(*(wire.call(k, "SET", k, f"value of {k}", idempotent=True) for k in keys))
+            replies = await asyncio.gather(*(wire.call(k, "GET", k, idempotent=True) for k in keys))
+            assert replies == [f"value of {k}" for k in keys]
+            # all of it went over one connection (named by the handshake)
+            with sync_client(redis_server.port) as admin:
+                names = [entry["name"] for entry in admin.client_list()]
+            assert names.count("qrgate") == 1
+        finally:
+            await wire.close()
+            await close_client(client)
+
+    run(body())
+
+
+def test_scripts_run_after_script_flush(redis_server: RedisServer) -> None:
+    script = Script("return {KEYS[1], ARGV[1]}")
+
+    async def body() -> None:
+        wire, client = wire_for(redis_server.url)
+        try:
+            assert await wire.script(script, ["a"], ["1"], idempotent=True) == ["a", "1"]
+            with sync_client(redis_server.port) as admin:
+                command(admin, "SCRIPT", "FLUSH")
+            # EVALSHA now answers NOSCRIPT: the wire sends the script itself, which loads it again
+            assert await wire.script(script, ["b"], ["2"], idempotent=True) == ["b", "2"]
+            with sync_client(redis_server.port) as admin:
+                assert command(admin, "SCRIPT", "EXISTS", script.sha) == [1]
+        finally:
+            await wire.close()
+            await close_client(client)
+
+    run(body())
+
+
+def _pause(port: int, millis: int, mode: str = "ALL") -> None:
+    with sync_client(port) as admin:
+        command(admin, "CLIENT", "PAUSE", str(millis), mode)
+
+
+def test_a_silent_server_times_out_and_the_next_command_reconnects(redis_server: RedisServer) -> None:
+    async def body() -> None:
+        store = RedisStore.from_url(redis_server.url, socket_timeout=0.3, retries=0)
+        try:
+            await store.put("k", {"a": "b"}, 30)
+            _pause(redis_server.port, 1500)
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable) as caught:
+                await store.get("k")
+            waited = time.monotonic() - started
+            assert 0.25 < waited < 1.4, waited  # the watchdog, not the pause's end
+            assert isinstance(caught.value.__cause__, rx.TimeoutError)
+            await asyncio.sleep(1.3)  # the pause is over
+            assert await store.get("k") == {"a": "b"}
+        finally:
+            await store.close()
+
+    run(body())
+
+
+def test_lost_in_flight_writes_are_not_retried_and_reads_are(redis_server: RedisServer) -> None:
+    """A connection killed while commands wait for replies: the count (INCR, not idempotent) fails
+    with 503 rather than risk counting twice; the read is sent again and answers."""
+
+    async def body() -> None:
+        store = RedisStore.from_url(redis_server.url, socket_timeout=5.0)
+        try:
+            await store.put("k", {"a": "b"}, 30)
+            _pause(redis_server.port, 600, "WRITE")
+            # One connection, in order: the script (a write) waits for the pause, the read behind it.
+            hit = asyncio.ensure_future(store.hit("counter", 30))
+            read = asyncio.ensure_future(store.get("k"))
+            await asyncio.sleep(0.2)
+
+            def kill() -> None:
+                with sync_client(redis_server.port) as admin:  # not paused: CLIENT KILL is no write
+                    command(admin, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+
+            await asyncio.to_thread(kill)
+            with pytest.raises(StoreUnavailable):
+                await hit
+            assert await read == {"a": "b"}
+            await asyncio.sleep(0.6)
+            with sync_client(redis_server.port) as admin:
+                assert command(admin, "GET", f"{store.prefix}:{{counter}}:hits") is None  # never counted
+            assert await store.hit("counter", 30) == 1
+        finally:
+            await store.close()
+
+    run(body())
+
+
+def test_a_demoted_master_is_left_and_writes_resume_when_it_is_a_master_again(redis_server: RedisServer) -> None:
+    other = RedisServer()
+    try:
+
+        async def body() -> None:
+            store = RedisStore.from_url(redis_server.url, retries=2)
+            try:
+                await store.put("k", {"a": "b"}, 30)
+                with sync_client(redis_server.port) as admin:
+                    command(admin, "REPLICAOF", "127.0.0.1", str(other.port))
+                with pytest.raises(StoreUnavailable) as caught:
+                    await store.put("k", {"a": "c"}, 30)
+                assert isinstance(caught.value.__cause__, rx.ReadOnlyError)
+                with sync_client(redis_server.port) as admin:
+                    command(admin, "REPLICAOF", "NO", "ONE")
+                await store.put("k", {"a": "d"}, 30)
+                assert await store.get("k") == {"a": "d"}
+            finally:
+                await store.close()
+
+        run(body())
+    finally:
+        other.close()
+
+
+def _owner(cluster: RedisClusterGroup, key: str) -> tuple[int, str]:
+    """(port, node id) of the master serving `key`'s slot: the one that answers rather than MOVED."""
+    for port in cluster.ports:
+        with sync_client(port) as node:
+            try:
+                command(node, "EXISTS", key)
+            except rx.ResponseError:
+                continue
+            return port, str(command(node, "CLUSTER", "MYID"))
+    raise AssertionError(f"no master serves {key}")
+
+
+def _asking(node: Any, *args: str) -> Any:
+    """A command for an importing slot, as a client redirected by ASK sends it."""
+    pipe = node.pipeline(transaction=False)
+    pipe.execute_command("ASKING")
+    pipe.execute_command(*args)
+    return pipe.execute()[1]
+
+
+def test_cluster_moved_refreshes_the_slot_map(redis_cluster: RedisClusterGroup) -> None:
+    key = "{moved-" + uuid.uuid4().hex + "}"
+    slot = key_slot(key.encode())
+
+    async def body() -> None:
+        wire, client = wire_for(redis_cluster.url)
+        try:
+            await wire.call(key, "SET", key, "v", idempotent=True)
+            # Make this process believe another master serves the slot: its first reply is MOVED.
+            manager = client.nodes_manager
+            right = manager.slots_cache[slot][0]
+            wrong = next(node for node in manager.get_nodes_by_server_type("primary") if node.name != right.name)
+            manager.slots_cache[slot] = [wrong]
+            assert await wire.call(key, "GET", key, idempotent=True) == "v"
+            assert manager.slots_cache[slot][0].name == right.name  # refreshed
+        finally:
+            await wire.close()
+            await close_client(client)
+
+    run(body())
+
+
+def test_cluster_ask_during_a_slot_migration(redis_cluster: RedisClusterGroup) -> None:
+    """A slot half-way through migration: a key the source no longer has is asked of the target."""
+    key = "{ask-" + uuid.uuid4().hex + "}"
+    slot = key_slot(key.encode())
+    source_port, source_id = _owner(redis_cluster, key)
+    target_port = next(port for port in redis_cluster.ports if port != source_port)
+    with sync_client(target_port) as target:
+        target_id = str(command(target, "CLUSTER", "MYID"))
+    with sync_client(source_port) as source, sync_client(target_port) as target:
+        command(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+        command(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+        try:
+
+            async def body() -> None:
+                wire, client = wire_for(redis_cluster.url)
+                try:
+                    await wire.call(key, "SET", key, "on the target", idempotent=True)  # ASK -> target
+                    assert await wire.call(key, "GET", key, idempotent=True) == "on the target"
+                finally:
+                    await wire.close()
+                    await close_client(client)
+
+            run(body())
+            assert _asking(target, "GET", key) == "on the target"
+        finally:
+            _asking(target, "DEL", key)
+            command(target, "CLUSTER", "SETSLOT", str(slot), "STABLE")
+            command(source, "CLUSTER", "SETSLOT", str(slot), "STABLE")
