@@ -56,6 +56,7 @@ class _Link:
         self._fail = fail
         self._connections: dict[str, PubSubConnection] = {}
         self._opening: dict[str, asyncio.Task[PubSubConnection]] = {}
+        self._subscribed_on: dict[str, PubSubConnection] = {}
 
     async def prepare(self, again: bool) -> None:
         """Get ready to route channels (after a failure, `again`: read a Cluster's slot map again)."""
@@ -88,10 +89,15 @@ class _Link:
             self._deliver({"type": "pong", "channel": ""})
 
     async def subscribe(self, channel: str) -> None:
-        (await self._connection_for(channel)).write("SSUBSCRIBE", channel)
+        connection = await self._connection_for(channel)
+        connection.write("SSUBSCRIBE", channel)
+        self._subscribed_on[channel] = connection
 
-    async def unsubscribe(self, channel: str) -> None:
-        (await self._connection_for(channel)).write("SUNSUBSCRIBE", channel)
+    def unsubscribe(self, channel: str) -> None:
+        """On the connection that holds the subscription (a lost one fails the generation anyway)."""
+        connection = self._subscribed_on.pop(channel, None)
+        if connection is not None:
+            connection.write("SUNSUBSCRIBE", channel)
 
     async def ping(self) -> bool:
         """Ask every connection for a reply; False when none is connected."""
@@ -227,6 +233,9 @@ class Fanout:
         generation = self._generation
         if generation is None or generation.broken or channel not in generation.subs or self._closed:
             return
+        if not generation.lock.locked():
+            self._unsubscribe_now(generation, channel)  # nothing in progress: no task needed
+            return
         chore = asyncio.create_task(self._unsubscribe(generation, channel))
         self._chores.add(chore)
         chore.add_done_callback(self._chores.discard)
@@ -245,17 +254,21 @@ class Fanout:
 
     async def _unsubscribe(self, generation: _Generation, channel: str) -> None:
         async with generation.lock:
-            if generation.broken or channel in self._active:
-                return
-            sub = generation.subs.pop(channel, None)
-            if sub is None:
-                return
-            sub.settle()
-            generation.sent_unsub[channel] += 1
-            try:
-                await generation.link.unsubscribe(channel)
-            except Exception as exc:
-                generation.fail(exc)
+            self._unsubscribe_now(generation, channel)
+
+    def _unsubscribe_now(self, generation: _Generation, channel: str) -> None:
+        """SUNSUBSCRIBE (written without waiting), unless the channel has waiters again."""
+        if generation.broken or channel in self._active:
+            return
+        sub = generation.subs.pop(channel, None)
+        if sub is None:
+            return
+        sub.settle()
+        generation.sent_unsub[channel] += 1
+        try:
+            generation.link.unsubscribe(channel)
+        except Exception as exc:
+            generation.fail(exc)
 
     # The connections -----------------------------------------------------------------------
     async def _run(self) -> None:
