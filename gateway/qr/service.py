@@ -47,6 +47,11 @@ def proximity(requester_ip: str, scanner_ip: str) -> str:
     a4, b4 = _ipv4_network(requester_ip), _ipv4_network(scanner_ip)
     if a4 is not None and b4 is not None:
         return "same_network" if a4 == b4 else "different_network"
+    return proximity_by_ipaddress(requester_ip, scanner_ip)
+
+
+def proximity_by_ipaddress(requester_ip: str, scanner_ip: str) -> str:
+    """The same reading through `ipaddress` (any IPv6, and everything the fast path declines)."""
     try:
         a, b = ipaddress.ip_address(requester_ip), ipaddress.ip_address(scanner_ip)
     except ValueError:
