@@ -15,11 +15,14 @@ import pytest
 from redis import exceptions as rx
 from redis.crc import key_slot
 
+from gateway.qr import machine
+from gateway.qr.machine import QrEvent
 from gateway.state.base import StoreUnavailable
 from gateway.state.redis import RedisStore
 from gateway.state.redis_clients import client_factory, close_client
 from gateway.state.wire import Script, Wire
-from tests.support.redis_procs import RedisClusterGroup, RedisServer, command, sync_client
+from tests.support.fixtures import require_redis_server
+from tests.support.redis_procs import RedisClusterGroup, RedisServer, RedisTlsServer, command, sync_client
 
 T = TypeVar("T")
 
@@ -224,3 +227,37 @@ def test_cluster_ask_during_a_slot_migration(redis_cluster: RedisClusterGroup) -
             _asking(target, "DEL", key)
             command(target, "CLUSTER", "SETSLOT", str(slot), "STABLE")
             command(source, "CLUSTER", "SETSLOT", str(slot), "STABLE")
+
+
+def test_tls() -> None:
+    """rediss:// with the server's CA: commands and wake-ups over TLS. Without it: refused (503)."""
+    require_redis_server()
+    with RedisTlsServer() as server:
+        trusted = f"rediss://127.0.0.1:{server.tls_port}/0?ssl_ca_certs={server.ca_file}"
+
+        async def body() -> None:
+            store = RedisStore.from_url(trusted)
+            other = RedisStore.from_url(trusted)
+            try:
+                await store.start()
+                await store.put("k", {"a": "b"}, 30)
+                assert await other.get("k") == {"a": "b"}
+                await store.create_qr("q1", {"state": "pending", "expires_at": repr(time.time() + 60)}, 60)
+                async with store.subscribe("q1") as waiter:
+                    ok, _ = await other.transition_qr("q1", machine.plan(QrEvent.SCAN), time.time())
+                    assert ok
+                    assert await waiter.wait(5)
+            finally:
+                await store.close()
+                await other.close()
+            with sync_client(server.port) as admin:  # the gateway's connections are the TLS ones
+                assert any(entry["name"] == "qrgate" for entry in admin.client_list())
+            untrusted = RedisStore.from_url(f"rediss://127.0.0.1:{server.tls_port}/0", retries=0)
+            try:
+                with pytest.raises(StoreUnavailable) as caught:
+                    await untrusted.get("k")
+                assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value.__cause__)
+            finally:
+                await untrusted.close()
+
+        run(body())

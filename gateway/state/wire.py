@@ -11,7 +11,7 @@ futures in order. That costs about 6 µs per command under load, and Redis likes
 redis-py (`redis.asyncio`) still does everything else: it parses the URL into connection settings
 (TLS context included), finds the master through the Sentinels, and keeps the Cluster's slot map
 (which this module asks to refresh after a MOVED reply or a lost node). The fan-out's pub/sub
-connections are redis-py's too.
+connections (`PubSubConnection`) are opened here too, one per server, separate from the commands'.
 
 Failures. A connection that fails, or has a command unanswered for `socket_timeout`, is closed: every
 command in flight on it fails with `ConnectionError`/`TimeoutError`. A command that was never written
@@ -27,11 +27,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
-import logging
 import random
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
 
 import hiredis
@@ -41,8 +41,6 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.crc import key_slot
-
-log = logging.getLogger("qrgate.state.redis")
 
 Arg: TypeAlias = str | int | float | bytes
 Address: TypeAlias = tuple[str, int] | str  # (host, port), or a Unix socket path
@@ -213,6 +211,7 @@ class PubSubConnection(_Connection):
 
 async def _open(locate: Callable[[], Awaitable[Address]], settings: _Settings, kind: type[_C], client_name: str) -> _C:
     """Connect, then authenticate, select the database and name the connection."""
+    connection: _C | None = None
     try:
         address = await locate()
         name = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
@@ -231,13 +230,16 @@ async def _open(locate: Callable[[], Awaitable[Address]], settings: _Settings, k
             setup = [*settings.handshake, ("CLIENT", "SETNAME", client_name)]
             for reply in await asyncio.gather(*(connection.send(_pack(command)) for command in setup)):
                 if isinstance(reply, hiredis.ReplyError):
-                    connection.close()
                     raise rx.AuthenticationError(f"Redis {name} refused the connection setup: {reply}")
-    except TimeoutError as exc:
-        raise rx.TimeoutError("timed out connecting to Redis") from exc
-    except OSError as exc:
-        raise rx.ConnectionError(f"cannot connect to Redis: {exc}") from exc
-    return connection
+        return connection
+    except BaseException as exc:
+        if connection is not None:
+            connection.close()
+        if isinstance(exc, TimeoutError):
+            raise rx.TimeoutError("timed out connecting to Redis") from exc
+        if isinstance(exc, OSError):
+            raise rx.ConnectionError(f"cannot connect to Redis: {exc}") from exc
+        raise
 
 
 class _Server:
@@ -283,19 +285,12 @@ class _Server:
             self._connecting.cancel()
 
 
+@dataclass(slots=True)
 class _Settings:
-    def __init__(
-        self,
-        *,
-        tls: ssl.SSLContext | None,
-        handshake: list[tuple[Arg, ...]],
-        socket_timeout: float,
-        connect_timeout: float,
-    ) -> None:
-        self.tls = tls
-        self.handshake = handshake
-        self.socket_timeout = socket_timeout
-        self.connect_timeout = connect_timeout
+    tls: ssl.SSLContext | None
+    handshake: list[tuple[Arg, ...]]  # AUTH, SELECT
+    socket_timeout: float
+    connect_timeout: float
 
 
 def _settings_from(
