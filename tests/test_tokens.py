@@ -23,9 +23,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.settings import Settings
-from gateway.tokens import AccessTokenVerifier, InvalidToken, RemoteJwks, TokenAuthMiddleware, require_claims
+from gateway.tokens import AccessTokenVerifier, InvalidToken, RemoteJwks, TokenAuthMiddleware, jws, require_claims
 from gateway.tokens.issuer import TokenIssuer
-from gateway.tokens.keys import KeyFile, RetireRefused, load_or_create, retire, rotate
+from gateway.tokens.keys import KeyFile, RetireRefused, generate_key, load_or_create, retire, rotate
 from gateway.tokens.verifier import StaticKeys
 from tests.support.clients import phone_login
 from tests.support.gateway_server import AppServer, ThreadedGateway, free_port, make_settings
@@ -231,3 +231,23 @@ async def test_middleware_protects_a_downstream_app(keys: KeyFile) -> None:
             assert junk.headers["content-type"] == "application/problem+json"
             ok = await client.get("/whoami", headers={"Authorization": f"Bearer {issue(keys)}"})
             assert ok.json() == {"sub": "p_1"}
+
+
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
+def test_our_signatures_verify_with_joserfc(alg: str) -> None:
+    """`gateway.tokens.jws` signs without joserfc; joserfc (and so every verifier) must accept it."""
+    key = generate_key(alg)
+    header = {"alg": alg, "typ": "at+jwt", "kid": key.kid}
+    payload = {"iss": ISSUER, "sub": "p_1", "amr": ["qr"], "n": 1, "name": "张三"}
+    token = jws.sign(header, payload, key)
+    decoded = jwt.decode(token, key.key, algorithms=[alg])
+    assert (decoded.header, decoded.claims) == (header, payload)
+    signature = base64.urlsafe_b64decode(token.rsplit(".", 1)[1] + "==")
+    assert len(signature) == 64  # ES256: R || S, 32 bytes each; Ed25519: 64 bytes
+    # A changed payload no longer verifies.
+    forged = token.split(".")
+    forged[1] = b64({**payload, "sub": "p_2"})
+    with pytest.raises(Exception, match="signature"):
+        jwt.decode(".".join(forged), key.key, algorithms=[alg])
+    with pytest.raises(ValueError, match="alg"):
+        jws.sign({**header, "alg": "HS256"}, payload, key)

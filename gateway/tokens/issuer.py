@@ -7,9 +7,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from joserfc import jwt
-
 from gateway.settings import Settings
+from gateway.tokens import jws
 from gateway.tokens.claims import AccessTokenClaims
 from gateway.tokens.keys import KeyFile, KeyRing
 
@@ -57,4 +56,4 @@ class TokenIssuer:
         payload: dict[str, Any] = {**claims, **(extra or {})}
         key = self.ring.signing_key(issued)
         header = {"alg": key.alg, "typ": "at+jwt", "kid": key.kid}
-        return jwt.encode(header, payload, key.key, algorithms=[key.alg])
+        return jws.sign(header, payload, key)

@@ -14,9 +14,8 @@ import secrets
 import time
 from typing import Any, NotRequired, TypedDict, cast
 
-from joserfc import jwt
-
 from gateway.settings import Settings
+from gateway.tokens import jws
 from gateway.tokens.claims import Confirmation
 from gateway.tokens.keys import KeyFile
 from gateway.tokens.verifier import AccessTokenVerifier, InvalidToken, StaticKeys
@@ -101,7 +100,7 @@ class UnitTokens:
             claims["legacy"] = True
         key = self.keys.ring.signing_key(now)
         header = {"alg": key.alg, "typ": UNIT_TOKEN_TYPE, "kid": key.kid}
-        token = jwt.encode(header, dict(claims), key.key, algorithms=[key.alg])
+        token = jws.sign(header, claims, key)
         return {"unit_token": token, "token_type": "DPoP" if jkt else "Bearer", "expires_in": ttl, "unit": unit}
 
     async def verify(self, token: str) -> UnitTokenClaims:
