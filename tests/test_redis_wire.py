@@ -22,7 +22,14 @@ from gateway.state.redis import RedisStore
 from gateway.state.redis_clients import client_factory, close_client
 from gateway.state.wire import Script, Wire
 from tests.support.fixtures import require_redis_server
-from tests.support.redis_procs import RedisClusterGroup, RedisServer, RedisTlsServer, command, sync_client
+from tests.support.redis_procs import (
+    RedisClusterGroup,
+    RedisSentinelGroup,
+    RedisServer,
+    RedisTlsServer,
+    command,
+    sync_client,
+)
 
 T = TypeVar("T")
 
@@ -259,5 +266,69 @@ def test_tls() -> None:
                 assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value.__cause__)
             finally:
                 await untrusted.close()
+
+        run(body())
+
+
+def test_a_manual_sentinel_failover_moves_writes_and_wake_ups_at_once() -> None:
+    """`SENTINEL FAILOVER` leaves the old master up and accepting writes until the Sentinels demote
+    it, seconds later; anything written there meanwhile is lost. The store follows the Sentinels'
+    announcement instead: right after it, writes land on the new master and wake-ups flow there."""
+    require_redis_server()
+    with RedisSentinelGroup() as group:
+        sentinel = group.sentinels[0].port
+        old, new = group.master.port, group.replica.port
+
+        def failover() -> None:
+            deadline = time.monotonic() + 30
+            while True:  # the Sentinels learn of the replica from the master's INFO (every 10 s)
+                try:
+                    with sync_client(sentinel) as client:
+                        command(client, "SENTINEL", "FAILOVER", group.service_name)
+                    return
+                except rx.ResponseError as exc:
+                    if "NOGOODSLAVE" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+
+        def announced() -> None:
+            deadline = time.monotonic() + 30
+            while True:
+                with sync_client(sentinel) as client:
+                    _, port = command(client, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", group.service_name)
+                if int(port) == new:
+                    return
+                assert time.monotonic() < deadline, "no failover"
+                time.sleep(0.05)
+
+        async def body() -> None:
+            store = RedisStore.from_url(group.url, prefix="sw")
+            other = RedisStore.from_url(group.url, prefix="sw")
+            await store.start()
+            await other.start()
+            try:
+                await store.create_qr("q1", {"state": "pending", "expires_at": repr(time.time() + 120)}, 120)
+                for watching in (store, other):
+                    watch = watching.wire.sentinel_watch
+                    assert watch is not None
+                    await asyncio.wait_for(watch.listening.wait(), 10)
+                async with store.subscribe("q1") as waiter:
+                    await asyncio.to_thread(failover)
+                    await asyncio.to_thread(announced)
+                    await asyncio.sleep(0.3)  # the announcement reaches both stores
+                    await store.put("after", {"a": "b"}, 60)
+                    with sync_client(new) as client:
+                        assert client.hgetall("sw:{after}") == {"a": "b"}  # on the new master
+                    with sync_client(old) as client:
+                        assert client.hgetall("sw:{after}") == {}  # not on the old one
+                    # The fan-out moved too: woken once for the move, then by a change made there.
+                    assert await waiter.wait(5)
+                    assert store.fanout.reconnects >= 1
+                    ok, _ = await other.transition_qr("q1", machine.plan(QrEvent.SCAN), time.time())
+                    assert ok
+                    assert await waiter.wait(5)
+            finally:
+                await store.close()
+                await other.close()
 
         run(body())

@@ -27,8 +27,9 @@ from typing import Any, TypeAlias
 from redis import exceptions as rx
 
 from gateway.state.base import LocalWaiters, Waiter
+from gateway.state.connections import PubSubConnection
 from gateway.state.redis_clients import text_of
-from gateway.state.wire import PubSubConnection, Wire
+from gateway.state.wire import Wire
 
 log = logging.getLogger("qrgate.state.redis")
 
@@ -159,6 +160,7 @@ class Fanout:
         backoff: tuple[float, float] = (BACKOFF_MIN, BACKOFF_MAX),
     ) -> None:
         self._wire = wire
+        wire.on_master_switch(self._master_switched)
         self._waiters = waiters
         self._health_interval = health_interval
         self._confirm_timeout = confirm_timeout
@@ -325,6 +327,11 @@ class Fanout:
                     raise await asyncio.shield(generation.failure)
             except TimeoutError:
                 await self._check_health(generation)
+
+    def _master_switched(self) -> None:
+        """The Sentinels chose a new master: start over there (re-subscribe, then wake everyone)."""
+        if self._generation is not None:
+            self._generation.fail(rx.ConnectionError("the Sentinels switched to a new master"))
 
     def _received(self, generation: _Generation, message: Message) -> None:
         if generation.broken or self._generation is not generation:

@@ -29,6 +29,7 @@ from typing import Any
 from gateway.jsonutil import dumps
 from gateway.qr.machine import Transition
 from gateway.state.base import LocalWaiters, RotateOutcome, StoreUnavailable, Waiter
+from gateway.state.connections import Arg
 from gateway.state.fanout import BACKOFF_MAX, BACKOFF_MIN, CONFIRM_TIMEOUT, HEALTH_INTERVAL, Fanout
 from gateway.state.redis_clients import (
     CONNECT_TIMEOUT,
@@ -41,7 +42,7 @@ from gateway.state.redis_clients import (
     close_client,
     text_of,
 )
-from gateway.state.wire import Arg, Script, Wire
+from gateway.state.wire import Script, Wire
 
 log = logging.getLogger("qrgate.state.redis")
 
@@ -274,6 +275,7 @@ class RedisStore:
 
     # Life cycle ------------------------------------------------------------------------------
     async def start(self) -> None:
+        self.wire.start()
         self.fanout.start()
 
     async def close(self) -> None:

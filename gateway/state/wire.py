@@ -20,32 +20,28 @@ that was written is retried only if it is idempotent (reads, whole-value writes)
 unknown. Replies that mean "not here, not now" are followed: MOVED (refresh the slot map, go there),
 ASK (ASKING, then there), TRYAGAIN, CLUSTERDOWN, LOADING, MASTERDOWN (back off, again), READONLY
 (a demoted master: reconnect, which asks the Sentinels again). NOSCRIPT sends the script itself once.
+Behind Sentinel, the wire also follows the Sentinels' announcements of a new master (`sentinels`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import hashlib
 import random
-import socket
-import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeAlias, TypeVar, cast
+from typing import Any, TypeAlias, cast
 
 import hiredis
 from redis import exceptions as rx
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.connection import UnixDomainSocketConnection
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.crc import key_slot
 
-Arg: TypeAlias = str | int | float | bytes
-Address: TypeAlias = tuple[str, int] | str  # (host, port), or a Unix socket path
+from gateway.state.connections import Address, Arg, ConnectionSettings, Server, pack, settings_from
+from gateway.state.sentinels import SentinelWatch
 
-_C = TypeVar("_C", bound="_Connection")
 _ScriptCall: TypeAlias = tuple["Script", Sequence[str], Sequence[Arg]]
 
 BACKOFF_BASE = 0.05
@@ -61,10 +57,6 @@ _BACK_OFF_REPLIES: dict[str, type[rx.RedisError]] = {
 }
 
 
-# hiredis packs commands in C; its stub types the argument as a 1-tuple
-_pack = cast(Callable[[tuple[Arg, ...]], bytes], hiredis.pack_command)
-
-
 class Script:
     """A Lua script, sent as EVALSHA (and once as EVAL when the server does not know it yet)."""
 
@@ -73,241 +65,6 @@ class Script:
     def __init__(self, text: str) -> None:
         self.text = text
         self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()  # the name Redis gives it
-
-
-class _Connection(asyncio.Protocol):
-    """One connection: commands out in order, replies matched to them in order."""
-
-    def __init__(self, name: str, timeout: float) -> None:
-        self.name = name
-        self._timeout = timeout
-        self._loop = asyncio.get_running_loop()
-        self._reader = hiredis.Reader(encoding="utf-8", errors="replace")
-        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
-        self._outgoing: list[bytes] = []
-        self._flush_scheduled = False
-        self._transport: asyncio.Transport | None = None
-        self._progress = 0.0  # when the oldest unanswered command was sent or a reply last came
-        self._watchdog: asyncio.TimerHandle | None = None
-        self.closed = False
-
-    # asyncio.Protocol ------------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-
-    def data_received(self, data: bytes) -> None:
-        reader = self._reader
-        reader.feed(data)
-        pending = self._pending
-        while True:
-            try:
-                reply = reader.gets()
-            except hiredis.ProtocolError as exc:
-                self.abort(rx.ConnectionError(f"Redis {self.name}: protocol error: {exc}"))
-                return
-            if reply is False:
-                break
-            if not pending:
-                self._unsolicited(reply)
-                continue
-            future = pending.popleft()
-            if not future.done():
-                future.set_result(reply)
-        self._progress = self._loop.time()
-
-    def _unsolicited(self, reply: Any) -> None:
-        self.abort(rx.ConnectionError(f"Redis {self.name}: a reply nobody asked for"))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(rx.ConnectionError(f"Redis {self.name}: connection lost" + (f" ({exc})" if exc else "")))
-
-    # Commands --------------------------------------------------------------------------------
-    def send(self, payload: bytes) -> asyncio.Future[Any]:
-        """Queue a command (written at the end of this loop turn, with the others); its reply comes
-        to the future."""
-        if self.closed:
-            raise rx.ConnectionError(f"Redis {self.name}: connection closed")
-        future: asyncio.Future[Any] = self._loop.create_future()
-        if not self._pending:
-            self._progress = self._loop.time()
-            if self._watchdog is None:
-                self._watchdog = self._loop.call_later(self._timeout, self._check_progress)
-        self._pending.append(future)
-        self._queue(payload)
-        return future
-
-    def _queue(self, payload: bytes) -> None:
-        self._outgoing.append(payload)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self._outgoing and self._transport is not None and not self.closed:
-            data = b"".join(self._outgoing) if len(self._outgoing) > 1 else self._outgoing[0]
-            self._outgoing.clear()
-            self._transport.write(data)
-
-    def _check_progress(self) -> None:
-        self._watchdog = None
-        if self.closed or not self._pending:
-            return
-        waited = self._loop.time() - self._progress
-        if waited >= self._timeout:
-            self.abort(rx.TimeoutError(f"Redis {self.name}: no reply for {waited:.1f}s"))
-        else:
-            self._watchdog = self._loop.call_later(self._timeout - waited, self._check_progress)
-
-    def abort(self, error: rx.RedisError) -> None:
-        self._fail(error)
-        if self._transport is not None:
-            self._transport.abort()
-
-    def close(self) -> None:
-        self.abort(rx.ConnectionError(f"Redis {self.name}: closed"))
-
-    def _fail(self, error: rx.RedisError) -> None:
-        self.closed = True
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
-        self._outgoing.clear()
-        while self._pending:
-            future = self._pending.popleft()
-            if not future.done():
-                future.set_exception(error)
-                future.exception()  # a command nobody awaits any more must not log "never retrieved"
-
-
-class PubSubConnection(_Connection):
-    """A connection for (sharded) pub/sub. Its setup commands are answered in order as usual; after
-    that, what Redis sends (subscription confirmations, messages, PONGs) goes to `on_message`, and a
-    lost connection is reported once to `on_lost`. Commands are written without waiting for replies."""
-
-    def __init__(self, name: str, timeout: float) -> None:
-        super().__init__(name, timeout)
-        self.on_message: Callable[[Any], None] = lambda _reply: None
-        self.on_lost: Callable[[rx.RedisError], None] = lambda _error: None
-
-    def _unsolicited(self, reply: Any) -> None:
-        self.on_message(reply)
-
-    def _fail(self, error: rx.RedisError) -> None:
-        was_open = not self.closed
-        super()._fail(error)
-        if was_open:
-            self.on_lost(error)
-
-    def write(self, *command: Arg) -> None:
-        if self.closed:
-            raise rx.ConnectionError(f"Redis {self.name}: connection closed")
-        self._queue(_pack(command))
-
-
-async def _open(locate: Callable[[], Awaitable[Address]], settings: _Settings, kind: type[_C], client_name: str) -> _C:
-    """Connect, then authenticate, select the database and name the connection."""
-    connection: _C | None = None
-    try:
-        address = await locate()
-        name = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(settings.connect_timeout):
-            if isinstance(address, str):
-                _, connection = await loop.create_unix_connection(lambda: kind(name, settings.socket_timeout), address)
-            else:
-                _, connection = await loop.create_connection(
-                    lambda: kind(name, settings.socket_timeout),
-                    address[0],
-                    address[1],
-                    ssl=settings.tls,
-                    server_hostname=address[0] if settings.tls is not None else None,
-                )
-            setup = [*settings.handshake, ("CLIENT", "SETNAME", client_name)]
-            for reply in await asyncio.gather(*(connection.send(_pack(command)) for command in setup)):
-                if isinstance(reply, hiredis.ReplyError):
-                    raise rx.AuthenticationError(f"Redis {name} refused the connection setup: {reply}")
-        return connection
-    except BaseException as exc:
-        if connection is not None:
-            connection.close()
-        if isinstance(exc, TimeoutError):
-            raise rx.TimeoutError("timed out connecting to Redis") from exc
-        if isinstance(exc, OSError):
-            raise rx.ConnectionError(f"cannot connect to Redis: {exc}") from exc
-        raise
-
-
-class _Server:
-    """Where one connection goes, connected on first use and again after a failure."""
-
-    def __init__(self, name: str, locate: Callable[[], Awaitable[Address]], settings: _Settings) -> None:
-        self.name = name
-        self._locate = locate
-        self._settings = settings
-        self._connection: _Connection | None = None
-        self._connecting: asyncio.Task[_Connection] | None = None
-
-    async def connection(self) -> _Connection:
-        connection = self._connection
-        if connection is not None and not connection.closed:
-            return connection
-        if self._connecting is None:
-            self._connecting = asyncio.create_task(self._connect())
-            self._connecting.add_done_callback(self._connected)
-        return await asyncio.shield(self._connecting)
-
-    def _connected(self, task: asyncio.Task[_Connection]) -> None:
-        self._connecting = None
-        if not task.cancelled() and task.exception() is None:
-            self._connection = task.result()
-
-    async def _connect(self) -> _Connection:
-        return await _open(self._locate, self._settings, _Connection, "qrgate")
-
-    async def open_pubsub(self) -> PubSubConnection:
-        """A new connection of its own to the same server, for pub/sub."""
-        return await _open(self._locate, self._settings, PubSubConnection, "qrgate-pubsub")
-
-    def drop(self) -> None:
-        """Close the connection (commands in flight fail); the next command connects again."""
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-    def close(self) -> None:
-        self.drop()
-        if self._connecting is not None:
-            self._connecting.cancel()
-
-
-@dataclass(slots=True)
-class _Settings:
-    tls: ssl.SSLContext | None
-    handshake: list[tuple[Arg, ...]]  # AUTH, SELECT
-    socket_timeout: float
-    connect_timeout: float
-
-
-def _settings_from(
-    kwargs: dict[str, Any], connection_class: type, socket_timeout: float, connect_timeout: float
-) -> _Settings:
-    """Connection settings from redis-py's own parse of the URL (`connection_kwargs`)."""
-    tls = None
-    if issubclass(connection_class, SSLConnection):
-        tls_kwargs = {name: value for name, value in kwargs.items() if name.startswith("ssl_")}
-        tls = SSLConnection(**tls_kwargs).ssl_context.get()
-    handshake: list[tuple[Arg, ...]] = []
-    username, password = kwargs.get("username"), kwargs.get("password")
-    if password:
-        handshake.append(("AUTH", username, password) if username else ("AUTH", password))
-    if int(kwargs.get("db") or 0):
-        handshake.append(("SELECT", int(kwargs["db"])))
-    return _Settings(tls=tls, handshake=handshake, socket_timeout=socket_timeout, connect_timeout=connect_timeout)
 
 
 class Wire:
@@ -322,17 +79,19 @@ class Wire:
         retries: int,
     ) -> None:
         self._retries = retries
-        self._servers: dict[str, _Server] = {}
+        self._servers: dict[str, Server] = {}
         self._cluster: RedisCluster | None = None
         self._refreshing: asyncio.Task[None] | None = None
         self._refresh_wanted = False
         self._cluster_ready = False
         self._closed = False
+        self._watch: SentinelWatch | None = None
+        self._switch_listeners: list[Callable[[], None]] = []
         if isinstance(client, RedisCluster):
             self._cluster = client
             manager = client.nodes_manager
             kwargs = dict(manager.connection_kwargs)
-            self._settings = _settings_from(
+            self._settings = settings_from(
                 kwargs, kwargs.get("connection_class", object), socket_timeout, connect_timeout
             )
             # Cluster nodes have no databases: SELECT would fail there.
@@ -340,7 +99,7 @@ class Wire:
             return
         pool = client.connection_pool
         kwargs = dict(pool.connection_kwargs)
-        self._settings = _settings_from(kwargs, pool.connection_class, socket_timeout, connect_timeout)
+        self._settings = settings_from(kwargs, pool.connection_class, socket_timeout, connect_timeout)
         locate: Callable[[], Awaitable[Address]]
         if isinstance(pool, SentinelConnectionPool):
             sentinel_pool = pool
@@ -350,6 +109,13 @@ class Wire:
                 return (str(host), int(port))
 
             locate = master
+            watched: list[tuple[Address, ConnectionSettings]] = []
+            for sentinel in cast(Any, pool).sentinel_manager.sentinels:
+                found = dict(sentinel.connection_pool.connection_kwargs)
+                address = (str(found.get("host", "localhost")), int(found.get("port", 26379)))
+                kind = sentinel.connection_pool.connection_class
+                watched.append((address, settings_from(found, kind, socket_timeout, connect_timeout)))
+            self._watch = SentinelWatch(str(pool.service_name), watched, self._master_switched)
         elif issubclass(pool.connection_class, UnixDomainSocketConnection):
             path = str(kwargs["path"])
 
@@ -364,10 +130,29 @@ class Wire:
                 return fixed
 
             locate = standalone
-        self._servers[""] = _Server("", locate, self._settings)
+        self._servers[""] = Server("", locate, self._settings)
+
+    # Life cycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Sentinel: start following the Sentinels' master switches (see `sentinels`)."""
+        if self._watch is not None:
+            self._watch.start()
+
+    @property
+    def sentinel_watch(self) -> SentinelWatch | None:
+        return self._watch
+
+    def on_master_switch(self, listener: Callable[[], None]) -> None:
+        """Call `listener` when the Sentinels announce a new master (after this wire has left the old one)."""
+        self._switch_listeners.append(listener)
+
+    def _master_switched(self) -> None:
+        self._servers[""].drop()  # the next command asks the Sentinels for the master again
+        for listener in self._switch_listeners:
+            listener()
 
     # Routing ---------------------------------------------------------------------------------
-    def _server_named(self, name: str, host: str, port: int) -> _Server:
+    def _server_named(self, name: str, host: str, port: int) -> Server:
         server = self._servers.get(name)
         if server is None:
             address = (host, port)
@@ -375,7 +160,7 @@ class Wire:
             async def fixed() -> Address:
                 return address
 
-            server = self._servers[name] = _Server(name, fixed, self._settings)
+            server = self._servers[name] = Server(name, fixed, self._settings)
         return server
 
     async def ready(self) -> None:
@@ -384,7 +169,7 @@ class Wire:
             await self._cluster.initialize()
             self._cluster_ready = True
 
-    async def route(self, key: str | None) -> _Server:
+    async def route(self, key: str | None) -> Server:
         """The server that holds `key` (any master for None)."""
         cluster = self._cluster
         if cluster is None:
@@ -412,10 +197,10 @@ class Wire:
 
     # Commands --------------------------------------------------------------------------------
     async def call(self, key: str | None, *command: Arg, idempotent: bool) -> Any:
-        return await self._execute(key, _pack(command), None, idempotent)
+        return await self._execute(key, pack(command), None, idempotent)
 
     async def script(self, script: Script, keys: Sequence[str], args: Sequence[Arg], *, idempotent: bool) -> Any:
-        payload = _pack(("EVALSHA", script.sha, len(keys), *keys, *args))
+        payload = pack(("EVALSHA", script.sha, len(keys), *keys, *args))
         return await self._execute(keys[0] if keys else None, payload, (script, keys, args), idempotent)
 
     async def ping(self) -> None:
@@ -426,7 +211,7 @@ class Wire:
         await self.ready()
         for node in self._cluster.nodes_manager.get_nodes_by_server_type("primary"):
             server = self._server_named(node.name, node.host, int(node.port))
-            reply = await (await server.connection()).send(_pack(("PING",)))
+            reply = await (await server.connection()).send(pack(("PING",)))
             if isinstance(reply, hiredis.ReplyError):
                 raise rx.ResponseError(str(reply))
 
@@ -439,7 +224,7 @@ class Wire:
     ) -> Any:
         failures = 0
         redirects = 0
-        asking: _Server | None = None
+        asking: Server | None = None
         while True:
             if self._closed:
                 raise rx.ConnectionError("the store is closed")
@@ -448,7 +233,7 @@ class Wire:
                 server = asking or await self.route(key)
                 connection = await server.connection()
                 if asking is not None:
-                    connection.send(_pack(("ASKING",)))
+                    connection.send(pack(("ASKING",)))
                     asking = None
                 future = connection.send(payload)
                 written = True
@@ -467,7 +252,7 @@ class Wire:
             word = message.split(" ", 1)[0]
             if word == "NOSCRIPT" and script is not None:
                 source, keys, args = script
-                payload = _pack(("EVAL", source.text, len(keys), *keys, *args))
+                payload = pack(("EVAL", source.text, len(keys), *keys, *args))
                 script = None
                 continue
             if word in ("MOVED", "ASK") and self._cluster is not None and redirects < MAX_REDIRECTS:
@@ -503,6 +288,8 @@ class Wire:
 
     async def close(self) -> None:
         self._closed = True
+        if self._watch is not None:
+            await self._watch.close()
         for server in self._servers.values():
             server.close()
         self._servers.clear()

@@ -1,0 +1,268 @@
+"""Connections to Redis for the store (`wire`) and the fan-out: asyncio protocols that write
+commands in batches and parse replies with hiredis as they arrive (see `wire` for why).
+
+`Connection` matches replies to commands in order, with a watchdog that closes it when a command
+waits longer than `socket_timeout`; `PubSubConnection` passes what Redis pushes to a callback.
+`Server` is one address's command connection, made on first use and again after a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar, cast
+
+import hiredis
+from redis import exceptions as rx
+from redis.asyncio.connection import SSLConnection
+
+Arg: TypeAlias = str | int | float | bytes
+Address: TypeAlias = tuple[str, int] | str  # (host, port), or a Unix socket path
+
+_C = TypeVar("_C", bound="Connection")
+
+# hiredis packs commands in C; its stub types the argument as a 1-tuple
+pack = cast(Callable[[tuple[Arg, ...]], bytes], hiredis.pack_command)
+
+
+class Connection(asyncio.Protocol):
+    """One connection: commands out in order, replies matched to them in order."""
+
+    def __init__(self, name: str, timeout: float) -> None:
+        self.name = name
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._reader = hiredis.Reader(encoding="utf-8", errors="replace")
+        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._outgoing: list[bytes] = []
+        self._flush_scheduled = False
+        self._transport: asyncio.Transport | None = None
+        self._progress = 0.0  # when the oldest unanswered command was sent or a reply last came
+        self._watchdog: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    # asyncio.Protocol ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        pending = self._pending
+        while True:
+            try:
+                reply = reader.gets()
+            except hiredis.ProtocolError as exc:
+                self.abort(rx.ConnectionError(f"Redis {self.name}: protocol error: {exc}"))
+                return
+            if reply is False:
+                break
+            if not pending:
+                self._unsolicited(reply)
+                continue
+            future = pending.popleft()
+            if not future.done():
+                future.set_result(reply)
+        self._progress = self._loop.time()
+
+    def _unsolicited(self, reply: Any) -> None:
+        self.abort(rx.ConnectionError(f"Redis {self.name}: a reply nobody asked for"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(rx.ConnectionError(f"Redis {self.name}: connection lost" + (f" ({exc})" if exc else "")))
+
+    # Commands --------------------------------------------------------------------------------
+    def send(self, payload: bytes) -> asyncio.Future[Any]:
+        """Queue a command (written at the end of this loop turn, with the others); its reply comes
+        to the future."""
+        if self.closed:
+            raise rx.ConnectionError(f"Redis {self.name}: connection closed")
+        future: asyncio.Future[Any] = self._loop.create_future()
+        if not self._pending:
+            self._progress = self._loop.time()
+            if self._watchdog is None:
+                self._watchdog = self._loop.call_later(self._timeout, self._check_progress)
+        self._pending.append(future)
+        self._queue(payload)
+        return future
+
+    def _queue(self, payload: bytes) -> None:
+        self._outgoing.append(payload)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._outgoing and self._transport is not None and not self.closed:
+            data = b"".join(self._outgoing) if len(self._outgoing) > 1 else self._outgoing[0]
+            self._outgoing.clear()
+            self._transport.write(data)
+
+    def _check_progress(self) -> None:
+        self._watchdog = None
+        if self.closed or not self._pending:
+            return
+        waited = self._loop.time() - self._progress
+        if waited >= self._timeout:
+            self.abort(rx.TimeoutError(f"Redis {self.name}: no reply for {waited:.1f}s"))
+        else:
+            self._watchdog = self._loop.call_later(self._timeout - waited, self._check_progress)
+
+    def abort(self, error: rx.RedisError) -> None:
+        self._fail(error)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def close(self) -> None:
+        self.abort(rx.ConnectionError(f"Redis {self.name}: closed"))
+
+    def _fail(self, error: rx.RedisError) -> None:
+        self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        self._outgoing.clear()
+        while self._pending:
+            future = self._pending.popleft()
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # a command nobody awaits any more must not log "never retrieved"
+
+
+class PubSubConnection(Connection):
+    """A connection for (sharded) pub/sub. Its setup commands are answered in order as usual; after
+    that, what Redis sends (subscription confirmations, messages, PONGs) goes to `on_message`, and a
+    lost connection is reported once to `on_lost`. Commands are written without waiting for replies."""
+
+    def __init__(self, name: str, timeout: float) -> None:
+        super().__init__(name, timeout)
+        self.on_message: Callable[[Any], None] = lambda _reply: None
+        self.on_lost: Callable[[rx.RedisError], None] = lambda _error: None
+
+    def _unsolicited(self, reply: Any) -> None:
+        self.on_message(reply)
+
+    def _fail(self, error: rx.RedisError) -> None:
+        was_open = not self.closed
+        super()._fail(error)
+        if was_open:
+            self.on_lost(error)
+
+    def write(self, *command: Arg) -> None:
+        if self.closed:
+            raise rx.ConnectionError(f"Redis {self.name}: connection closed")
+        self._queue(pack(command))
+
+
+async def open_connection(
+    locate: Callable[[], Awaitable[Address]], settings: ConnectionSettings, kind: type[_C], client_name: str | None
+) -> _C:
+    """Connect, then authenticate, select the database and name the connection."""
+    connection: _C | None = None
+    try:
+        address = await locate()
+        name = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(settings.connect_timeout):
+            if isinstance(address, str):
+                _, connection = await loop.create_unix_connection(lambda: kind(name, settings.socket_timeout), address)
+            else:
+                _, connection = await loop.create_connection(
+                    lambda: kind(name, settings.socket_timeout),
+                    address[0],
+                    address[1],
+                    ssl=settings.tls,
+                    server_hostname=address[0] if settings.tls is not None else None,
+                )
+            setup = [*settings.handshake, *([("CLIENT", "SETNAME", client_name)] if client_name else [])]
+            for reply in await asyncio.gather(*(connection.send(pack(command)) for command in setup)):
+                if isinstance(reply, hiredis.ReplyError):
+                    raise rx.AuthenticationError(f"Redis {name} refused the connection setup: {reply}")
+        return connection
+    except BaseException as exc:
+        if connection is not None:
+            connection.close()
+        if isinstance(exc, TimeoutError):
+            raise rx.TimeoutError("timed out connecting to Redis") from exc
+        if isinstance(exc, OSError):
+            raise rx.ConnectionError(f"cannot connect to Redis: {exc}") from exc
+        raise
+
+
+class Server:
+    """Where one connection goes, connected on first use and again after a failure."""
+
+    def __init__(self, name: str, locate: Callable[[], Awaitable[Address]], settings: ConnectionSettings) -> None:
+        self.name = name
+        self._locate = locate
+        self._settings = settings
+        self._connection: Connection | None = None
+        self._connecting: asyncio.Task[Connection] | None = None
+
+    async def connection(self) -> Connection:
+        connection = self._connection
+        if connection is not None and not connection.closed:
+            return connection
+        if self._connecting is None:
+            self._connecting = asyncio.create_task(self._connect())
+            self._connecting.add_done_callback(self._connected)
+        return await asyncio.shield(self._connecting)
+
+    def _connected(self, task: asyncio.Task[Connection]) -> None:
+        self._connecting = None
+        if not task.cancelled() and task.exception() is None:
+            self._connection = task.result()
+
+    async def _connect(self) -> Connection:
+        return await open_connection(self._locate, self._settings, Connection, "qrgate")
+
+    async def open_pubsub(self) -> PubSubConnection:
+        """A new connection of its own to the same server, for pub/sub."""
+        return await open_connection(self._locate, self._settings, PubSubConnection, "qrgate-pubsub")
+
+    def drop(self) -> None:
+        """Close the connection (commands in flight fail); the next command connects again."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def close(self) -> None:
+        self.drop()
+        if self._connecting is not None:
+            self._connecting.cancel()
+
+
+@dataclass(slots=True)
+class ConnectionSettings:
+    tls: ssl.SSLContext | None
+    handshake: list[tuple[Arg, ...]]  # AUTH, SELECT
+    socket_timeout: float
+    connect_timeout: float
+
+
+def settings_from(
+    kwargs: dict[str, Any], connection_class: type, socket_timeout: float, connect_timeout: float
+) -> ConnectionSettings:
+    """Connection settings from redis-py's own parse of the URL (`connection_kwargs`)."""
+    tls = None
+    if issubclass(connection_class, SSLConnection):
+        tls_kwargs = {name: value for name, value in kwargs.items() if name.startswith("ssl_")}
+        tls = SSLConnection(**tls_kwargs).ssl_context.get()
+    handshake: list[tuple[Arg, ...]] = []
+    username, password = kwargs.get("username"), kwargs.get("password")
+    if password:
+        handshake.append(("AUTH", username, password) if username else ("AUTH", password))
+    if int(kwargs.get("db") or 0):
+        handshake.append(("SELECT", int(kwargs["db"])))
+    return ConnectionSettings(
+        tls=tls, handshake=handshake, socket_timeout=socket_timeout, connect_timeout=connect_timeout
+    )
