@@ -2,13 +2,13 @@
 
 Per store (one per process) there is one fan-out task, which owns the pub/sub connections
 (standalone and Sentinel: exactly one, to the master; Cluster: one per master holding a subscribed
-channel, since shard channels live on their slot's master). They are `wire.PubSubConnection`s: what
-Redis sends is handled as it is parsed, in the connection's `data_received`, with no task or queue
-in between. A waiter registers locally first;
-the first local waiter of a channel makes the fan-out SSUBSCRIBE and waits for Redis to confirm, so a
-state read that follows cannot miss a change; the last one to leave SUNSUBSCRIBEs. A message only sets
-Events, so a slow client never stalls fan-out. When a pub/sub connection fails (or stays silent past
-three health-check PINGs), the fan-out drops it, reconnects with capped exponential backoff
+channel, since shard channels live on their slot's master). They are `connections.PubSubConnection`s:
+what Redis sends is handled as it is parsed, in the connection's `data_received`, with no task or
+queue in between. A waiter registers locally first; the first local waiter of a channel makes the
+fan-out SSUBSCRIBE and waits for Redis to confirm, so a state read that follows cannot miss a change;
+the last one to leave SUNSUBSCRIBEs. A message only sets Events, so a slow client never stalls
+fan-out. When a pub/sub connection fails (or stays silent past three health-check PINGs, or the
+Sentinels announce a new master), the fan-out drops it, reconnects with capped exponential backoff
 (0.05 s .. 2 s), re-subscribes every channel that still has local waiters and then wakes them all:
 they read the state again, which is the truth, so nothing published during the gap is lost. The
 pub/sub connections never retry by themselves (a silent reconnect would hide a gap).
