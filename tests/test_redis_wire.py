@@ -17,7 +17,7 @@ from redis.crc import key_slot
 
 from gateway.qr import machine
 from gateway.qr.machine import QrEvent
-from gateway.state.base import StoreUnavailable
+from gateway.state.base import StoreUnavailable, Waiter
 from gateway.state.redis import RedisStore
 from gateway.state.redis_clients import client_factory, close_client
 from gateway.state.wire import Script, Wire
@@ -36,6 +36,13 @@ T = TypeVar("T")
 
 def run(body: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(body)
+
+
+async def scan_wakes(actor: RedisStore, qr_id: str, waiter: Waiter) -> None:
+    """A scan through `actor` wakes `waiter` (registered through another store)."""
+    ok, _ = await actor.transition_qr(qr_id, machine.plan(QrEvent.SCAN), time.time())
+    assert ok
+    assert await waiter.wait(5)
 
 
 def wire_for(url: str, *, timeout: float = 2.0, retries: int = 3) -> tuple[Wire, Any]:
@@ -251,9 +258,7 @@ def test_tls() -> None:
                 assert await other.get("k") == {"a": "b"}
                 await store.create_qr("q1", {"state": "pending", "expires_at": repr(time.time() + 60)}, 60)
                 async with store.subscribe("q1") as waiter:
-                    ok, _ = await other.transition_qr("q1", machine.plan(QrEvent.SCAN), time.time())
-                    assert ok
-                    assert await waiter.wait(5)
+                    await scan_wakes(other, "q1", waiter)
             finally:
                 await store.close()
                 await other.close()
@@ -324,9 +329,7 @@ def test_a_manual_sentinel_failover_moves_writes_and_wake_ups_at_once() -> None:
                     # The fan-out moved too: woken once for the move, then by a change made there.
                     assert await waiter.wait(5)
                     assert store.fanout.reconnects >= 1
-                    ok, _ = await other.transition_qr("q1", machine.plan(QrEvent.SCAN), time.time())
-                    assert ok
-                    assert await waiter.wait(5)
+                    await scan_wakes(other, "q1", waiter)
             finally:
                 await store.close()
                 await other.close()

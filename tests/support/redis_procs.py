@@ -184,13 +184,16 @@ class _Group:
 class RedisServer(_Group):
     """A standalone server: `.url`, `.stop()`, `.start()` (same port, empty data), `.restart()`."""
 
-    def __init__(self) -> None:
-        super().__init__("qrgate-redis-")
+    def __init__(self, prefix: str = "qrgate-redis-") -> None:
+        super().__init__(prefix)
         try:
-            self.process = self._spawn("server", free_port(), [])
+            self.process = self._spawn("server", free_port(), self._arguments())
         except BaseException:
             self.close()
             raise
+
+    def _arguments(self) -> list[str]:
+        return []
 
     @property
     def port(self) -> int:
@@ -263,25 +266,18 @@ def write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-class RedisTlsServer(_Group):
+class RedisTlsServer(RedisServer):
     """A standalone server that also listens with TLS (`.tls_port`, certificate for 127.0.0.1 by the
     CA in `.ca_file`); the plain port is for the fixtures' own readiness checks."""
 
     def __init__(self) -> None:
         super().__init__("qrgate-redis-tls-")
-        try:
-            self.ca_file, cert, key = write_tls_files(self.root / "tls")
-            self.tls_port = free_port()
-            args = ["--tls-port", str(self.tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
-            args += ["--tls-ca-cert-file", str(self.ca_file), "--tls-auth-clients", "no"]
-            self.process = self._spawn("server", free_port(), args)
-        except BaseException:
-            self.close()
-            raise
 
-    @property
-    def port(self) -> int:
-        return self.process.port
+    def _arguments(self) -> list[str]:
+        self.ca_file, cert, key = write_tls_files(self.root / "tls")
+        self.tls_port = free_port()
+        args = ["--tls-port", str(self.tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+        return [*args, "--tls-ca-cert-file", str(self.ca_file), "--tls-auth-clients", "no"]
 
 
 class RedisClusterGroup(_Group):
