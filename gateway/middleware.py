@@ -22,6 +22,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        length_given = chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -31,9 +32,13 @@ class BodyLimitMiddleware:
                 if announced < 0 or announced > self.limit:
                     await self._refuse(scope, receive, send)
                     return
-                # The server reads exactly the announced length (HTTP/1.1 framing): nothing to count.
-                await self.app(scope, receive, send)
-                return
+                length_given = True
+            elif name == b"transfer-encoding":
+                chunked = True
+        if length_given and not chunked:
+            # The server reads exactly the announced length (HTTP/1.1 framing): nothing to count.
+            await self.app(scope, receive, send)
+            return
         received = 0
 
         async def limited_receive() -> Message:

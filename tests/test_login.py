@@ -144,3 +144,23 @@ async def test_streamed_body_over_the_limit_is_413(http: httpx.AsyncClient) -> N
 
     response = await http.post("/v1/qr", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413
+
+
+async def test_a_small_content_length_does_not_let_a_large_chunked_body_through(gateway: ThreadedGateway) -> None:
+    """Content-Length and Transfer-Encoding together: the body is framed by the chunks, so the small
+    length announced must not switch the size check off."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        chunk = b"x" * 1024
+        body = b"".join(b"400\r\n" + chunk + b"\r\n" for _ in range(40)) + b"0\r\n\r\n"
+        head = (
+            b"POST /v1/qr HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        writer.write(head + body)
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+    status = int(status_line.split()[1])
+    assert status in (400, 413), status_line  # refused by the parser, or by the size limit

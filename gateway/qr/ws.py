@@ -142,7 +142,7 @@ async def _send_events(
     announced = state
     while True:
         if state is QrState.CONFIRMED:  # at hello: confirmed while this desktop was away
-            tokens, found = await gw.qr.take_delivery(qr_id)
+            tokens, _ = await gw.qr.take_delivery(qr_id)
             if tokens is not None:
                 await _send_tokens(ws, tokens, record)
                 return
