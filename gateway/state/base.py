@@ -25,26 +25,29 @@ class StoreUnavailable(errors.ServiceUnavailable):
 class Waiter:
     """One local listener on one QR session's wake-up channel (a coalescing queue of size one)."""
 
-    __slots__ = ("_event",)
+    __slots__ = ("_event", "_woken")
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self._woken = False
 
     def wake(self) -> None:
+        self._woken = True
         self._event.set()
 
     async def wait(self, timeout: float) -> bool:
         """Wait for a wake-up; False on timeout. A wake-up that came earlier is not lost."""
-        if not self._event.is_set():
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
-            # coincides with the wake-up, and a cancelled waiter (a client gone, a shutdown) would go on.
+        if not self._woken:
+            # A timer that only sets the event, not asyncio.timeout or wait_for: this runs twice per
+            # login, and cancelling the waiting task (a client gone, a shutdown) simply propagates.
+            timer = asyncio.get_running_loop().call_later(max(0.0, timeout), self._event.set)
             try:
-                async with asyncio.timeout(timeout):
-                    await self._event.wait()
-            except TimeoutError:
-                return False
+                await self._event.wait()
+            finally:
+                timer.cancel()
+        woken, self._woken = self._woken, False
         self._event.clear()
-        return True
+        return woken
 
 
 class LocalWaiters:
