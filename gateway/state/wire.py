@@ -84,6 +84,7 @@ class Wire:
         self._refreshing: asyncio.Task[None] | None = None
         self._refresh_wanted = False
         self._cluster_ready = False
+        self._ready_lock = asyncio.Lock()
         self._closed = False
         self._watch: SentinelWatch | None = None
         self._switch_listeners: list[Callable[[], None]] = []
@@ -166,8 +167,10 @@ class Wire:
     async def ready(self) -> None:
         """Cluster: read the slot map once before the first command."""
         if self._cluster is not None and not self._cluster_ready:
-            await self._cluster.initialize()
-            self._cluster_ready = True
+            async with self._ready_lock:  # concurrent first commands: one reads the map
+                if not self._cluster_ready:
+                    await self._cluster.initialize()
+                    self._cluster_ready = True
 
     async def route(self, key: str | None) -> Server:
         """The server that holds `key` (any master for None)."""
