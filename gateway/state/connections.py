@@ -207,6 +207,7 @@ class Server:
         self._settings = settings
         self._connection: Connection | None = None
         self._connecting: asyncio.Task[Connection] | None = None
+        self.connects = 0  # connections made (more than one: reconnects)
 
     async def connection(self) -> Connection:
         connection = self._connection
@@ -221,6 +222,7 @@ class Server:
         self._connecting = None
         if not task.cancelled() and task.exception() is None:
             self._connection = task.result()
+            self.connects += 1
 
     async def _connect(self) -> Connection:
         return await open_connection(self._locate, self._settings, Connection, "qrgate")

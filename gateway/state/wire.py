@@ -140,6 +140,11 @@ class Wire:
             self._watch.start()
 
     @property
+    def connects(self) -> int:
+        """Command connections made so far (all servers); more than one per server means reconnects."""
+        return sum(server.connects for server in self._servers.values())
+
+    @property
     def sentinel_watch(self) -> SentinelWatch | None:
         return self._watch
 
