@@ -28,6 +28,7 @@ from tests.support.redis_procs import (
     RedisServer,
     RedisTlsServer,
     command,
+    replication_offset,
     sync_client,
 )
 
@@ -286,6 +287,9 @@ def test_a_manual_sentinel_failover_moves_writes_and_wake_ups_at_once() -> None:
 
         def failover() -> None:
             deadline = time.monotonic() + 30
+            while replication_offset(new) < replication_offset(old):  # replication is asynchronous
+                assert time.monotonic() < deadline, "the replica does not catch up"
+                time.sleep(0.02)
             while True:  # the Sentinels learn of the replica from the master's INFO (every 10 s)
                 try:
                     with sync_client(sentinel) as client:

@@ -18,7 +18,14 @@ from redis.crc import key_slot
 
 from gateway.tokens.verifier import AccessTokenVerifier, RemoteJwks
 from tests.support.gateway_server import GatewayProcess
-from tests.support.redis_procs import RedisClusterGroup, RedisSentinelGroup, RedisServer, command, sync_client
+from tests.support.redis_procs import (
+    RedisClusterGroup,
+    RedisSentinelGroup,
+    RedisServer,
+    command,
+    replication_offset,
+    sync_client,
+)
 from tests.support.scale_out import (
     PUBLIC_URL,
     SCANNED,
@@ -309,13 +316,6 @@ def master_port(group: RedisSentinelGroup, sentinel_port: int) -> int:
     return int(address[1])
 
 
-def offset(port: int) -> int:
-    """The replication offset a server has reached (a master's own, or what a replica has applied)."""
-    with sync_client(port) as client:
-        info = client.info("replication")
-    return int(info["master_repl_offset"])
-
-
 async def readiness(http: Sequence[httpx.AsyncClient]) -> list[int]:
     return [(await client.get("/readyz")).status_code for client in http]
 
@@ -347,7 +347,7 @@ async def test_logins_on_sentinel_and_through_a_failover(sentinel_group: RedisSe
             assert master_port(sentinel_group, sentinels[0]) == sentinel_group.master.port
 
             async def replicated() -> bool:  # replication is asynchronous: let the replica catch up first
-                return offset(sentinel_group.replica.port) >= offset(sentinel_group.master.port)
+                return replication_offset(sentinel_group.replica.port) >= replication_offset(sentinel_group.master.port)
 
             await eventually(replicated, "the replica to catch up")
             old_master = sentinel_group.master.proc

@@ -5,9 +5,10 @@ Without this, the store would find the new master only when its connection to th
 when the old master, once demoted, refuses a write (READONLY). After a *manual* failover
 (`SENTINEL FAILOVER`) the old master stays up and goes on accepting writes until the Sentinels
 reconfigure it, which can take tens of seconds, and what it acknowledged meanwhile is lost when it
-resynchronises from the new master. With this watch the window shrinks to the moment between the
-promotion and its announcement (about a second at most: the Sentinels poll a promoted replica's role
-every second).
+resynchronises from the new master. With this watch the window shrinks to the time between the
+promotion and its announcement reaching this process: the leading Sentinel sees the promotion within
+a second (it polls a promoted replica's role every second), and the Sentinel this process listens to,
+if another one, hears of it from the leader's hello messages (every two seconds).
 
 One connection to one Sentinel at a time (the next one when it fails), subscribed to
 `+switch-master`, with a PING every health interval; silence for three intervals counts as a failure.

@@ -77,6 +77,13 @@ def command(client: redis.Redis, *args: Any) -> Any:
     return cast(Any, client).execute_command(*args)
 
 
+def replication_offset(port: int) -> int:
+    """The replication offset a server has reached (a master's own, or what a replica has applied)."""
+    with sync_client(port) as client:
+        info = client.info("replication")
+    return int(info["master_repl_offset"])
+
+
 def _ping(port: int) -> bool:
     with sync_client(port) as client:
         return bool(client.ping())
