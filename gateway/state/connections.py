@@ -163,6 +163,15 @@ class PubSubConnection(Connection):
         self._queue(pack(command))
 
 
+def fixed_address(address: Address) -> Callable[[], Awaitable[Address]]:
+    """A `locate` for a server that does not move (standalone, a Cluster node, a Sentinel)."""
+
+    async def locate() -> Address:
+        return address
+
+    return locate
+
+
 async def open_connection(
     locate: Callable[[], Awaitable[Address]], settings: ConnectionSettings, kind: type[_C], client_name: str | None
 ) -> _C:

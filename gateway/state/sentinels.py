@@ -19,12 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis import exceptions as rx
 
-from gateway.state.connections import Address, ConnectionSettings, PubSubConnection, open_connection
+from gateway.state.connections import (
+    Address,
+    ConnectionSettings,
+    PubSubConnection,
+    fixed_address,
+    open_connection,
+)
 
 log = logging.getLogger("qrgate.state.redis")
 
@@ -66,7 +72,7 @@ class SentinelWatch:
         while True:
             for address, settings in self._sentinels:
                 try:
-                    connection = await open_connection(_fixed(address), settings, PubSubConnection, None)
+                    connection = await open_connection(fixed_address(address), settings, PubSubConnection, None)
                 except rx.RedisError as exc:
                     log.debug("sentinel %s unreachable: %r", address, exc)
                     continue
@@ -107,10 +113,3 @@ class SentinelWatch:
             if fields and fields[0] == self._service:
                 log.warning("the Sentinels moved the master of %s to %s", self._service, " ".join(fields[3:5]))
                 self._on_switch()
-
-
-def _fixed(address: Address) -> Callable[[], Awaitable[Address]]:
-    async def locate() -> Address:
-        return address
-
-    return locate

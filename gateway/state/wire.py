@@ -39,7 +39,15 @@ from redis.asyncio.connection import UnixDomainSocketConnection
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.crc import key_slot
 
-from gateway.state.connections import Address, Arg, ConnectionSettings, Server, pack, settings_from
+from gateway.state.connections import (
+    Address,
+    Arg,
+    ConnectionSettings,
+    Server,
+    fixed_address,
+    pack,
+    settings_from,
+)
 from gateway.state.sentinels import SentinelWatch
 
 _ScriptCall: TypeAlias = tuple["Script", Sequence[str], Sequence[Arg]]
@@ -118,19 +126,9 @@ class Wire:
                 watched.append((address, settings_from(found, kind, socket_timeout, connect_timeout)))
             self._watch = SentinelWatch(str(pool.service_name), watched, self._master_switched)
         elif issubclass(pool.connection_class, UnixDomainSocketConnection):
-            path = str(kwargs["path"])
-
-            async def unix() -> Address:
-                return path
-
-            locate = unix
+            locate = fixed_address(str(kwargs["path"]))
         else:
-            fixed = (str(kwargs.get("host", "localhost")), int(kwargs.get("port", 6379)))
-
-            async def standalone() -> Address:
-                return fixed
-
-            locate = standalone
+            locate = fixed_address((str(kwargs.get("host", "localhost")), int(kwargs.get("port", 6379))))
         self._servers[""] = Server("", locate, self._settings)
 
     # Life cycle ------------------------------------------------------------------------------
@@ -161,12 +159,7 @@ class Wire:
     def _server_named(self, name: str, host: str, port: int) -> Server:
         server = self._servers.get(name)
         if server is None:
-            address = (host, port)
-
-            async def fixed() -> Address:
-                return address
-
-            server = self._servers[name] = Server(name, fixed, self._settings)
+            server = self._servers[name] = Server(name, fixed_address((host, port)), self._settings)
         return server
 
     async def ready(self) -> None:
