@@ -218,6 +218,12 @@ class Server:
         self._connecting: asyncio.Task[Connection] | None = None
         self.connects = 0  # connections made (more than one: reconnects)
 
+    @property
+    def connected(self) -> Connection | None:
+        """The open connection, if there is one (else `connection()` makes one)."""
+        connection = self._connection
+        return connection if connection is not None and not connection.closed else None
+
     async def connection(self) -> Connection:
         connection = self._connection
         if connection is not None and not connection.closed:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeAlias, cast
 
 import hiredis
@@ -172,13 +172,18 @@ class Wire:
 
     async def route(self, key: str | None) -> Server:
         """The server that holds `key` (any master for None)."""
+        if self._cluster is not None:
+            if not self._cluster_ready:
+                await self.ready()
+            if self._refresh_wanted:
+                await self.refresh()
+        return self._route_now(key)
+
+    def _route_now(self, key: str | None) -> Server:
+        """`route` once the slot map is known and fresh (no waiting: the common case)."""
         cluster = self._cluster
         if cluster is None:
             return self._servers[""]
-        if not self._cluster_ready:
-            await self.ready()
-        if self._refresh_wanted:
-            await self.refresh()
         manager = cluster.nodes_manager
         if key is None:
             node = manager.get_nodes_by_server_type("primary")[0]
@@ -197,12 +202,16 @@ class Wire:
         await asyncio.shield(self._refreshing)
 
     # Commands --------------------------------------------------------------------------------
-    async def call(self, key: str | None, *command: Arg, idempotent: bool) -> Any:
-        return await self._execute(key, pack(command), None, idempotent)
+    # `call` and `script` are plain functions that return `_execute`'s coroutine: one coroutine, not
+    # two, per command (a dozen commands per login).
+    def call(self, key: str | None, *command: Arg, idempotent: bool) -> Coroutine[Any, Any, Any]:
+        return self._execute(key, pack(command), None, idempotent)
 
-    async def script(self, script: Script, keys: Sequence[str], args: Sequence[Arg], *, idempotent: bool) -> Any:
+    def script(
+        self, script: Script, keys: Sequence[str], args: Sequence[Arg], *, idempotent: bool
+    ) -> Coroutine[Any, Any, Any]:
         payload = pack(("EVALSHA", script.sha, len(keys), *keys, *args))
-        return await self._execute(keys[0] if keys else None, payload, (script, keys, args), idempotent)
+        return self._execute(keys[0] if keys else None, payload, (script, keys, args), idempotent)
 
     async def ping(self) -> None:
         """PING the server (Cluster: every master)."""
@@ -231,8 +240,13 @@ class Wire:
                 raise rx.ConnectionError("the store is closed")
             written = False
             try:
-                server = asking or await self.route(key)
-                connection = await server.connection()
+                if asking is not None:
+                    server = asking
+                elif self._cluster is None or (self._cluster_ready and not self._refresh_wanted):
+                    server = self._route_now(key)  # no await when nothing is pending
+                else:
+                    server = await self.route(key)
+                connection = server.connected or await server.connection()
                 if asking is not None:
                     connection.send(pack(("ASKING",)))
                     asking = None
