@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -85,13 +85,13 @@ def redis_server() -> Iterator[str]:
 class Gateway:
     """One `qrgate serve` process."""
 
-    def __init__(self, workdir: Path, port: int, env: dict[str, str]) -> None:
+    def __init__(self, workdir: Path, port: int, env: dict[str, str], wrapper: Sequence[str] = ()) -> None:
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self.env = env
         self.log = (workdir / f"gateway-{port}.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
+            [*wrapper, sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
             env=env,
             stdout=self.log,
             stderr=self.log,
@@ -126,13 +126,17 @@ def gateway_env(workdir: Path, port: int, redis_url: str, **extra: str) -> dict[
 
 
 @contextlib.contextmanager
-def gateways(workdir: Path, redis_url: str, count: int = 1, **extra: str) -> Iterator[list[Gateway]]:
+def gateways(
+    workdir: Path, redis_url: str, count: int = 1, wrapper: Sequence[str] = (), **extra: str
+) -> Iterator[list[Gateway]]:
+    """`count` gateway processes; `wrapper` prefixes the command line (a profiler, valgrind)."""
     started: list[Gateway] = []
     try:
         for _ in range(count):
             port = free_port()
-            started.append(Gateway(workdir, port, gateway_env(workdir, port, redis_url, **extra)))
-            wait_http(f"{started[-1].base_url}/healthz")  # one at a time: the first one migrates
+            started.append(Gateway(workdir, port, gateway_env(workdir, port, redis_url, **extra), wrapper))
+            # One at a time: the first one migrates. Under valgrind, starting takes much longer.
+            wait_http(f"{started[-1].base_url}/healthz", 300 if wrapper else 30)
         yield started
     except BaseException:
         for gateway in started:
@@ -144,20 +148,20 @@ def gateways(workdir: Path, redis_url: str, count: int = 1, **extra: str) -> Ite
 
 
 @contextlib.contextmanager
-def bare_app(kind: str) -> Iterator[tuple[str, int]]:
+def bare_app(kind: str, wrapper: Sequence[str] = ()) -> Iterator[tuple[str, int]]:
     """The floor: benchmarks/bare_app.py under the same uvicorn settings as `qrgate serve`."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "benchmarks" / "bare_app.py"), kind, str(port)],
+        [*wrapper, sys.executable, str(ROOT / "benchmarks" / "bare_app.py"), kind, str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthz")
+        wait_http(f"http://127.0.0.1:{port}/healthz", 300 if wrapper else 30)
         yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         proc.terminate()
-        proc.wait(20)
+        proc.wait(60)
 
 
 def add_person(workdir: Path, redis_url: str, n: int = 1) -> dict[str, str]:
@@ -225,3 +229,41 @@ class RawHttp:
             self.writer.close()
             with contextlib.suppress(Exception):
                 await self.writer.wait_closed()
+
+
+class InstructionCounter:
+    """Counts the instructions a server process runs between `start` and `stop`, under valgrind's
+    callgrind: a figure that, unlike CPU seconds, does not move with what else the machine is doing
+    (the same code and inputs give the same count within a fraction of a percent). Not a time:
+    system calls and cache misses are not in it. Pass `wrapper` as the server's command prefix."""
+
+    def __init__(self, workdir: Path, name: str) -> None:
+        if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+            raise SystemExit("counting instructions needs valgrind (Debian package: valgrind)")
+        self.out = workdir / f"callgrind-{name}.out"
+        # Instrumentation starts off: the server starts at valgrind's plain speed and is only
+        # counted between `start` and `stop`.
+        self.wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={self.out}"]
+
+    def start(self, pid: int) -> None:
+        self._control("--instr=on", pid)
+        self._control("--zero", pid)
+
+    def stop(self, pid: int) -> int:
+        """Instructions since `start` (callgrind dumps them to a file of its own)."""
+        before = set(self.out.parent.glob(self.out.name + "*"))
+        self._control("--dump", pid)
+        self._control("--instr=off", pid)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            dumped = set(self.out.parent.glob(self.out.name + "*")) - before
+            for path in dumped:
+                for line in path.read_text().splitlines():
+                    if line.startswith("totals:"):  # the file's last line: the dump is complete
+                        return int(line.split()[1])
+            time.sleep(0.1)
+        raise RuntimeError(f"no complete callgrind dump appeared next to {self.out}")
+
+    @staticmethod
+    def _control(action: str, pid: int) -> None:
+        subprocess.run(["callgrind_control", action, str(pid)], check=True, capture_output=True, timeout=60)

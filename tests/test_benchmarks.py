@@ -3,6 +3,8 @@ its imports resolve and its command line answers --help."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,3 +26,58 @@ def test_benchmark_starts(path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "usage" in result.stdout.lower()
+
+
+SPINNER = """
+import sys
+print("ready", flush=True)
+for line in sys.stdin:
+    total = 0
+    for i in range(int(line)):
+        total += i
+    print("done", flush=True)
+"""
+
+
+def test_instruction_counter_counts_only_between_start_and_stop(tmp_path: Path) -> None:
+    """The counter behind `bench_full_flow.py --instructions`: a process under valgrind that runs a
+    loop of N steps on request; ten times the steps must count about ten times the instructions,
+    and what runs outside start/stop must not count."""
+    sys.path.insert(0, str(BENCHMARKS[0].parent))
+    from harness import InstructionCounter
+
+    if shutil.which("valgrind") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("valgrind is missing (scripts/services installs it)")
+        pytest.skip("valgrind is not installed")
+    counter = InstructionCounter(tmp_path, "spinner")
+    with subprocess.Popen(
+        [*counter.wrapper, sys.executable, "-c", SPINNER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as proc:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        stdin, stdout = proc.stdin, proc.stdout
+
+        def spin(steps: int) -> None:
+            stdin.write(f"{steps}\n")
+            stdin.flush()
+            assert stdout.readline().strip() == "done"
+
+        try:
+            assert stdout.readline().strip() == "ready"
+            spin(3_000_000)  # not counted: instrumentation is off
+            counter.start(proc.pid)
+            spin(20_000)
+            small = counter.stop(proc.pid)
+            spin(3_000_000)  # not counted either
+            counter.start(proc.pid)
+            spin(200_000)
+            large = counter.stop(proc.pid)
+        finally:
+            proc.kill()
+    assert small > 20_000 * 10  # a Python loop step is tens of instructions
+    assert 8 < large / small < 12
