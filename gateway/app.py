@@ -49,7 +49,12 @@ def create_store(settings: Settings) -> StateStore:
         return MemoryStore()
     from gateway.state.redis import RedisStore
 
-    return RedisStore.from_url(settings.redis_url)
+    return RedisStore.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout,
+        socket_connect_timeout=settings.redis_connect_timeout,
+        retries=settings.redis_retries,
+    )
 
 
 def password_hashing(settings: Settings) -> PasswordHashing:

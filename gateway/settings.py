@@ -59,6 +59,23 @@ class Settings(BaseSettings):
         description="Ephemeral state store. Empty: in-process memory (one process only). "
         "redis://, rediss://, redis+sentinel:// or redis+cluster:// URLs select Redis.",
     )
+    redis_timeout: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="Seconds a Redis command may wait for its reply; then its connection is closed and "
+        "the command fails with 503, or is sent again where that is safe (reads, whole-value writes).",
+    )
+    redis_connect_timeout: float = Field(
+        2.0, gt=0, le=60, description="Seconds to connect to a Redis server (or a Sentinel) and log in."
+    )
+    redis_retries: int = Field(
+        3,
+        ge=0,
+        le=10,
+        description="Further attempts for a Redis command that could not be sent, or is safe to send again, "
+        "with capped exponential backoff (50 ms doubling to 500 ms), before the request gets 503.",
+    )
     keys_file: str = Field(
         "./qrgate-keys.json", description="Signing keys (private JWKS); generated on first start, mode 0600."
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 
 import httpx
 import pytest
@@ -176,3 +177,30 @@ async def test_restart_without_data_closes_waiting_sockets_4404_and_new_logins_w
     messages, code = await rest(ws)
     assert ([m["type"] for m in messages], code) == (["confirmed"], 1000)
     assert group.tracebacks() == []
+
+
+async def test_redis_timeout_and_retries_are_settings(tmp_path: Path) -> None:
+    """QRGATE_REDIS_TIMEOUT and QRGATE_REDIS_RETRIES reach the store. Redis stops answering for 3 s
+    (CLIENT PAUSE): a gateway told to wait 0.3 s and not retry answers a mint 503 at once, while one on
+    the defaults (2 s, 3 retries; the mint's write is safe to send again) rides the pause out."""
+    with RedisServer() as redis_server:
+        tuned = GatewayCluster(tmp_path / "tuned", redis_server.url, size=1, QRGATE_REDIS_TIMEOUT="0.3",
+                               QRGATE_REDIS_RETRIES="0")  # fmt: skip
+        patient = GatewayCluster(tmp_path / "default", redis_server.url, size=1)
+        try:
+            for group in (tuned, patient):
+                group.root.mkdir()
+                group.start()
+            async with http_clients([*tuned.processes, *patient.processes]) as (quick, slow):
+                await mint(quick)  # both are connected before the pause
+                await mint(slow)
+                with redis_server.client() as client:
+                    client.client_pause(3000)
+                assert_store_unavailable(
+                    await quick.post("/v1/qr", json={"client_id": "withholding-desktop", "device_name": "PC-01"})
+                )
+                await mint(slow)  # 201 once Redis answers again
+                await mint(quick)  # and the tuned one is back too
+        finally:
+            tuned.stop()
+            patient.stop()
