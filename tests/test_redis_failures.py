@@ -184,8 +184,9 @@ async def test_redis_timeout_and_retries_are_settings(tmp_path: Path) -> None:
     (CLIENT PAUSE): a gateway told to wait 0.3 s and not retry answers a mint 503 at once, while one on
     the defaults (2 s, 3 retries; the mint's write is safe to send again) rides the pause out."""
     with RedisServer() as redis_server:
-        fail_fast = {"QRGATE_REDIS_TIMEOUT": "0.3", "QRGATE_REDIS_RETRIES": "0"}
-        tuned = GatewayCluster(tmp_path / "tuned", redis_server.url, size=1, **fail_fast)
+        tuned = GatewayCluster(
+            tmp_path / "tuned", redis_server.url, size=1, QRGATE_REDIS_TIMEOUT="0.3", QRGATE_REDIS_RETRIES="0"
+        )
         patient = GatewayCluster(tmp_path / "default", redis_server.url, size=1)
         try:
             for group in (tuned, patient):
