@@ -119,7 +119,8 @@ class GatewayProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> GatewayProcess:
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Popen `qrgate serve`, without waiting for it to answer (`start` waits)."""
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port)],
@@ -127,9 +128,13 @@ class GatewayProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        return self.proc
+
+    def start(self) -> GatewayProcess:
+        proc = self.launch()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+            if proc.poll() is not None:
                 raise RuntimeError(f"qrgate serve exited: {self.log_path.read_text()[-2000:]}")
             try:
                 if httpx.get(self.base_url + "/healthz", timeout=0.5).status_code == 200:

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -141,22 +140,11 @@ class GatewayCluster:
 READY_TIMEOUT = 120.0  # Python start-up alone takes seconds each when several start on a busy 2-core machine
 
 
-def launch(process: GatewayProcess) -> None:
-    """Popen `qrgate serve` (GatewayProcess.start without its wait)."""
-    with process.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
-        process.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--port", str(process.port)],
-            env=process.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
 def start_all(processes: Sequence[GatewayProcess], timeout: float = READY_TIMEOUT) -> None:
     """Start processes at once and wait until every one answers /healthz; if one fails, kill all."""
     try:
         for process in processes:
-            launch(process)
+            process.launch()
         deadline = time.monotonic() + timeout
         waiting = list(processes)
         while waiting:
