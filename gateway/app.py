@@ -20,9 +20,10 @@ from gateway.accounts import routes as account_routes
 from gateway.accounts.lockout import Lockout, LockoutPolicy
 from gateway.accounts.parts import AccountParts
 from gateway.accounts.passwords import PasswordHashing
-from gateway.components import Draining, Gateway, gateway_of
+from gateway.components import Gateway, gateway_of
 from gateway.directory.db import create_engine, migrate
 from gateway.directory.persons import DatabaseUnavailable, PersonDirectory
+from gateway.draining import Draining
 from gateway.middleware import BodyLimitMiddleware, ObserveMiddleware
 from gateway.qr import http as qr_http
 from gateway.qr.render import QrImages
@@ -32,6 +33,7 @@ from gateway.state.base import StateStore
 from gateway.state.memory import MemoryStore
 from gateway.tokens import endpoints as token_endpoints
 from gateway.tokens import routes as token_routes
+from gateway.tokens.bearer import BearerAuth
 from gateway.tokens.client_auth import ClientAuthenticator
 from gateway.tokens.dpop import DpopVerifier, StoreReplayCache
 from gateway.tokens.issuer import TokenIssuer
@@ -66,57 +68,63 @@ def password_hashing(settings: Settings) -> PasswordHashing:
     )
 
 
-@asynccontextmanager
-async def assemble(settings: Settings) -> AsyncIterator[Gateway]:
-    """Build every part, and take them down again in reverse order."""
+def assemble(settings: Settings) -> Gateway:
+    """Build every part (no I/O beyond reading or creating the key file); `start` and `close` below
+    bring up and take down what talks to the network."""
     store = create_store(settings)
     engine = create_engine(settings.database_url)
-    hashing = password_hashing(settings)
-    accounts = AccountParts.create(settings, store, engine)
-    try:
-        if settings.database_auto_migrate:
-            await migrate(engine)
-        await store.start()
-        key_file = KeyFile(settings.keys_file, settings.signing_alg)
-        issuer = TokenIssuer(settings, key_file)
-        sessions = SessionManager(settings, store, issuer)
-        verifier = AccessTokenVerifier(
-            StaticKeys(lambda: key_file.ring.verification_keys),
-            issuer=settings.issuer,
-            audience=settings.token_audience,
-        )
-        yield Gateway(
-            settings=settings,
-            store=store,
-            engine=engine,
-            directory=PersonDirectory(engine),
-            hashing=hashing,
-            issuer=issuer,
-            sessions=sessions,
-            dpop=DpopVerifier(StoreReplayCache(store)),
-            client_auth=ClientAuthenticator(settings, store),
-            audiences=frozenset({settings.token_audience, *settings.exchange_audiences}),
-            verifier=verifier,
-            qr=QrService(settings, store, sessions),
-            images=QrImages(),
-            clients=settings.client_policies(),
-            login_lockout=Lockout(
-                store,
-                LockoutPolicy(
-                    settings.password_max_failures,
-                    settings.password_lockout_seconds,
-                    "login",
-                    captcha_memory=settings.login_captcha_memory,
-                ),
+    key_file = KeyFile(settings.keys_file, settings.signing_alg)
+    issuer = TokenIssuer(settings, key_file)
+    sessions = SessionManager(settings, store, issuer)
+    verifier = AccessTokenVerifier(
+        StaticKeys(lambda: key_file.ring.verification_keys),
+        issuer=settings.issuer,
+        audience=settings.token_audience,
+    )
+    dpop = DpopVerifier(StoreReplayCache(store))
+    return Gateway(
+        settings=settings,
+        store=store,
+        engine=engine,
+        directory=PersonDirectory(engine),
+        hashing=password_hashing(settings),
+        issuer=issuer,
+        sessions=sessions,
+        dpop=dpop,
+        bearer=BearerAuth(verifier, sessions, dpop, settings.issuer),
+        client_auth=ClientAuthenticator(settings, store),
+        audiences=frozenset({settings.token_audience, *settings.exchange_audiences}),
+        verifier=verifier,
+        qr=QrService(settings, store, sessions),
+        images=QrImages(),
+        clients=settings.client_policies(),
+        login_lockout=Lockout(
+            store,
+            LockoutPolicy(
+                settings.password_max_failures,
+                settings.password_lockout_seconds,
+                "login",
+                captcha_memory=settings.login_captcha_memory,
             ),
-            accounts=accounts,
-            draining=Draining(),
-        )
+        ),
+        accounts=AccountParts.create(settings, store, engine),
+        draining=Draining(),
+    )
+
+
+@asynccontextmanager
+async def running(gateway: Gateway) -> AsyncIterator[None]:
+    """Connect what the parts need, and take it down again in reverse order."""
+    try:
+        if gateway.settings.database_auto_migrate:
+            await migrate(gateway.engine)
+        await gateway.store.start()
+        yield
     finally:
-        await accounts.close()
-        await store.close()
-        await engine.dispose()
-        hashing.close()
+        await gateway.accounts.close()
+        await gateway.store.close()
+        await gateway.engine.dispose()
+        gateway.hashing.close()
 
 
 BACKEND_OF_CODE = {"store_unavailable": "store", "database_unavailable": "database"}
@@ -162,10 +170,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     config = settings or Settings()
     units = create_units_app(config) if config.units_mount else None  # trusts us over HTTP, like any service
 
+    gateway = assemble(config)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with assemble(config) as gateway, mounted_lifespan(units):
-            app.state.gateway = gateway
+        async with running(gateway), mounted_lifespan(units):
             yield
 
     app = Starlette(
@@ -192,6 +201,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         },
         lifespan=lifespan,
     )
+    app.state.gateway = gateway
     return app
 
 

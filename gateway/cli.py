@@ -15,8 +15,7 @@ import prometheus_client
 import uvicorn
 from pydantic import ValidationError
 
-from gateway import errors, logs
-from gateway.accounts import rules
+from gateway import errors, logs, rules
 from gateway.app import create_app, password_hashing
 from gateway.clients import commands as client_commands
 from gateway.directory.db import create_engine, migrate

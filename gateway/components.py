@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -12,10 +11,12 @@ from starlette.requests import HTTPConnection
 from gateway.accounts.lockout import Lockout
 from gateway.accounts.passwords import PasswordHashing
 from gateway.directory.persons import PersonDirectory
+from gateway.draining import Draining
 from gateway.qr.render import QrImages
 from gateway.qr.service import QrService
 from gateway.settings import ClientPolicy, Settings
-from gateway.state.base import StateStore, Waiter
+from gateway.state.base import StateStore
+from gateway.tokens.bearer import BearerAuth
 from gateway.tokens.client_auth import ClientAuthenticator
 from gateway.tokens.dpop import DpopVerifier
 from gateway.tokens.issuer import TokenIssuer
@@ -24,59 +25,6 @@ from gateway.tokens.verifier import AccessTokenVerifier
 
 if TYPE_CHECKING:  # the accounts parts import gateway_of from here
     from gateway.accounts.parts import AccountParts
-
-
-@dataclass
-class Draining:
-    """Shutdown in two steps. `started`: readiness fails, so load balancers stop sending new work
-    (requests are still served). `closing`: open WebSockets close with 1001 and long-polls answer,
-    and clients reconnect to another process."""
-
-    not_ready: asyncio.Event = field(default_factory=asyncio.Event)
-    closing: asyncio.Event = field(default_factory=asyncio.Event)
-    waiting_sockets: int = 0
-    _no_sockets: asyncio.Event = field(default_factory=asyncio.Event)
-    _held: set[Waiter] = field(default_factory=set)  # woken when closing begins
-
-    def __post_init__(self) -> None:
-        self._no_sockets.set()
-
-    @property
-    def started(self) -> bool:
-        return self.not_ready.is_set()
-
-    def close_connections(self) -> None:
-        """Step two: every waiting WebSocket and long-poll is woken to answer and close."""
-        self.closing.set()
-        for waiter in list(self._held):
-            waiter.wake()
-
-    def hold(self, waiter: Waiter) -> None:
-        """Wake `waiter` when closing begins (at once if it has)."""
-        self._held.add(waiter)
-        if self.closing.is_set():
-            waiter.wake()
-
-    def release(self, waiter: Waiter) -> None:
-        self._held.discard(waiter)
-
-    def socket_opened(self) -> None:
-        self.waiting_sockets += 1
-        self._no_sockets.clear()
-
-    def socket_closed(self) -> None:
-        self.waiting_sockets -= 1
-        if self.waiting_sockets == 0:
-            self._no_sockets.set()
-
-    async def sockets_closed(self, timeout: float) -> bool:
-        """Wait until every waiting WebSocket has closed (True), or `timeout` (False)."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._no_sockets.wait()
-        except TimeoutError:
-            return False
-        return True
 
 
 @dataclass
@@ -89,6 +37,7 @@ class Gateway:
     issuer: TokenIssuer
     sessions: SessionManager
     dpop: DpopVerifier
+    bearer: BearerAuth
     client_auth: ClientAuthenticator
     audiences: frozenset[str]
     verifier: AccessTokenVerifier

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.accounts.rules import IdType
+from gateway.rules import IdType
 from gateway.directory.db import create_engine, current_revision, head_revision, migrate
 from gateway.directory.persons import DuplicatePerson, PersonDirectory
 from tests.support.databases import fresh_database

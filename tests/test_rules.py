@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gateway import errors
-from gateway.accounts import rules
-from gateway.accounts.rules import IdType
+from gateway import rules
+from gateway.rules import IdType
 
 
 @pytest.mark.parametrize("name", ["ab", "张三", "Tax_User_01", "𠮷野家", "a" * 16, "李_1"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.accounts.rules import IdType
+from gateway.rules import IdType
 from gateway.directory.db import create_engine, migrate
 from gateway.directory.persons import PersonDirectory
 from gateway.units.records import UnitExists, UnitNotFound, UnitRecords

@@ -24,14 +24,13 @@ from gateway.accounts.throttle import key_part
 from gateway.components import Gateway, gateway_of
 from gateway.inputs import read_json
 from gateway.jsonutil import dumps
-from gateway.tokens.bearer import authenticate
 
 NO_STORE = {"Cache-Control": "no-store"}
 
 
 async def require_staff(request: Request, gw: Gateway) -> str:
     """The staff member's person id; 401 without a valid token, 403 `forbidden_role` without the role."""
-    claims = await authenticate(request, gw)
+    claims = await gw.bearer.claims(request)
     if HALL_STAFF not in claims.get("roles", []) or HALL_STAFF not in await gw.directory.roles_of(claims["sub"]):
         raise errors.Forbidden("Only hall staff may do this.", code="forbidden_role")
     return claims["sub"]

@@ -18,7 +18,7 @@ import httpx
 
 from gateway import errors
 from gateway.accounts.records import Identity
-from gateway.accounts.rules import IdType
+from gateway.rules import IdType
 from gateway.settings import Settings
 
 log = logging.getLogger("qrgate.face")

@@ -10,8 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from gateway import errors
-from gateway.accounts import rules
+from gateway import errors, rules
 from gateway.accounts.records import AccountRecords, Identity
 from gateway.directory.persons import Person
 from gateway.inputs import StrictModel

@@ -22,10 +22,10 @@ from starlette.routing import BaseRoute, Route
 
 from gateway import errors
 from gateway.accounts.lockout import Lockout
-from gateway.accounts.rules import mask_name
 from gateway.components import gateway_of
 from gateway.inputs import StrictModel, client_ip, read_json
 from gateway.jsonutil import dumps
+from gateway.rules import mask_name
 
 
 class PasswordLogin(StrictModel):

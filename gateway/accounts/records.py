@@ -18,9 +18,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway import errors
-from gateway.accounts.rules import IdType
 from gateway.directory.persons import DatabaseUnavailable, Person, new_person_id
 from gateway.directory.tables import person_registrations, persons, registration_codes
+from gateway.rules import IdType
 
 # Digits and capitals without look-alikes (0/O, 1/I/L): 31 symbols, 31**6 ~ 8.9e8 codes.
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"

@@ -19,8 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway import errors
-from gateway.accounts import rules
+from gateway import errors, rules
 from gateway.accounts.identity import IdentityFields, identity_of, person_with
 from gateway.components import Gateway, gateway_of
 from gateway.inputs import StrictModel, client_ip, read_json

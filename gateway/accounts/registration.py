@@ -27,8 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway import errors
-from gateway.accounts import rules
+from gateway import errors, rules
 from gateway.accounts.identity import IdentityFields, identity_of, same_name
 from gateway.accounts.records import Conflict, Identity
 from gateway.accounts.throttle import key_part

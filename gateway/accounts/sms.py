@@ -24,8 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway import errors
-from gateway.accounts import rules
+from gateway import errors, rules
 from gateway.accounts.identity import IdentityFields, identity_of, person_with
 from gateway.accounts.throttle import Throttle, key_part
 from gateway.components import gateway_of

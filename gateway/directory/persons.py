@@ -12,8 +12,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import errors
-from gateway.accounts.rules import IdType
 from gateway.directory.tables import person_roles, persons
+from gateway.rules import IdType
 
 
 class DatabaseUnavailable(errors.ServiceUnavailable):

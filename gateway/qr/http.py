@@ -11,7 +11,6 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from gateway import errors
-from gateway.accounts.rules import mask_name
 from gateway.components import Gateway, gateway_of
 from gateway.inputs import StrictModel, bearer_token, client_ip, read_json
 from gateway.jsonutil import dumps
@@ -21,7 +20,8 @@ from gateway.qr.messages import StateView
 from gateway.qr.render import DEFAULT_SIZE, MEDIA_TYPES, SIZES
 from gateway.qr.service import Scanner, view
 from gateway.qr.ws import qr_events
-from gateway.tokens.bearer import Caller, caller
+from gateway.rules import mask_name
+from gateway.tokens.bearer import Caller
 
 NO_STORE = {"Cache-Control": "no-store"}
 WAIT_PATTERN = re.compile(r"[0-9]{1,2}(\.[0-9]{1,3})?")
@@ -144,7 +144,7 @@ async def abandon(request: Request) -> Response:
 
 async def phone(request: Request, gw: Gateway) -> Caller:
     """The mobile app's caller (signature, live session, client checked)."""
-    found = await caller(request, gw)
+    found = await gw.bearer.caller(request)
     policy = gw.clients.get(found.claims["client_id"])
     if policy is None or not policy.may_scan_qr:
         raise errors.Forbidden("Only the mobile app may scan QR codes.", code="client_not_allowed")

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from gateway import errors
-from gateway.components import Gateway
 from gateway.inputs import bearer_token
 from gateway.tokens.claims import AccessTokenClaims
-from gateway.tokens.dpop import InvalidProof
-from gateway.tokens.verifier import InvalidToken
+from gateway.tokens.dpop import DpopVerifier, InvalidProof
+from gateway.tokens.sessions import SessionManager
+from gateway.tokens.verifier import AccessTokenVerifier, InvalidToken
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,31 +22,39 @@ class Caller:
     session: dict[str, str]  # the live session record, as read for this request
 
 
-async def authenticate(request: Request, gw: Gateway) -> AccessTokenClaims:
-    return (await caller(request, gw)).claims
+@dataclass(frozen=True, slots=True)
+class BearerAuth:
+    """What every handler that serves a person calls first."""
 
+    verifier: AccessTokenVerifier
+    sessions: SessionManager
+    dpop: DpopVerifier
+    issuer: str  # the public base URL, for the DPoP proof's `htu`
 
-async def caller(request: Request, gw: Gateway) -> Caller:
-    token = bearer_token(request)
-    try:
-        claims = await gw.verifier.verify(token)
-    except InvalidToken as exc:
-        raise errors.Unauthorized(f"The access token is not valid: {exc}.", code="invalid_token") from exc
-    session = await gw.sessions.alive(claims["sid"])
-    if session is None:
-        raise errors.Unauthorized("The session of this access token has ended.", code="session_ended")
-    jkt = claims.get("cnf", {}).get("jkt")
-    if jkt:
-        scheme = request.headers.get("authorization", "").split(" ", 1)[0].lower()
-        url = gw.settings.issuer + request.url.path
+    async def claims(self, request: Request) -> AccessTokenClaims:
+        return (await self.caller(request)).claims
+
+    async def caller(self, request: Request) -> Caller:
+        token = bearer_token(request)
         try:
-            if scheme != "dpop":
-                raise InvalidProof("a DPoP-bound token must be sent with the DPoP scheme")
-            await gw.dpop.verify(
-                request.headers.get("dpop"), method=request.method, url=url, jkt=jkt, access_token=token
-            )
-        except InvalidProof as exc:
-            raise errors.Unauthorized(
-                f"DPoP proof refused: {exc}.", code="invalid_dpop_proof", headers={"WWW-Authenticate": "DPoP"}
-            ) from exc
-    return Caller(claims, session)
+            claims = await self.verifier.verify(token)
+        except InvalidToken as exc:
+            raise errors.Unauthorized(f"The access token is not valid: {exc}.", code="invalid_token") from exc
+        session = await self.sessions.alive(claims["sid"])
+        if session is None:
+            raise errors.Unauthorized("The session of this access token has ended.", code="session_ended")
+        jkt = claims.get("cnf", {}).get("jkt")
+        if jkt:
+            scheme = request.headers.get("authorization", "").split(" ", 1)[0].lower()
+            url = self.issuer + request.url.path
+            try:
+                if scheme != "dpop":
+                    raise InvalidProof("a DPoP-bound token must be sent with the DPoP scheme")
+                await self.dpop.verify(
+                    request.headers.get("dpop"), method=request.method, url=url, jkt=jkt, access_token=token
+                )
+            except InvalidProof as exc:
+                raise errors.Unauthorized(
+                    f"DPoP proof refused: {exc}.", code="invalid_dpop_proof", headers={"WWW-Authenticate": "DPoP"}
+                ) from exc
+        return Caller(claims, session)

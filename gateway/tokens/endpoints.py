@@ -12,7 +12,6 @@ from gateway import errors, metrics
 from gateway.components import Gateway, gateway_of
 from gateway.inputs import read_form
 from gateway.jsonutil import dumps
-from gateway.tokens.bearer import authenticate
 from gateway.tokens.client_auth import refuse
 from gateway.tokens.dpop import InvalidProof
 from gateway.tokens.verifier import InvalidToken
@@ -177,14 +176,14 @@ async def introspect(request: Request) -> Response:
 
 async def logout(request: Request) -> Response:
     gw = gateway_of(request)
-    claims = await authenticate(request, gw)
+    claims = await gw.bearer.claims(request)
     await gw.sessions.end(claims["sid"])
     return Response(status_code=204)
 
 
 async def list_sessions(request: Request) -> Response:
     gw = gateway_of(request)
-    claims = await authenticate(request, gw)
+    claims = await gw.bearer.claims(request)
     sessions = await gw.sessions.list_of(claims["sub"])
     return _json(
         {
@@ -207,7 +206,7 @@ async def list_sessions(request: Request) -> Response:
 async def end_session(request: Request) -> Response:
     """Sign out one of the caller's devices (e.g. the desktop, from the phone)."""
     gw = gateway_of(request)
-    claims = await authenticate(request, gw)
+    claims = await gw.bearer.claims(request)
     sid = request.path_params["sid"]
     session = await gw.sessions.alive(sid)
     if session is None or session["sub"] != claims["sub"]:

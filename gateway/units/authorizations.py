@@ -16,8 +16,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway import errors
-from gateway.accounts.rules import mask_name
 from gateway.inputs import StrictModel, read_json
+from gateway.rules import mask_name
 from gateway.units.access import caller
 from gateway.units.http import json_response, path_tin, require_role, timestamp
 from gateway.units.records import Authorization

@@ -14,7 +14,7 @@ from typing import Any
 import uvicorn
 
 from gateway import errors, logs
-from gateway.accounts import rules as account_rules
+from gateway import rules as account_rules
 from gateway.settings import Settings
 from gateway.units.admin import assign_role, create_unit
 from gateway.units.declaration import reset_declaration_password

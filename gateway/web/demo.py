@@ -13,7 +13,7 @@ import string
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from gateway.accounts import rules
+from gateway import rules
 from gateway.accounts.records import AccountRecords
 from gateway.app import password_hashing
 from gateway.directory.db import create_engine, migrate
