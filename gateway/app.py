@@ -17,18 +17,19 @@ from starlette.responses import Response
 from gateway import errors, health, metrics
 from gateway.accounts import login
 from gateway.accounts import routes as account_routes
-from gateway.accounts.lockout import Lockout, LockoutPolicy
 from gateway.accounts.parts import AccountParts
-from gateway.accounts.passwords import PasswordHashing
 from gateway.components import Gateway, gateway_of
 from gateway.directory.db import create_engine, migrate
 from gateway.directory.persons import DatabaseUnavailable, PersonDirectory
 from gateway.draining import Draining
+from gateway.guard.guard import SecretGuard
+from gateway.guard.hashing import PasswordHashing
 from gateway.middleware import BodyLimitMiddleware, ObserveMiddleware
 from gateway.qr import http as qr_http
 from gateway.qr.render import QrImages
 from gateway.qr.service import QrService
 from gateway.settings import Settings
+from gateway.state.attempts import AttemptLimits
 from gateway.state.base import StateStore
 from gateway.state.memory import MemoryStore
 from gateway.tokens import endpoints as token_endpoints
@@ -82,6 +83,7 @@ def assemble(settings: Settings) -> Gateway:
         audience=settings.token_audience,
     )
     dpop = DpopVerifier(StoreReplayCache(store))
+    accounts = AccountParts.create(settings, store, engine)
     return Gateway(
         settings=settings,
         store=store,
@@ -98,16 +100,19 @@ def assemble(settings: Settings) -> Gateway:
         qr=QrService(settings, store, sessions),
         images=QrImages(),
         clients=settings.client_policies(),
-        login_lockout=Lockout(
+        login_guard=SecretGuard(
             store,
-            LockoutPolicy(
+            scope="login",
+            limits=AttemptLimits(
                 settings.password_max_failures,
                 settings.password_lockout_seconds,
-                "login",
-                captcha_memory=settings.login_captcha_memory,
+                settings.attempt_reservation_seconds,
+                settings.login_captcha_memory,
             ),
+            captchas=accounts.captchas,
+            ip_throttle=accounts.login_ip,
         ),
-        accounts=AccountParts.create(settings, store, engine),
+        accounts=accounts,
         draining=Draining(),
     )
 
@@ -181,7 +186,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             *qr_http.routes(),
             *login.routes(),
-            *account_routes.routes(),
+            *account_routes.routes(gateway.accounts.captchas),
             *token_routes.routes(),
             *token_endpoints.routes(),
             *health.routes(with_metrics=config.metrics_port == 0),

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 
-from gateway.accounts.lockout import Lockout
-from gateway.accounts.passwords import PasswordHashing
 from gateway.directory.persons import PersonDirectory
 from gateway.draining import Draining
+from gateway.guard.guard import SecretGuard
+from gateway.guard.hashing import PasswordHashing
 from gateway.qr.render import QrImages
 from gateway.qr.service import QrService
 from gateway.settings import ClientPolicy, Settings
@@ -44,7 +44,7 @@ class Gateway:
     qr: QrService
     images: QrImages
     clients: dict[str, ClientPolicy]
-    login_lockout: Lockout
+    login_guard: SecretGuard
     accounts: AccountParts
     draining: Draining
 

@@ -139,6 +139,13 @@ class Settings(BaseSettings):
     )
     captcha_ip_max: int = Field(60, ge=1, description="Captchas one IP address may request per captcha_ip_window.")
     captcha_ip_window: int = Field(60, ge=1, description="Window of captcha_ip_max (s).")
+    attempt_reservation_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=120,
+        description="How long a secret check in flight holds its place among the attempts left before a lock; "
+        "a process killed mid-check leaves nothing behind after this (s).",
+    )
     login_captcha_memory: int = Field(
         86400, ge=60, description="After a wrong password a captcha stays required this long, or until a success (s)."
     )

@@ -20,8 +20,8 @@ from gateway.accounts import recovery
 from gateway.accounts.identity import IdentityFields, identity_of, person_with
 from gateway.accounts.parts import HALL_STAFF
 from gateway.accounts.records import new_registration_code
-from gateway.accounts.throttle import key_part
 from gateway.components import Gateway, gateway_of
+from gateway.guard.throttle import key_part
 from gateway.inputs import read_json
 from gateway.jsonutil import dumps
 

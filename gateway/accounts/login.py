@@ -1,13 +1,10 @@
 """Password login: `POST /v1/login/password` by phone, login name or resident ID number.
 
-The order of checks is the contract of DOMAIN.md and DESIGN.md:
-1. per-IP throttle (429): spraying many accounts from one address;
-2. lock (423): a locked subject is refused before anything else is looked at;
-3. captcha (400 `captcha_required` / `captcha_invalid`) once the subject has had a wrong password;
-   neither counts as an attempt, and a presented captcha is consumed either way;
-4. the attempt is reserved, then the password verified (argon2id, a decoy hash for unknown
-   identifiers, so both take the same time); the 5th failure locks, and the lock is audited.
-Unknown identifiers go through exactly the same steps under a subject of their own.
+The password is checked by the login's `SecretGuard` (gateway/guard/guard.py): per-IP throttle (429),
+lock (423), captcha once the subject has had a wrong password (400 `captcha_required` /
+`captcha_invalid`, not counted), an attempt admitted atomically, argon2id (a decoy hash for unknown
+identifiers, so both take the same time), then the verdict: 401 with `attempts_left`, the 5th locks
+(audited). Unknown identifiers go through exactly the same steps under a subject of their own.
 """
 
 from __future__ import annotations
@@ -21,8 +18,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway import errors
-from gateway.accounts.lockout import Lockout
 from gateway.components import gateway_of
+from gateway.guard.guard import Attempt
 from gateway.inputs import StrictModel, client_ip, read_json
 from gateway.jsonutil import dumps
 from gateway.rules import mask_name
@@ -48,27 +45,19 @@ async def password_login(request: Request) -> Response:
     if body.client_id not in gw.clients:
         raise errors.UnknownClient(f"Unknown client_id {body.client_id!r}.")
     ip = client_ip(request)
-    await gw.accounts.login_ip.hit(ip)
     person = await gw.directory.find_by_identifier(body.identifier)
     subject = person.id if person is not None else unknown_subject(body.identifier)
-    lockout: Lockout = gw.login_lockout
-    locked = await lockout.locked(subject)
-    if locked is not None:
-        if body.captcha_id:
-            await gw.accounts.captchas.solved(body.captcha_id, None)  # consumed either way
-        raise locked
-    if await lockout.captcha_required(subject):
-        await gw.accounts.captchas.require(body.captcha_id, body.captcha_answer)
-    elif body.captcha_id:
-        await gw.accounts.captchas.solved(body.captcha_id, body.captcha_answer)
-    attempt = await lockout.reserve_attempt(subject)
-    ok = await gw.hashing.verify(person.password_hash if person else None, body.password)
-    if person is None or not ok:
-        failure = await lockout.failed(subject, attempt)
-        if isinstance(failure, errors.Locked):
-            await gw.accounts.audit.record("account_locked", subject, detail=f"wrong passwords; ip={ip}")
-        raise failure
-    await lockout.succeeded(subject)
+
+    async def verify() -> bool:
+        right = await gw.hashing.verify(person.password_hash if person else None, body.password)
+        return right and person is not None
+
+    async def audit_lock() -> None:
+        await gw.accounts.audit.record("account_locked", subject, detail=f"wrong passwords; ip={ip}")
+
+    attempt = Attempt(ip, body.captcha_id, body.captcha_answer)
+    await gw.login_guard.check(subject, attempt, verify, on_lock=audit_lock)
+    assert person is not None
     roles = await gw.directory.roles_of(person.id)
     tokens = await gw.sessions.start(
         subject=person.id, client_id=body.client_id, amr=["pwd"], roles=roles, display_name=mask_name(person.name)

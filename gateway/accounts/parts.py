@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.accounts.captcha import Captchas
 from gateway.accounts.face import FaceVerifier
 from gateway.accounts.rare_chars import RareChars
 from gateway.accounts.records import AccountRecords
 from gateway.accounts.sms import SmsChallenges, create_sender
-from gateway.accounts.throttle import Throttle
 from gateway.directory.audit import AuditLog
+from gateway.guard.captcha import Captchas
+from gateway.guard.throttle import Throttle
 from gateway.settings import Settings
 from gateway.state.base import StateStore
 

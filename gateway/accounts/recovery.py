@@ -46,7 +46,7 @@ async def set_new_password(gw: Gateway, person_id: str, password: str, *, actor:
     """The one way a password changes after registration: hash, store, unlock, end sessions, audit."""
     password_hash = await gw.hashing.hash(rules.check_password(password))
     await gw.accounts.records.set_password(person_id, password_hash)
-    was_locked = await gw.login_lockout.unlock(person_id)
+    was_locked = await gw.login_guard.unlock(person_id)
     ended = await gw.sessions.end_sessions_of(person_id)
     await gw.accounts.audit.record("password_reset", person_id, actor=actor, detail=f"{how}; {ended} sessions ended")
     if was_locked:

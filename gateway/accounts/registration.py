@@ -30,8 +30,8 @@ from starlette.routing import BaseRoute, Route
 from gateway import errors, rules
 from gateway.accounts.identity import IdentityFields, identity_of, same_name
 from gateway.accounts.records import Conflict, Identity
-from gateway.accounts.throttle import key_part
 from gateway.components import Gateway, gateway_of
+from gateway.guard.throttle import key_part
 from gateway.inputs import StrictModel, client_ip, read_json
 from gateway.jsonutil import dumps
 

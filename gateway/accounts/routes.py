@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from gateway.accounts import admin, captcha, rare_chars, recovery, registration, sms
+from gateway.accounts import admin, rare_chars, recovery, registration, sms
+from gateway.guard import captcha
+from gateway.guard.captcha import Captchas
 
 
-def routes() -> list[BaseRoute]:
+def routes(captchas: Captchas) -> list[BaseRoute]:
     return [
-        *captcha.routes(),
+        captcha.route(captchas),
         *sms.routes(),
         *registration.routes(),
         *recovery.routes(),

@@ -26,8 +26,8 @@ from starlette.routing import BaseRoute, Route
 
 from gateway import errors, rules
 from gateway.accounts.identity import IdentityFields, identity_of, person_with
-from gateway.accounts.throttle import Throttle, key_part
 from gateway.components import gateway_of
+from gateway.guard.throttle import Throttle, key_part
 from gateway.inputs import StrictModel, client_ip, read_json
 from gateway.jsonutil import dumps
 from gateway.settings import Settings

@@ -14,6 +14,7 @@ from typing import Literal, Protocol
 
 from gateway import errors
 from gateway.qr.machine import Transition
+from gateway.state import attempts
 
 RotateOutcome = Literal["rotated", "reused", "unknown"]
 
@@ -144,6 +145,22 @@ class StateStore(Protocol):
         """Atomic get-and-delete: of concurrent takers, exactly one gets the value."""
 
     async def delete(self, key: str) -> None: ...
+
+    # Guarded attempts at a secret (gateway/state/attempts.py) -----------------------------------
+    async def admit_attempt(
+        self, key: str, attempt: str, captcha: attempts.CaptchaCheck, limits: attempts.AttemptLimits, now: float
+    ) -> attempts.Admitted:
+        """One atomic step: lock, captcha rule, and a place for `attempt` if one is left."""
+
+    async def settle_attempt(
+        self, key: str, attempt: str, outcome: attempts.Outcome, limits: attempts.AttemptLimits, now: float
+    ) -> attempts.Settled:
+        """One atomic step: give the place back and count the verdict (the max-th failure locks)."""
+
+    async def attempt_status(self, key: str, now: float) -> attempts.AttemptStatus: ...
+
+    async def clear_attempts(self, key: str, now: float) -> bool:
+        """Forget the subject's failures, lock and captcha rule; True when it was locked."""
 
 
 @asynccontextmanager

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 
 from gateway.qr.machine import Transition
+from gateway.state import attempts
 from gateway.state.base import LocalWaiters, RotateOutcome, Waiter, waiting
 
 SWEEP_INTERVAL = 30.0
@@ -21,6 +22,7 @@ class MemoryStore:
         self._data: dict[str, tuple[float, dict[str, str]]] = {}
         self._counters: dict[str, tuple[float, int]] = {}
         self._sets: dict[str, tuple[float, set[str]]] = {}
+        self._attempts: dict[str, attempts.AttemptRecord] = {}
         self.waiters = LocalWaiters()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -45,6 +47,9 @@ class MemoryStore:
         for table in (self._data, self._counters, self._sets):
             for key in [k for k, (deadline, _) in table.items() if deadline <= now]:
                 del table[key]
+        wall = time.time()
+        for key in [k for k, record in self._attempts.items() if record.live_until() <= wall]:
+            del self._attempts[key]
 
     def _read(self, key: str) -> dict[str, str] | None:
         item = self._data.get(key)
@@ -158,3 +163,23 @@ class MemoryStore:
     async def delete(self, key: str) -> None:
         self._data.pop(key, None)
         self._counters.pop(key, None)
+
+    # Guarded attempts (gateway/state/attempts.py decides; no await in between makes it atomic) ---
+    async def admit_attempt(
+        self, key: str, attempt: str, captcha: attempts.CaptchaCheck, limits: attempts.AttemptLimits, now: float
+    ) -> attempts.Admitted:
+        record = self._attempts.setdefault(key, attempts.AttemptRecord())
+        return attempts.admit(record, attempt, captcha, limits, now)
+
+    async def settle_attempt(
+        self, key: str, attempt: str, outcome: attempts.Outcome, limits: attempts.AttemptLimits, now: float
+    ) -> attempts.Settled:
+        record = self._attempts.setdefault(key, attempts.AttemptRecord())
+        return attempts.settle(record, attempt, outcome, limits, now)
+
+    async def attempt_status(self, key: str, now: float) -> attempts.AttemptStatus:
+        return attempts.status(self._attempts.get(key), now)
+
+    async def clear_attempts(self, key: str, now: float) -> bool:
+        record = self._attempts.pop(key, None)
+        return record is not None and record.locked_until > now

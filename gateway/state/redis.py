@@ -28,6 +28,7 @@ from typing import Any
 
 from gateway.jsonutil import dumps
 from gateway.qr.machine import Transition
+from gateway.state import attempts
 from gateway.state.base import LocalWaiters, RotateOutcome, StoreUnavailable, Waiter
 from gateway.state.connections import Arg
 from gateway.state.fanout import BACKOFF_MAX, BACKOFF_MIN, CONFIRM_TIMEOUT, HEALTH_INTERVAL, Fanout
@@ -137,6 +138,65 @@ if #flat > 0 then redis.call('DEL', KEYS[1]) end
 return flat
 """
 
+# Guarded attempts: the decisions of gateway/state/attempts.py (`admit`, `settle`), in one script each.
+# KEYS: the subject's record hash, its sorted set of attempts in flight (scored by when their place lapses).
+# ARGV: now, attempt id, captcha check, max failures, reservation (s), '1' when a captcha rule applies,
+# reservation (ms). Returns {admission, locked_until}.
+ADMIT_LUA = """
+local now = tonumber(ARGV[1])
+local r = redis.call('HMGET', KEYS[1], 'failures', 'failures_until', 'locked_until', 'captcha_until')
+if (tonumber(r[3]) or 0) > now then return {'locked', r[3]} end
+local failures = tonumber(r[1]) or 0
+if (tonumber(r[2]) or 0) <= now then failures = 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+local in_flight = redis.call('ZCARD', KEYS[2])
+if ARGV[6] == '1' and ((tonumber(r[4]) or 0) > now or in_flight > 0) then
+  if ARGV[3] == 'none' then return {'captcha_required', ''} end
+  if ARGV[3] == 'wrong' then return {'captcha_invalid', ''} end
+end
+if failures + in_flight >= tonumber(ARGV[4]) then return {'busy', ''} end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+return {'admitted', ''}
+"""
+
+# KEYS: as ADMIT_LUA. ARGV: now, attempt id, outcome, max failures, when a new count lapses, when a lock
+# would end, when the captcha rule would end ('' for none), the record's TTL (ms).
+# Returns {verdict, failures, locked_until}.
+SETTLE_LUA = """
+redis.call('ZREM', KEYS[2], ARGV[2])
+if ARGV[3] == 'abandoned' then return {'released', '0', ''} end
+if ARGV[3] == 'succeeded' then
+  redis.call('HDEL', KEYS[1], 'failures', 'failures_until', 'captcha_until')
+  return {'succeeded', '0', ''}
+end
+local now = tonumber(ARGV[1])
+local r = redis.call('HMGET', KEYS[1], 'failures', 'failures_until', 'locked_until')
+if (tonumber(r[3]) or 0) > now then return {'locked', '0', r[3]} end
+local failures = tonumber(r[1]) or 0
+if (tonumber(r[2]) or 0) <= now then
+  failures = 0
+  redis.call('HSET', KEYS[1], 'failures_until', ARGV[5])
+end
+failures = failures + 1
+redis.call('HSET', KEYS[1], 'failures', failures)
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'captcha_until', ARGV[7]) end
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[8]) then redis.call('PEXPIRE', KEYS[1], ARGV[8]) end
+if failures >= tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], 'locked_until', ARGV[6])
+  redis.call('HDEL', KEYS[1], 'failures', 'failures_until')
+  return {'locked', tostring(failures), ARGV[6]}
+end
+return {'failed', tostring(failures), ''}
+"""
+
+# KEYS: as ADMIT_LUA. Returns the lock's end ('' when there was none).
+CLEAR_ATTEMPTS_LUA = """
+local locked = redis.call('HGET', KEYS[1], 'locked_until')
+redis.call('DEL', KEYS[1], KEYS[2])
+return locked or ''
+"""
+
 
 PUT = Script(PUT_LUA)
 TRANSITION = Script(TRANSITION_LUA)
@@ -145,6 +205,9 @@ ROTATE = Script(ROTATE_LUA)
 END_SESSION = Script(END_SESSION_LUA)
 ADD_MEMBER = Script(ADD_MEMBER_LUA)
 TAKE = Script(TAKE_LUA)
+ADMIT = Script(ADMIT_LUA)
+SETTLE = Script(SETTLE_LUA)
+CLEAR_ATTEMPTS = Script(CLEAR_ATTEMPTS_LUA)
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
@@ -268,6 +331,11 @@ class RedisStore:
     def set_key(self, key: str) -> str:
         return f"{self.prefix}:{{{key}}}:members"
 
+    def attempt_keys(self, key: str) -> list[str]:
+        """A subject's attempt record and its attempts in flight (one slot)."""
+        record = self.data_key("attempts:" + key)
+        return [record, record + ":in-flight"]
+
     def session_keys(self, sid: str) -> list[str]:
         """The session hash (the data key `session:<sid>`, as in the memory store) and its spent set."""
         session = self.data_key("session:" + sid)
@@ -386,6 +454,57 @@ class RedisStore:
         with _Guard("delete"):
             keys = (self.data_key(key), self.counter_key(key))
             await self.wire.call(keys[0], "DEL", *keys, idempotent=True)
+
+    # Guarded attempts ------------------------------------------------------------------------------
+    async def admit_attempt(
+        self, key: str, attempt: str, captcha: attempts.CaptchaCheck, limits: attempts.AttemptLimits, now: float
+    ) -> attempts.Admitted:
+        args: list[Arg] = [
+            repr(now),
+            attempt,
+            captcha.value,
+            limits.max_failures,
+            repr(limits.reservation_seconds),
+            "1" if limits.captcha_seconds else "0",
+            limits.reservation_ms,
+        ]
+        keys = self.attempt_keys(key)
+        with _Guard("admit_attempt"):
+            admission, until = await self.wire.script(ADMIT, keys, args, idempotent=False)
+        return attempts.Admitted(attempts.Admission(text_of(admission)), float(text_of(until) or 0))
+
+    async def settle_attempt(
+        self, key: str, attempt: str, outcome: attempts.Outcome, limits: attempts.AttemptLimits, now: float
+    ) -> attempts.Settled:
+        captcha_until = repr(now + limits.captcha_seconds) if limits.captcha_seconds else ""
+        args: list[Arg] = [
+            repr(now),
+            attempt,
+            outcome.value,
+            limits.max_failures,
+            repr(now + limits.lock_seconds),
+            repr(now + limits.lock_seconds),
+            captcha_until,
+            _ms(max(limits.lock_seconds, limits.captcha_seconds)),
+        ]
+        with _Guard("settle_attempt"):
+            verdict, failures, until = await self.wire.script(SETTLE, self.attempt_keys(key), args, idempotent=False)
+        return attempts.Settled(attempts.Verdict(text_of(verdict)), int(failures), float(text_of(until) or 0))
+
+    async def attempt_status(self, key: str, now: float) -> attempts.AttemptStatus:
+        record_key = self.attempt_keys(key)[0]
+        with _Guard("attempt_status"):
+            locked, captcha = await self.wire.call(
+                record_key, "HMGET", record_key, "locked_until", "captcha_until", idempotent=True
+            )
+        locked_until = float(text_of(locked)) if locked else 0.0
+        captcha_until = float(text_of(captcha)) if captcha else 0.0
+        return attempts.AttemptStatus(locked_until if locked_until > now else None, captcha_until > now)
+
+    async def clear_attempts(self, key: str, now: float) -> bool:
+        with _Guard("clear_attempts"):
+            locked = await self.wire.script(CLEAR_ATTEMPTS, self.attempt_keys(key), [], idempotent=True)
+        return bool(locked) and float(text_of(locked)) > now
 
     async def _hgetall(self, key: str, operation: str) -> dict[str, str] | None:
         with _Guard(operation):

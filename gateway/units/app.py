@@ -56,11 +56,11 @@ async def readyz(request: Request) -> Response:
     return health.readiness(checks, ready=all(value == "ok" for value in checks.values()))
 
 
-def routes() -> list[BaseRoute]:
+def routes(service: UnitsService) -> list[BaseRoute]:
     return [
         Route("/.well-known/jwks.json", jwks, methods=["GET"]),
         *listing.routes(),
-        *verification.routes(),
+        *verification.routes(service),
         *authorizations.routes(),
         *declaration.routes(),
         *ca.routes(),
@@ -94,7 +94,7 @@ def create_units_app(settings: Settings) -> Starlette:
             await service.close()
 
     app = Starlette(
-        routes=routes(),
+        routes=routes(service),
         middleware=[
             Middleware(
                 TokenAuthMiddleware,

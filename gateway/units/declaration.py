@@ -28,7 +28,7 @@ async def reset_declaration_password(service: UnitsService, tin: str, password: 
     password_hash = await service.hashing.hash(check_declaration_password(password))
     if not await service.records.set_password_hash(tin, password_hash):
         raise UnitNotFound(f"There is no unit with the TIN {tin}.")
-    was_locked = await service.lockout.unlock(tin)
+    was_locked = await service.guard.unlock(tin)
     await service.audit.record("declaration_password_reset", f"unit:{tin}", actor=actor, detail=how)
     if was_locked:
         await service.audit.record("declaration_password_unlocked", f"unit:{tin}", actor=actor, detail=how)

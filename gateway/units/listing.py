@@ -6,7 +6,6 @@ authorization applies); with several the person picks one first (DOMAIN.md, unit
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import TypedDict
 
@@ -39,8 +38,7 @@ async def list_units(request: Request) -> Response:
     authorized = await service.records.active_authorizations(claims["sub"], now) if memberships else {}
     views: list[UnitView] = []
     for unit in memberships:
-        lock = await service.lockout.locked(unit.tin)
-        retry_after = int(lock.extra["retry_after"]) if lock is not None else 0
+        guarded = await service.guard.status(unit.tin)
         until = authorized.get(unit.tin)
         views.append(
             {
@@ -50,9 +48,11 @@ async def list_units(request: Request) -> Response:
                 "authorized": until is not None,
                 "authorized_until": timestamp(until) if until is not None else None,
                 "declaration_password_set": unit.password_set,
-                "locked": lock is not None,
-                "locked_until": timestamp(datetime.fromtimestamp(time.time() + retry_after, UTC)) if lock else None,
-                "captcha_required": await service.lockout.captcha_required(unit.tin),
+                "locked": guarded.locked_until is not None,
+                "locked_until": (
+                    timestamp(datetime.fromtimestamp(guarded.locked_until, UTC)) if guarded.locked_until else None
+                ),
+                "captcha_required": guarded.captcha_required,
             }
         )
     return json_response({"units": views})

@@ -13,14 +13,15 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 
-from gateway.accounts.captcha import Captchas
-from gateway.accounts.lockout import Lockout, LockoutPolicy
-from gateway.accounts.passwords import PasswordHashing
-from gateway.accounts.throttle import Throttle
 from gateway.directory.audit import AuditLog
 from gateway.directory.db import create_engine, migrate
 from gateway.directory.persons import PersonDirectory
+from gateway.guard.captcha import Captchas
+from gateway.guard.guard import GuardWords, SecretGuard
+from gateway.guard.hashing import PasswordHashing
+from gateway.guard.throttle import Throttle
 from gateway.settings import Settings
+from gateway.state.attempts import AttemptLimits
 from gateway.state.base import StateStore
 from gateway.tokens.dpop import DpopVerifier, StoreReplayCache
 from gateway.tokens.keys import KeyFile
@@ -46,9 +47,8 @@ class UnitsService:
     directory: PersonDirectory
     audit: AuditLog
     hashing: PasswordHashing
-    lockout: Lockout
+    guard: SecretGuard
     captchas: Captchas
-    ip_throttle: Throttle
     tokens: UnitTokens
     gateway_keys: GatewayKeys
     verifier: GatewayTokenVerifier
@@ -63,11 +63,30 @@ class UnitsService:
         store = create_store(settings)
         engine = create_engine(settings.database_url)
         verifier, keys = gateway_verifier(settings)
-        policy = LockoutPolicy(
-            settings.units_password_max_failures,
-            settings.units_password_lockout_seconds,
-            "unit",
-            captcha_memory=settings.login_captcha_memory,
+        captchas = Captchas(settings, store)
+        guard = SecretGuard(
+            store,
+            scope="unit",
+            limits=AttemptLimits(
+                settings.units_password_max_failures,
+                settings.units_password_lockout_seconds,
+                settings.attempt_reservation_seconds,
+                settings.login_captcha_memory,
+            ),
+            captchas=captchas,
+            ip_throttle=Throttle(
+                store,
+                "unit-ip",
+                settings.login_ip_max_attempts,
+                settings.login_ip_window,
+                what="declaration password attempts",
+            ),
+            words=GuardWords(
+                wrong="The declaration password is wrong.",
+                locked="Too many wrong declaration passwords. Try again in {minutes} minutes, or have the legal "
+                "representative or finance manager reset it.",
+                captcha_path="/units/v1/captcha",
+            ),
         )
         trust = CaTrust.from_file(settings.units_ca_trust_bundle) if settings.units_ca_trust_bundle else None
         return cls(
@@ -78,15 +97,8 @@ class UnitsService:
             directory=PersonDirectory(engine),
             audit=AuditLog(engine),
             hashing=password_hashing(settings),
-            lockout=Lockout(store, policy),
-            captchas=Captchas(settings, store),
-            ip_throttle=Throttle(
-                store,
-                "unit-ip",
-                settings.login_ip_max_attempts,
-                settings.login_ip_window,
-                what="declaration password attempts",
-            ),
+            guard=guard,
+            captchas=captchas,
             tokens=UnitTokens(settings, KeyFile(units_keys_file(settings), settings.signing_alg)),
             gateway_keys=keys,
             verifier=verifier,

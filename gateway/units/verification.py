@@ -1,14 +1,11 @@
 """Getting a unit token: by declaration password (`verify`), by authorization (`enter`), and renewing it.
 
-The declaration password is checked exactly like the person password at login
-(gateway/accounts/login.py), with counters of its own, one set per unit:
-1. per-IP throttle (429);
-2. lock (423 `account_locked`, `retry_after`, Retry-After): refused before anything else is looked at;
-3. captcha (400 `captcha_required` / `captcha_invalid`, from `POST /units/v1/captcha`) once the unit
-   has had a wrong password; neither counts, and a presented captcha is consumed either way;
-4. the attempt is reserved, then the password verified (argon2id, off the loop); a wrong one answers
-   401 `invalid_credentials` with `attempts_left` and `captcha_required`, the 5th locks (audited).
-Only a person with a role in the unit gets that far, so outsiders cannot lock a unit out.
+The declaration password is checked by the unit's `SecretGuard` (gateway/guard/guard.py), exactly like
+the person password at login, with counters of its own, one set per unit: per-IP throttle (429), lock
+(423 `account_locked`), captcha (from `POST /units/v1/captcha`) once the unit has had a wrong password,
+an attempt admitted atomically, argon2id off the loop, then 401 `invalid_credentials` with
+`attempts_left`, the 5th locks (audited). Only a person with a role in the unit gets that far, so
+outsiders cannot lock a unit out.
 """
 
 from __future__ import annotations
@@ -21,7 +18,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway import errors
-from gateway.accounts.captcha import CaptchaRequired
+from gateway.guard import captcha
+from gateway.guard.guard import Attempt
 from gateway.inputs import StrictModel, client_ip, read_json
 from gateway.tokens.claims import AccessTokenClaims
 from gateway.tokens.verifier import InvalidToken
@@ -57,33 +55,17 @@ async def check_declaration_password(
     body: VerifyRequest,
     actor: str | None,
 ) -> None:
-    """Raise unless `body` carries the unit's declaration password (the module docstring's order).
+    """Raise unless `body` carries the unit's declaration password (through the unit's guard).
     `password_hash` None (no such unit, no password set) is checked against a decoy and fails."""
     ip = client_ip(request)
-    await service.ip_throttle.hit(ip)
-    lockout = service.lockout
-    locked = await lockout.locked(tin)
-    if locked is not None:
-        if body.captcha_id:
-            await service.captchas.solved(body.captcha_id, None)  # consumed either way
-        raise locked
-    if await lockout.captcha_required(tin):
-        try:
-            await service.captchas.require(body.captcha_id, body.captcha_answer)
-        except CaptchaRequired as exc:
-            raise CaptchaRequired(
-                "Answer a captcha (POST /units/v1/captcha) and send captcha_id and captcha_answer."
-            ) from exc
-    elif body.captcha_id:
-        await service.captchas.solved(body.captcha_id, body.captcha_answer)
-    attempt = await lockout.reserve_attempt(tin)
-    if not await service.hashing.verify(password_hash, body.declaration_password):
-        failure = await lockout.failed(tin, attempt)
-        if isinstance(failure, errors.Locked):
-            await service.audit.record("declaration_password_locked", f"unit:{tin}", actor=actor, detail=f"ip={ip}")
-            raise failure
-        raise errors.InvalidCredentials("The declaration password is wrong.", **failure.extra)
-    await lockout.succeeded(tin)
+
+    async def verify() -> bool:
+        return await service.hashing.verify(password_hash, body.declaration_password)
+
+    async def audit_lock() -> None:
+        await service.audit.record("declaration_password_locked", f"unit:{tin}", actor=actor, detail=f"ip={ip}")
+
+    await service.guard.check(tin, Attempt(ip, body.captcha_id, body.captcha_answer), verify, on_lock=audit_lock)
 
 
 def issue_for(
@@ -167,15 +149,9 @@ async def renew(request: Request) -> Response:
     return json_response(issue_for(service, claims, tin, membership.role, via))
 
 
-async def new_captcha(request: Request) -> Response:
-    service = units_of(request)
-    await service.captchas.throttle.hit(client_ip(request))
-    return json_response(await service.captchas.issue(), status=201)
-
-
-def routes() -> list[BaseRoute]:
+def routes(service: UnitsService) -> list[BaseRoute]:
     return [
-        Route("/v1/captcha", new_captcha, methods=["POST"]),
+        captcha.route(service.captchas),
         Route("/v1/units/{tin}/verify", verify, methods=["POST"]),
         Route("/v1/units/{tin}/enter", enter, methods=["POST"]),
         Route("/v1/unit-token/renew", renew, methods=["POST"]),

@@ -1,4 +1,4 @@
-"""Image captchas: `POST /v1/captcha`, and the single-use check password login calls.
+"""Image captchas: `POST /v1/captcha` (and `/units/v1/captcha`), and the single-use check the guard calls.
 
 The answer is kept only as a salted HMAC in the state store, under the captcha's id, for
 `captcha_ttl` seconds. Checking takes the record (atomic get-and-delete), so every captcha is
@@ -21,14 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from captcha.image import ImageCaptcha
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
 
 from gateway import errors
-from gateway.accounts.throttle import Throttle
-from gateway.components import gateway_of
+from gateway.guard.throttle import Throttle
 from gateway.inputs import client_ip
 from gateway.jsonutil import dumps
 from gateway.settings import Settings
+from gateway.state.attempts import CaptchaCheck
 from gateway.state.base import StateStore
 
 ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -88,26 +88,28 @@ class Captchas:
             return False
         return hmac.compare_digest(record["digest"], _digest(bytes.fromhex(record["salt"]), answer))
 
-    async def require(self, captcha_id: str | None, answer: str | None) -> None:
-        """400 `captcha_required` without one, 400 `captcha_invalid` for a wrong, used or expired one."""
-        if not captcha_id or not answer:
-            if captcha_id:
+    async def check(self, captcha_id: str | None, answer: str | None) -> CaptchaCheck:
+        """Consume a presented captcha (answered or not) and say what it proves."""
+        if not captcha_id:
+            return CaptchaCheck.NONE
+        if not answer:
+            if len(captcha_id) <= 64:
                 await self._store.delete(f"captcha:{captcha_id}")
-            raise CaptchaRequired("Answer a captcha (POST /v1/captcha) and send captcha_id and captcha_answer.")
-        if not await self.solved(captcha_id, answer):
-            raise CaptchaInvalid("The captcha answer is wrong or the captcha has expired; request a new one.")
+            return CaptchaCheck.NONE
+        return CaptchaCheck.SOLVED if await self.solved(captcha_id, answer) else CaptchaCheck.WRONG
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-async def new_captcha(request: Request) -> Response:
-    gw = gateway_of(request)
-    # No body is needed; anything sent is ignored (bounded by the body-size limit).
-    await gw.accounts.captchas.throttle.hit(client_ip(request))
-    body = await gw.accounts.captchas.issue()
-    return Response(dumps(body), status_code=201, media_type="application/json", headers={"Cache-Control": "no-store"})
+def route(captchas: Captchas, path: str = "/v1/captcha") -> Route:
+    """`POST {path}`: a new captcha (no body needed; anything sent is ignored, bounded by the body limit)."""
 
+    async def new_captcha(request: Request) -> Response:
+        await captchas.throttle.hit(client_ip(request))
+        body = await captchas.issue()
+        return Response(
+            dumps(body), status_code=201, media_type="application/json", headers={"Cache-Control": "no-store"}
+        )
 
-def routes() -> list[BaseRoute]:
-    return [Route("/v1/captcha", new_captcha, methods=["POST"])]
+    return Route(path, new_captcha, methods=["POST"])

@@ -1,0 +1,175 @@
+"""`SecretGuard`: the one sequence every secret check goes through.
+
+    1. per-IP throttle (429) and the presented captcha consumed, together (one round trip);
+    2. admission, one atomic store step (gateway/state/attempts.py): lock (423), captcha rule
+       (400 `captcha_required` / `captcha_invalid`, not counted), a place for this attempt;
+    3. the secret checked (argon2id off the loop, or whatever `verify` does);
+    4. the verdict, one atomic store step: a failure answers 401 with `attempts_left`, the last one
+       423 and the lock is reported to `on_lock`; a success clears the record.
+
+Password login, the declaration password and every other secret share it, each with its own scope
+(its own counters) and words. An attempt that finds every place taken by attempts in flight waits
+for their verdicts (they decide whether it is refused as locked or admitted) for as long as a place
+may be held, then answers 429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from gateway import errors
+from gateway.guard.captcha import CaptchaInvalid, CaptchaRequired, Captchas
+from gateway.guard.throttle import Throttle, TooManyRequests
+from gateway.state.attempts import (
+    Admission,
+    AttemptLimits,
+    AttemptStatus,
+    CaptchaCheck,
+    Outcome,
+    Verdict,
+)
+from gateway.state.base import StateStore
+
+FIRST_WAIT = 0.005  # seconds; doubled up to LONGEST_WAIT while other attempts are in flight
+LONGEST_WAIT = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class GuardWords:
+    """What the answers say, per secret."""
+
+    wrong: str = "The account or password is wrong."
+    locked: str = "Too many wrong passwords. Try again in {minutes} minutes, or reset the password to unlock now."
+    captcha_path: str = "/v1/captcha"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What the client sent along with its secret."""
+
+    ip: str
+    captcha_id: str | None = None
+    captcha_answer: str | None = None
+
+
+class SecretGuard:
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        scope: str,
+        limits: AttemptLimits,
+        captchas: Captchas | None = None,
+        ip_throttle: Throttle | None = None,
+        words: GuardWords | None = None,
+    ) -> None:
+        if limits.captcha_seconds and captchas is None:
+            raise ValueError("a captcha rule needs the captchas")
+        self._store = store
+        self._scope = scope
+        self.limits = limits
+        self._captchas = captchas
+        self._ip_throttle = ip_throttle
+        self._words = words or GuardWords()
+
+    def _key(self, subject: str) -> str:
+        return f"{self._scope}:{subject}"
+
+    async def check(
+        self,
+        subject: str,
+        attempt: Attempt,
+        verify: Callable[[], Awaitable[bool]],
+        *,
+        on_lock: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Return when `verify()` says the secret is right; raise the answer otherwise."""
+        captcha = await self._throttle_and_take_captcha(attempt)
+        key, attempt_id = self._key(subject), secrets.token_hex(8)
+        await self._admit(key, attempt_id, captcha)
+        try:
+            right = await verify()
+        except BaseException:
+            await asyncio.shield(self._release(key, attempt_id))
+            raise
+        settled = await self._store.settle_attempt(
+            key, attempt_id, Outcome.SUCCEEDED if right else Outcome.FAILED, self.limits, time.time()
+        )
+        if settled.verdict is Verdict.SUCCEEDED:
+            return
+        if settled.verdict is Verdict.LOCKED:
+            if settled.failures and on_lock is not None:  # this attempt's failure locked it
+                await on_lock()
+            raise self.locked_error(settled.locked_until)
+        raise errors.InvalidCredentials(
+            self._words.wrong,
+            attempts_left=self.limits.max_failures - settled.failures,
+            captcha_required=bool(self.limits.captcha_seconds),
+        )
+
+    async def _throttle_and_take_captcha(self, attempt: Attempt) -> CaptchaCheck:
+        """Both at once (the store pipelines them into one round trip); a presented captcha is
+        consumed whatever happens next."""
+        steps: list[Awaitable[object]] = []
+        if self._ip_throttle is not None:
+            steps.append(self._ip_throttle.hit(attempt.ip))
+        if self._captchas is not None:
+            steps.append(self._captchas.check(attempt.captcha_id, attempt.captcha_answer))
+        done = await asyncio.gather(*steps, return_exceptions=True)
+        for result in done:
+            if isinstance(result, BaseException):
+                raise result
+        captcha = done[-1] if self._captchas is not None else CaptchaCheck.NONE
+        assert isinstance(captcha, CaptchaCheck)
+        return captcha
+
+    async def _admit(self, key: str, attempt_id: str, captcha: CaptchaCheck) -> None:
+        deadline = time.monotonic() + self.limits.reservation_seconds
+        pause = FIRST_WAIT
+        while True:
+            admitted = await self._store.admit_attempt(key, attempt_id, captcha, self.limits, time.time())
+            match admitted.admission:
+                case Admission.ADMITTED:
+                    return
+                case Admission.LOCKED:
+                    raise self.locked_error(admitted.locked_until)
+                case Admission.CAPTCHA_REQUIRED:
+                    raise CaptchaRequired(
+                        f"Answer a captcha (POST {self._words.captcha_path}) and send captcha_id and captcha_answer."
+                    )
+                case Admission.CAPTCHA_INVALID:
+                    raise CaptchaInvalid("The captcha answer is wrong or the captcha has expired; request a new one.")
+            if time.monotonic() + pause > deadline:
+                raise TooManyRequests(
+                    "Other attempts at this secret are being checked; try again in a moment.",
+                    retry_after=1,
+                    code="attempts_in_progress",
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, LONGEST_WAIT)
+
+    async def _release(self, key: str, attempt_id: str) -> None:
+        # If the store is unreachable too, the place lapses by itself within `reservation_seconds`.
+        with contextlib.suppress(errors.ServiceUnavailable):
+            await self._store.settle_attempt(key, attempt_id, Outcome.ABANDONED, self.limits, time.time())
+
+    def locked_error(self, until: float) -> errors.Locked:
+        retry_after = max(1, math.ceil(until - time.time()))
+        return errors.Locked(
+            self._words.locked.format(minutes=math.ceil(retry_after / 60)),
+            headers={"Retry-After": str(retry_after)},
+            retry_after=retry_after,
+        )
+
+    async def status(self, subject: str) -> AttemptStatus:
+        return await self._store.attempt_status(self._key(subject), time.time())
+
+    async def unlock(self, subject: str) -> bool:
+        """Forget failures, lock and captcha rule (a password reset); True when it was locked."""
+        return await self._store.clear_attempts(self._key(subject), time.time())
