@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ from tests.support.accounts import access_token, grant_staff
 from tests.support.gateway_server import ThreadedGateway
 from tests.support.units import DECLARATION_PASSWORD, Person, new_unit
 
-VERIFY = Path(__file__).resolve().parent.parent / "verify"
+ROOT = Path(__file__).resolve().parent.parent
+VERIFY = ROOT / "verify"
 SOURCE = VERIFY / "src" / "qrgate_verify"
 # What a downstream service may import through the package: its declared dependencies and the stdlib.
 ALLOWED_IMPORTS = {"qrgate_verify", "joserfc", "cryptography", "httpx", "starlette"}
@@ -99,6 +101,20 @@ def test_the_middleware_renders_problems_as_the_gateway_does(problem: errors.Gat
     assert problem_json(problem) == rendered.body
     assert all(rendered.headers[name] == value for name, value in problem.response_headers().items())
     assert problem.response_headers() in ({"WWW-Authenticate": "Bearer"}, {"Retry-After": "2"})
+
+
+def test_the_image_copies_every_source_root_the_server_packages() -> None:
+    """deploy/Dockerfile installs the server from copied sources: without verify/src the image's
+    gateway could not import qrgate_verify."""
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    copied = {
+        source
+        for line in (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+        for source in line.split()[1:-1]
+    }
+    assert {"pyproject.toml", "gateway"} <= copied
+    assert set(find["where"]) - {"."} <= copied
 
 
 # --- the package alone, in a fresh virtualenv, against a running gateway -------------------------------
