@@ -1,6 +1,7 @@
 """Errors named by cause, mapped once to RFC 9457 problem+json.
 
-    GatewayError                       any refusal the client can act on (4xx) or retry (503)
+    GatewayError                       any refusal the client can act on (4xx) or retry (503);
+                                       it is qrgate_verify.problem.Problem, as is Unauthorized
     ├── BadRequest (400)               malformed JSON, wrong types, missing fields: `invalid_request`
     │   └── UnknownClient (400)        `unknown_client`
     ├── Unauthorized (401)             missing or invalid bearer / waiter token
@@ -14,52 +15,24 @@
     ├── Locked (423)                   `account_locked`, with `retry_after`
     └── ServiceUnavailable (503)       `store_unavailable`, `database_unavailable`, with Retry-After
 
-Handlers raise; `problem_response` renders. Nothing else writes error bodies.
+Handlers raise; `problem_response` renders. Nothing else writes error bodies but qrgate_verify's
+middleware, which renders its refusals (this same class) with the same fields.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from starlette.responses import Response
 
 from gateway.jsonutil import dumps
 
-PROBLEM_TYPE_BASE = "https://qrgate.dev/problems/"
+# The base class and the 401 live in qrgate_verify, so that a refusal raised by its middleware (a bad
+# token) and one raised here (the units service's 503 when the gateway's keys cannot be fetched) are
+# the same kind of error, caught by the same handlers and rendered alike.
+from qrgate_verify.problem import PROBLEM_TYPE_BASE as PROBLEM_TYPE_BASE
+from qrgate_verify.problem import Problem
+from qrgate_verify.problem import Unauthorized as Unauthorized
 
-
-class GatewayError(Exception):
-    status: int = 400
-    code: str = "invalid_request"
-    title: str = "Bad request"
-
-    def __init__(
-        self,
-        detail: str,
-        *,
-        code: str | None = None,
-        status: int | None = None,
-        headers: dict[str, str] | None = None,
-        **extra: Any,
-    ) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        if code is not None:
-            self.code = code
-        if status is not None:
-            self.status = status
-        self.headers = headers or {}
-        self.extra = extra
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "type": PROBLEM_TYPE_BASE + self.code,
-            "title": self.title,
-            "status": self.status,
-            "code": self.code,
-            "detail": self.detail,
-            **self.extra,
-        }
+GatewayError = Problem
 
 
 class BadRequest(GatewayError):
@@ -68,12 +41,6 @@ class BadRequest(GatewayError):
 
 class UnknownClient(BadRequest):
     code = "unknown_client"
-
-
-class Unauthorized(GatewayError):
-    status = 401
-    code = "unauthorized"
-    title = "Unauthorized"
 
 
 class InvalidCredentials(Unauthorized):
@@ -150,9 +117,9 @@ class ServiceUnavailable(GatewayError):
 
 
 def problem_response(error: GatewayError) -> Response:
-    headers = dict(error.headers)
-    if error.status == 401 and "WWW-Authenticate" not in headers:
-        headers["WWW-Authenticate"] = "Bearer"
     return Response(
-        dumps(error.body()), status_code=error.status, headers=headers, media_type="application/problem+json"
+        dumps(error.body()),
+        status_code=error.status,
+        headers=error.response_headers(),
+        media_type="application/problem+json",
     )

@@ -1,27 +1,13 @@
-"""Wire shapes of tokens (they match protocols/schemas/access-token-claims.json)."""
+"""Wire shapes of tokens (they match protocols/schemas/access-token-claims.json). The claims of a
+verified token are defined in qrgate_verify, which downstream services share."""
 
 from __future__ import annotations
 
-from typing import NotRequired, TypedDict
+from typing import TypedDict
 
+from qrgate_verify.claims import AccessTokenClaims, Confirmation
 
-class Confirmation(TypedDict):
-    jkt: str
-
-
-class AccessTokenClaims(TypedDict):
-    iss: str
-    sub: str
-    aud: str | list[str]
-    exp: int
-    iat: int
-    jti: str
-    client_id: str
-    sid: str
-    amr: list[str]
-    auth_time: int
-    cnf: NotRequired[Confirmation]
-    roles: NotRequired[list[str]]  # staff roles only (e.g. hall_staff); never personal data
+__all__ = ["AccessTokenClaims", "Confirmation", "TokenResponse"]
 
 
 class TokenResponse(TypedDict):

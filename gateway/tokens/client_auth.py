@@ -20,7 +20,7 @@ from gateway import errors
 from gateway.jsonutil import loads
 from gateway.settings import ConfidentialClient, Settings
 from gateway.state.base import StateStore
-from gateway.tokens.verifier import _header_of
+from qrgate_verify.verifier import unverified_header
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = ["ES256", "EdDSA", "Ed25519", "RS256", "PS256"]
@@ -85,7 +85,7 @@ class ClientAuthenticator:
         if len(assertion) > 8192:
             raise refuse("The client assertion is too large.")
         try:
-            unverified = _header_of(assertion)
+            unverified = unverified_header(assertion)
             payload = assertion.split(".")[1]
             claimed: dict[str, Any] = loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
             client_id = str(claimed.get("iss", ""))  # inside the try: the payload may be no JSON object
