@@ -1,29 +1,34 @@
-"""`create_app(settings)`: the Starlette application; its lifespan wires the parts together."""
+"""`create_app(settings)`: the Starlette application. The one place where the gateway's services are
+built (`Services.create`) and their routes assembled; the lifespan connects and closes them. No
+feature module reaches back here: each gets what it needs as arguments."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
-from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.routing import BaseRoute
 
-from gateway import errors, health, metrics
-from gateway.accounts import login
-from gateway.accounts import routes as account_routes
-from gateway.accounts.parts import AccountParts
-from gateway.components import Gateway, gateway_of
+from gateway import health
+from gateway.accounts import admin, login, rare_chars, recovery, registration, sms
+from gateway.accounts.login import PasswordLogins
+from gateway.accounts.records import AccountRecords
+from gateway.backends import create_store, password_hashing
+from gateway.components import Gateway
+from gateway.directory.audit import AuditLog
 from gateway.directory.db import create_engine, migrate
-from gateway.directory.persons import DatabaseUnavailable, PersonDirectory
+from gateway.directory.persons import PersonDirectory
 from gateway.draining import Draining
+from gateway.error_handlers import exception_handlers
+from gateway.guard import captcha
+from gateway.guard.captcha import Captchas
 from gateway.guard.guard import SecretGuard
 from gateway.guard.hashing import PasswordHashing
+from gateway.guard.throttle import Throttle
 from gateway.middleware import BodyLimitMiddleware, ObserveMiddleware
 from gateway.qr import http as qr_http
 from gateway.qr.render import QrImages
@@ -31,12 +36,13 @@ from gateway.qr.service import QrService
 from gateway.settings import Settings
 from gateway.state.attempts import AttemptLimits
 from gateway.state.base import StateStore
-from gateway.state.memory import MemoryStore
+from gateway.state.keys import Guarded, Throttles
 from gateway.tokens import endpoints as token_endpoints
 from gateway.tokens import routes as token_routes
 from gateway.tokens.bearer import BearerAuth
 from gateway.tokens.client_auth import ClientAuthenticator
 from gateway.tokens.dpop import DpopVerifier, StoreReplayCache
+from gateway.tokens.endpoints import TokenEndpoints
 from gateway.tokens.issuer import TokenIssuer
 from gateway.tokens.keys import KeyFile
 from gateway.tokens.sessions import SessionManager
@@ -44,170 +50,196 @@ from gateway.tokens.verifier import AccessTokenVerifier, StaticKeys
 from gateway.units.app import UnitsMount, create_units_app, mounted_lifespan
 from gateway.web import pages as web_pages
 
-log = logging.getLogger("qrgate")
 
+@dataclass
+class Services:
+    """Everything one gateway process runs. Built without I/O beyond the key file; `running()` connects."""
 
-def create_store(settings: Settings) -> StateStore:
-    if not settings.redis_url:
-        return MemoryStore()
-    from gateway.state.redis import RedisStore
+    settings: Settings
+    store: StateStore
+    engine: AsyncEngine
+    hashing: PasswordHashing
+    draining: Draining
+    issuer: TokenIssuer
+    bearer: BearerAuth
+    tokens: TokenEndpoints
+    qr: QrService
+    images: QrImages
+    directory: PersonDirectory
+    captchas: Captchas
+    logins: PasswordLogins
+    sms: sms.SmsChallenges
+    registrations: registration.Registrations
+    recovery: recovery.Recovery
+    hall: admin.HallDesk
+    rare_chars: rare_chars.RareChars
 
-    return RedisStore.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout,
-        socket_connect_timeout=settings.redis_connect_timeout,
-        retries=settings.redis_retries,
-    )
-
-
-def password_hashing(settings: Settings) -> PasswordHashing:
-    return PasswordHashing(
-        memory_kib=settings.argon2_memory_kib,
-        time_cost=settings.argon2_time_cost,
-        parallelism=settings.argon2_parallelism,
-        workers=settings.hash_workers,
-    )
-
-
-def assemble(settings: Settings) -> Gateway:
-    """Build every part (no I/O beyond reading or creating the key file); `start` and `close` below
-    bring up and take down what talks to the network."""
-    store = create_store(settings)
-    engine = create_engine(settings.database_url)
-    key_file = KeyFile(settings.keys_file, settings.signing_alg)
-    issuer = TokenIssuer(settings, key_file)
-    sessions = SessionManager(settings, store, issuer)
-    verifier = AccessTokenVerifier(
-        StaticKeys(lambda: key_file.ring.verification_keys),
-        issuer=settings.issuer,
-        audience=settings.token_audience,
-    )
-    dpop = DpopVerifier(StoreReplayCache(store))
-    accounts = AccountParts.create(settings, store, engine)
-    return Gateway(
-        settings=settings,
-        store=store,
-        engine=engine,
-        directory=PersonDirectory(engine),
-        hashing=password_hashing(settings),
-        issuer=issuer,
-        sessions=sessions,
-        dpop=dpop,
-        bearer=BearerAuth(verifier, sessions, dpop, settings.issuer),
-        client_auth=ClientAuthenticator(settings, store),
-        audiences=frozenset({settings.token_audience, *settings.exchange_audiences}),
-        verifier=verifier,
-        qr=QrService(settings, store, sessions),
-        images=QrImages(),
-        clients=settings.client_policies(),
-        login_guard=SecretGuard(
+    @classmethod
+    def create(cls, settings: Settings) -> Services:
+        store = create_store(settings)
+        engine = create_engine(settings.database_url)
+        hashing = password_hashing(settings)
+        directory, audit, records = PersonDirectory(engine), AuditLog(engine), AccountRecords(engine)
+        key_file = KeyFile(settings.keys_file, settings.signing_alg)
+        issuer = TokenIssuer(settings, key_file)
+        sessions = SessionManager(settings, store, issuer)
+        verifier = AccessTokenVerifier(
+            StaticKeys(lambda: key_file.ring.verification_keys),
+            issuer=settings.issuer,
+            audience=settings.token_audience,
+        )
+        dpop = DpopVerifier(StoreReplayCache(store))
+        bearer = BearerAuth(verifier, sessions, dpop, settings.issuer)
+        clients = settings.client_policies()
+        captchas = Captchas(settings, store)
+        identity_ip = Throttle(
             store,
-            scope="login",
+            Throttles.IDENTITY_IP,
+            settings.identity_ip_max_attempts,
+            settings.identity_ip_window,
+            what="identity checks from this address",
+        )
+        login_guard = SecretGuard(
+            store,
+            scope=Guarded.LOGIN,
             limits=AttemptLimits(
                 settings.password_max_failures,
                 settings.password_lockout_seconds,
                 settings.attempt_reservation_seconds,
                 settings.login_captcha_memory,
             ),
-            captchas=accounts.captchas,
-            ip_throttle=accounts.login_ip,
-        ),
-        accounts=accounts,
-        draining=Draining(),
-    )
-
-
-@asynccontextmanager
-async def running(gateway: Gateway) -> AsyncIterator[None]:
-    """Connect what the parts need, and take it down again in reverse order."""
-    try:
-        if gateway.settings.database_auto_migrate:
-            await migrate(gateway.engine)
-        await gateway.store.start()
-        yield
-    finally:
-        await gateway.accounts.close()
-        await gateway.store.close()
-        await gateway.engine.dispose()
-        gateway.hashing.close()
-
-
-BACKEND_OF_CODE = {"store_unavailable": "store", "database_unavailable": "database"}
-
-
-async def on_gateway_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, errors.GatewayError)
-    backend = BACKEND_OF_CODE.get(exc.code)
-    if backend is not None:
-        metrics.labelled(metrics.BACKEND_ERRORS, backend).inc()
-        log.warning("backend unavailable", extra={"backend": backend, "path": request.url.path})
-    return errors.problem_response(exc)
-
-
-async def on_http_exception(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
-        allowed = dict(exc.headers or {})
-        return errors.problem_response(
-            errors.MethodNotAllowed(f"{request.method} is not allowed here.", headers=allowed)
+            captchas=captchas,
+            ip_throttle=Throttle(
+                store,
+                Throttles.LOGIN_IP,
+                settings.login_ip_max_attempts,
+                settings.login_ip_window,
+                what="login attempts",
+            ),
         )
-    if exc.status_code == 404:
-        return errors.problem_response(errors.NotFound(f"No such resource: {request.url.path}"))
-    return errors.problem_response(errors.BadRequest(str(exc.detail), status=exc.status_code))
+        challenges = sms.SmsChallenges(
+            settings, store, sms.create_sender(settings), records=records, identity_ip=identity_ip
+        )
+        registrations = registration.Registrations.create(
+            settings, store, records=records, hashing=hashing, sms=challenges, audit=audit, identity_ip=identity_ip
+        )
+        recover = recovery.Recovery(
+            settings=settings,
+            store=store,
+            records=records,
+            hashing=hashing,
+            login_guard=login_guard,
+            sessions=sessions,
+            sms=challenges,
+            audit=audit,
+            identity_ip=identity_ip,
+        )
+        return cls(
+            settings=settings,
+            store=store,
+            engine=engine,
+            hashing=hashing,
+            draining=Draining(),
+            issuer=issuer,
+            bearer=bearer,
+            tokens=TokenEndpoints(
+                settings=settings,
+                sessions=sessions,
+                issuer=issuer,
+                verifier=verifier,
+                dpop=dpop,
+                client_auth=ClientAuthenticator(settings, store),
+                bearer=bearer,
+                audiences=frozenset({settings.token_audience, *settings.exchange_audiences}),
+            ),
+            qr=QrService(settings, store, sessions),
+            images=QrImages(),
+            directory=directory,
+            captchas=captchas,
+            logins=PasswordLogins(directory, hashing, login_guard, sessions, audit, clients),
+            sms=challenges,
+            registrations=registrations,
+            recovery=recover,
+            hall=admin.HallDesk(bearer, directory, records, registrations, recover, audit),
+            rare_chars=rare_chars.RareChars(),
+        )
 
+    def routes(self, *, units_mounted: bool) -> list[BaseRoute]:
+        settings = self.settings
+        return [
+            *qr_http.routes(),
+            *login.routes(self.logins),
+            captcha.route(self.captchas),
+            *sms.routes(self.sms),
+            *registration.routes(self.registrations),
+            *recovery.routes(self.recovery),
+            *admin.routes(self.hall),
+            *rare_chars.routes(self.rare_chars),
+            *token_routes.routes(settings, self.issuer),
+            *token_endpoints.routes(self.tokens),
+            *health.routes(
+                self.store,
+                self.engine,
+                lambda: self.issuer.ring,
+                self.draining,
+                with_metrics=settings.metrics_port == 0,
+            ),
+            *web_pages.routes(settings, units_mounted=units_mounted),
+        ]
 
-async def on_database_error(request: Request, exc: Exception) -> Response:
-    """Any driver error that reaches here means the database is unreachable or failing: 503, and
-    the pool reconnects by itself (pre-ping) when it is back. Integrity errors are bugs: 500."""
-    if isinstance(exc, IntegrityError):
-        return await on_unexpected(request, exc)
-    metrics.labelled(metrics.BACKEND_ERRORS, "database").inc()
-    log.warning("database unavailable: %s", exc.__class__.__name__, extra={"path": request.url.path})
-    return errors.problem_response(DatabaseUnavailable("The directory database is unavailable."))
+    def for_qr(self) -> Gateway:
+        return Gateway(
+            settings=self.settings,
+            store=self.store,
+            directory=self.directory,
+            bearer=self.bearer,
+            qr=self.qr,
+            images=self.images,
+            clients=self.settings.client_policies(),
+            draining=self.draining,
+        )
 
-
-async def on_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return errors.problem_response(errors.InternalError("An internal error occurred; it has been logged."))
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Connect what the services need, and take it down again in reverse order."""
+        try:
+            if self.settings.database_auto_migrate:
+                await migrate(self.engine)
+            await self.store.start()
+            yield
+        finally:
+            self.captchas.close()
+            await self.sms.sender.close()
+            await self.registrations.close()
+            await self.store.close()
+            await self.engine.dispose()
+            self.hashing.close()
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
     config = settings or Settings()
     units = create_units_app(config) if config.units_mount else None  # trusts us over HTTP, like any service
-
-    gateway = assemble(config)
+    services = Services.create(config)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with running(gateway), mounted_lifespan(units):
+        async with services.running(), mounted_lifespan(units):
             yield
 
     app = Starlette(
         routes=[
-            *qr_http.routes(),
-            *login.routes(),
-            *account_routes.routes(gateway.accounts.captchas),
-            *token_routes.routes(),
-            *token_endpoints.routes(),
-            *health.routes(with_metrics=config.metrics_port == 0),
-            *web_pages.routes(),
+            *services.routes(units_mounted=units is not None),
             *([UnitsMount(units)] if units is not None else []),
         ],
         middleware=[
             Middleware(ObserveMiddleware),
             Middleware(BodyLimitMiddleware, limit=config.max_body_bytes),
         ],
-        exception_handlers={
-            errors.GatewayError: on_gateway_error,
-            HTTPException: on_http_exception,
-            DBAPIError: on_database_error,
-            SQLAlchemyTimeoutError: on_database_error,
-            Exception: on_unexpected,
-        },
+        exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
-    app.state.gateway = gateway
+    app.state.gateway = services.for_qr()
     return app
 
 
-__all__ = ["create_app", "gateway_of"]
+__all__ = ["Services", "create_app"]

@@ -16,7 +16,8 @@ import uvicorn
 from pydantic import ValidationError
 
 from gateway import errors, logs, rules
-from gateway.app import create_app, password_hashing
+from gateway.app import create_app
+from gateway.backends import password_hashing
 from gateway.clients import commands as client_commands
 from gateway.directory.db import create_engine, migrate
 from gateway.directory.persons import PersonDirectory
@@ -133,7 +134,6 @@ def manage_keys(settings: Settings, args: argparse.Namespace) -> int:
 
 async def grant_staff(settings: Settings, login_name: str) -> str:
     """Give the person with this login name the hall_staff role (audited); returns the person id."""
-    from gateway.accounts.parts import HALL_STAFF
     from gateway.directory.audit import AuditLog
 
     engine = create_engine(settings.database_url)
@@ -144,8 +144,8 @@ async def grant_staff(settings: Settings, login_name: str) -> str:
         person = await directory.find_by_identifier(rules.check_login_name(login_name))
         if person is None or person.login_name != login_name:
             raise errors.NotFound(f"No person has the login name {login_name!r}.", code="person_not_found")
-        await directory.grant_role(person.id, HALL_STAFF)
-        await AuditLog(engine).record("role_granted", person.id, actor="cli", detail=HALL_STAFF)
+        await directory.grant_role(person.id, rules.HALL_STAFF)
+        await AuditLog(engine).record("role_granted", person.id, actor="cli", detail=rules.HALL_STAFF)
         return person.id
     finally:
         await engine.dispose()

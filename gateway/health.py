@@ -3,6 +3,8 @@ loaded, not draining), and /metrics when it is not served on a port of its own."
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
@@ -10,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway import errors, metrics
-from gateway.components import gateway_of
+from gateway.draining import Draining
 from gateway.jsonutil import dumps
 from gateway.state.base import StateStore
 from gateway.tokens.keys import KeyRing
@@ -43,20 +45,20 @@ def readiness(checks: dict[str, str], *, ready: bool) -> Response:
     return Response(dumps(body), status_code=200 if ready else 503, media_type="application/json")
 
 
-async def readyz(request: Request) -> Response:
-    gw = gateway_of(request)
-    checks = await backend_checks(gw.store, gw.engine, gw.issuer.ring)
-    ready = all(value == "ok" for value in checks.values()) and not gw.draining.started
-    checks["draining"] = "yes" if gw.draining.started else "no"
-    return readiness(checks, ready=ready)
-
-
 async def metrics_endpoint(request: Request) -> Response:
     payload, content_type = metrics.exposition()
     return Response(payload, media_type=content_type)
 
 
-def routes(*, with_metrics: bool) -> list[BaseRoute]:
+def routes(
+    store: StateStore, engine: AsyncEngine, keys: Callable[[], KeyRing], draining: Draining, *, with_metrics: bool
+) -> list[BaseRoute]:
+    async def readyz(request: Request) -> Response:
+        checks = await backend_checks(store, engine, keys())
+        ready = all(value == "ok" for value in checks.values()) and not draining.started
+        checks["draining"] = "yes" if draining.started else "no"
+        return readiness(checks, ready=ready)
+
     found: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

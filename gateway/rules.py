@@ -10,6 +10,8 @@ from stdnum.cn import ric
 
 from gateway import errors
 
+HALL_STAFF = "hall_staff"  # the role of the staff of the tax service hall (办税服务厅)
+
 
 class IdType(StrEnum):
     RESIDENT_ID = "resident_id"  # 居民身份证

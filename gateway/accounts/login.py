@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from pydantic import Field
 from starlette.requests import Request
@@ -18,11 +20,16 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway import errors
-from gateway.components import gateway_of
-from gateway.guard.guard import Attempt
+from gateway.directory.audit import AuditLog
+from gateway.directory.persons import PersonDirectory
+from gateway.guard.guard import Attempt, SecretGuard
+from gateway.guard.hashing import PasswordHashing
 from gateway.inputs import StrictModel, client_ip, read_json
 from gateway.jsonutil import dumps
 from gateway.rules import mask_name
+from gateway.settings import ClientPolicy
+from gateway.tokens.claims import TokenResponse
+from gateway.tokens.sessions import SessionManager
 
 
 class PasswordLogin(StrictModel):
@@ -39,31 +46,39 @@ def unknown_subject(identifier: str) -> str:
     return "u_" + hashlib.sha256(normal.encode()).hexdigest()[:32]
 
 
-async def password_login(request: Request) -> Response:
-    gw = gateway_of(request)
-    body = await read_json(request, PasswordLogin)
-    if body.client_id not in gw.clients:
-        raise errors.UnknownClient(f"Unknown client_id {body.client_id!r}.")
-    ip = client_ip(request)
-    person = await gw.directory.find_by_identifier(body.identifier)
-    subject = person.id if person is not None else unknown_subject(body.identifier)
+@dataclass(frozen=True, slots=True)
+class PasswordLogins:
+    directory: PersonDirectory
+    hashing: PasswordHashing
+    guard: SecretGuard
+    sessions: SessionManager
+    audit: AuditLog
+    clients: Mapping[str, ClientPolicy]
 
-    async def verify() -> bool:
-        right = await gw.hashing.verify(person.password_hash if person else None, body.password)
-        return right and person is not None
+    async def login(self, body: PasswordLogin, *, ip: str) -> TokenResponse:
+        if body.client_id not in self.clients:
+            raise errors.UnknownClient(f"Unknown client_id {body.client_id!r}.")
+        person = await self.directory.find_by_identifier(body.identifier)
+        subject = person.id if person is not None else unknown_subject(body.identifier)
 
-    async def audit_lock() -> None:
-        await gw.accounts.audit.record("account_locked", subject, detail=f"wrong passwords; ip={ip}")
+        async def verify() -> bool:
+            right = await self.hashing.verify(person.password_hash if person else None, body.password)
+            return right and person is not None
 
-    attempt = Attempt(ip, body.captcha_id, body.captcha_answer)
-    await gw.login_guard.check(subject, attempt, verify, on_lock=audit_lock)
-    assert person is not None
-    roles = await gw.directory.roles_of(person.id)
-    tokens = await gw.sessions.start(
-        subject=person.id, client_id=body.client_id, amr=["pwd"], roles=roles, display_name=mask_name(person.name)
-    )
-    return Response(dumps(tokens), media_type="application/json", headers={"Cache-Control": "no-store"})
+        async def audit_lock() -> None:
+            await self.audit.record("account_locked", subject, detail=f"wrong passwords; ip={ip}")
+
+        await self.guard.check(subject, Attempt(ip, body.captcha_id, body.captcha_answer), verify, on_lock=audit_lock)
+        assert person is not None
+        roles = await self.directory.roles_of(person.id)
+        return await self.sessions.start(
+            subject=person.id, client_id=body.client_id, amr=["pwd"], roles=roles, display_name=mask_name(person.name)
+        )
 
 
-def routes() -> list[BaseRoute]:
+def routes(logins: PasswordLogins) -> list[BaseRoute]:
+    async def password_login(request: Request) -> Response:
+        tokens = await logins.login(await read_json(request, PasswordLogin), ip=client_ip(request))
+        return Response(dumps(tokens), media_type="application/json", headers={"Cache-Control": "no-store"})
+
     return [Route("/v1/login/password", password_login, methods=["POST"])]

@@ -18,7 +18,6 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway import errors
-from gateway.components import gateway_of
 from gateway.jsonutil import dumps, loads
 
 INDEX = Path(__file__).with_name("data") / "rare_chars.json.gz"
@@ -64,20 +63,16 @@ def _int_param(request: Request, name: str, low: int, high: int) -> int:
     return int(raw)
 
 
-async def radicals(request: Request) -> Response:
-    rare = gateway_of(request).accounts.rare_chars
-    return Response(rare.radicals_body(), media_type="application/json", headers=CACHE)
+def routes(rare: RareChars) -> list[BaseRoute]:
+    async def radicals(request: Request) -> Response:
+        return Response(rare.radicals_body(), media_type="application/json", headers=CACHE)
 
+    async def characters(request: Request) -> Response:
+        radical = _int_param(request, "radical", 1, 214)
+        strokes = _int_param(request, "strokes", 0, MAX_STROKES)
+        body = {"radical": radical, "strokes": strokes, "characters": rare.characters(radical, strokes)}
+        return Response(dumps(body), media_type="application/json", headers=CACHE)
 
-async def characters(request: Request) -> Response:
-    rare = gateway_of(request).accounts.rare_chars
-    radical = _int_param(request, "radical", 1, 214)
-    strokes = _int_param(request, "strokes", 0, MAX_STROKES)
-    body = {"radical": radical, "strokes": strokes, "characters": rare.characters(radical, strokes)}
-    return Response(dumps(body), media_type="application/json", headers=CACHE)
-
-
-def routes() -> list[BaseRoute]:
     return [
         Route("/v1/rare-chars/radicals", radicals, methods=["GET"]),
         Route("/v1/rare-chars", characters, methods=["GET"]),

@@ -6,13 +6,16 @@ person's sessions, and is audited.
     POST /v1/password/forgot {identity..., sms_challenge_id, sms_code} -> {reset_ticket, expires_in}
     POST /v1/password/reset {reset_ticket, new_password}            -> 204
 
-Tickets are random, single use (taken atomically), short-lived, and stored only as hashes.
+Tickets are random (256 bits), single use (taken atomically), short-lived, and stored only as
+hashes: a guess cannot be counted against anyone and has no chance worth counting, so tickets need no
+attempt guard; the SMS code before them has one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 
 from pydantic import Field
 from starlette.requests import Request
@@ -21,9 +24,18 @@ from starlette.routing import BaseRoute, Route
 
 from gateway import errors, rules
 from gateway.accounts.identity import IdentityFields, identity_of, person_with
-from gateway.components import Gateway, gateway_of
+from gateway.accounts.records import AccountRecords
+from gateway.accounts.sms import SmsChallenges
+from gateway.directory.audit import AuditLog
+from gateway.guard.guard import SecretGuard
+from gateway.guard.hashing import PasswordHashing
+from gateway.guard.throttle import Throttle
 from gateway.inputs import StrictModel, client_ip, read_json
 from gateway.jsonutil import dumps
+from gateway.settings import Settings
+from gateway.state import keys
+from gateway.state.base import StateStore
+from gateway.tokens.sessions import SessionManager
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -33,24 +45,7 @@ class ResetTicketInvalid(errors.BadRequest):
 
 
 def _ticket_key(ticket: str) -> str:
-    return "reset-ticket:" + hashlib.sha256(ticket.encode()).hexdigest()
-
-
-async def new_ticket(gw: Gateway, person_id: str) -> str:
-    ticket = secrets.token_urlsafe(32)
-    await gw.store.put(_ticket_key(ticket), {"person_id": person_id}, gw.settings.reset_ticket_ttl)
-    return ticket
-
-
-async def set_new_password(gw: Gateway, person_id: str, password: str, *, actor: str, how: str) -> None:
-    """The one way a password changes after registration: hash, store, unlock, end sessions, audit."""
-    password_hash = await gw.hashing.hash(rules.check_password(password))
-    await gw.accounts.records.set_password(person_id, password_hash)
-    was_locked = await gw.login_guard.unlock(person_id)
-    ended = await gw.sessions.end_sessions_of(person_id)
-    await gw.accounts.audit.record("password_reset", person_id, actor=actor, detail=f"{how}; {ended} sessions ended")
-    if was_locked:
-        await gw.accounts.audit.record("account_unlocked", person_id, actor=actor, detail=how)
+    return keys.key(keys.Space.RESET_TICKET, hashlib.sha256(ticket.encode()).hexdigest())
 
 
 class ForgotPassword(IdentityFields):
@@ -58,38 +53,66 @@ class ForgotPassword(IdentityFields):
     sms_code: str = Field(min_length=1, max_length=16)
 
 
-async def forgot_password(request: Request) -> Response:
-    gw = gateway_of(request)
-    body = await read_json(request, ForgotPassword)
-    identity = identity_of(body)
-    await gw.accounts.identity_ip.hit(client_ip(request))
-    person = await person_with(gw.accounts.records, identity)
-    await gw.accounts.sms.verify(body.sms_challenge_id, body.sms_code, "reset_password", person_id=person.id)
-    answer = {"reset_ticket": await new_ticket(gw, person.id), "expires_in": gw.settings.reset_ticket_ttl}
-    return Response(dumps(answer), media_type="application/json", headers=NO_STORE)
-
-
 class PasswordReset(StrictModel):
     reset_ticket: str = Field(min_length=1, max_length=128)
     new_password: str = Field(min_length=1, max_length=128)
 
 
-async def reset_password(request: Request) -> Response:
-    gw = gateway_of(request)
-    body = await read_json(request, PasswordReset)
-    invalid = ResetTicketInvalid("The reset ticket is wrong, used or expired; verify your identity again.")
-    if await gw.store.get(_ticket_key(body.reset_ticket)) is None:
-        raise invalid
-    rules.check_password(body.new_password)  # a broken rule keeps the ticket usable
-    record = await gw.store.take(_ticket_key(body.reset_ticket))
-    if record is None:
-        raise invalid
-    person_id = record["person_id"]
-    await set_new_password(gw, person_id, body.new_password, actor=person_id, how="forgotten password")
-    return Response(status_code=204, headers=NO_STORE)
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    settings: Settings
+    store: StateStore
+    records: AccountRecords
+    hashing: PasswordHashing
+    login_guard: SecretGuard
+    sessions: SessionManager
+    sms: SmsChallenges
+    audit: AuditLog
+    identity_ip: Throttle
+
+    async def new_ticket(self, person_id: str) -> str:
+        ticket = secrets.token_urlsafe(32)
+        await self.store.put(_ticket_key(ticket), {"person_id": person_id}, self.settings.reset_ticket_ttl)
+        return ticket
+
+    async def set_new_password(self, person_id: str, password: str, *, actor: str, how: str) -> None:
+        """The one way a password changes after registration: hash, store, unlock, end sessions, audit."""
+        password_hash = await self.hashing.hash(rules.check_password(password))
+        await self.records.set_password(person_id, password_hash)
+        was_locked = await self.login_guard.unlock(person_id)
+        ended = await self.sessions.end_sessions_of(person_id)
+        await self.audit.record("password_reset", person_id, actor=actor, detail=f"{how}; {ended} sessions ended")
+        if was_locked:
+            await self.audit.record("account_unlocked", person_id, actor=actor, detail=how)
+
+    async def forgot(self, body: ForgotPassword, *, ip: str) -> dict[str, object]:
+        identity = identity_of(body)
+        await self.identity_ip.hit(ip)
+        person = await person_with(self.records, identity)
+        await self.sms.verify(body.sms_challenge_id, body.sms_code, "reset_password", person_id=person.id)
+        return {"reset_ticket": await self.new_ticket(person.id), "expires_in": self.settings.reset_ticket_ttl}
+
+    async def reset(self, body: PasswordReset) -> None:
+        invalid = ResetTicketInvalid("The reset ticket is wrong, used or expired; verify your identity again.")
+        if await self.store.get(_ticket_key(body.reset_ticket)) is None:
+            raise invalid
+        rules.check_password(body.new_password)  # a broken rule keeps the ticket usable
+        record = await self.store.take(_ticket_key(body.reset_ticket))
+        if record is None:
+            raise invalid
+        person_id = record["person_id"]
+        await self.set_new_password(person_id, body.new_password, actor=person_id, how="forgotten password")
 
 
-def routes() -> list[BaseRoute]:
+def routes(recovery: Recovery) -> list[BaseRoute]:
+    async def forgot_password(request: Request) -> Response:
+        answer = await recovery.forgot(await read_json(request, ForgotPassword), ip=client_ip(request))
+        return Response(dumps(answer), media_type="application/json", headers=NO_STORE)
+
+    async def reset_password(request: Request) -> Response:
+        await recovery.reset(await read_json(request, PasswordReset))
+        return Response(status_code=204, headers=NO_STORE)
+
     return [
         Route("/v1/password/forgot", forgot_password, methods=["POST"]),
         Route("/v1/password/reset", reset_password, methods=["POST"]),

@@ -7,11 +7,11 @@
         -> 201 {person_id, login_name, log_in_with}
 
 The registration id is in the URL, so it is not the secret: `registration_token` (body only,
-stored hashed) is. Hall codes are bound to the identity they were issued for; guesses are reserved
-before checking (`registration_code_max_attempts` per identity, then the code is void) and
-throttled per IP. A rule broken at completion answers with that rule's code and keeps the
-registration open; a completed registration cannot complete twice (atomic take), and the code is
-used up in the same transaction that creates the person.
+stored hashed) is. Hall codes are bound to the identity they were issued for; guesses are counted
+by the hall codes' `SecretGuard`, per identity (`registration_code_max_attempts`, then the code is
+void until the hall issues a new one), and throttled per IP. A rule broken at completion answers
+with that rule's code and keeps the registration open; a completed registration cannot complete
+twice (atomic take), and the code is used up in the same transaction that creates the person.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -28,12 +29,20 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway import errors, rules
+from gateway.accounts.face import FaceVerifier
 from gateway.accounts.identity import IdentityFields, identity_of, same_name
-from gateway.accounts.records import Conflict, Identity
-from gateway.components import Gateway, gateway_of
-from gateway.guard.throttle import key_part
+from gateway.accounts.records import AccountRecords, Conflict, Identity, new_registration_code
+from gateway.accounts.sms import SmsChallenges
+from gateway.directory.audit import AuditLog
+from gateway.guard.guard import Attempt, Refusals, SecretGuard
+from gateway.guard.hashing import PasswordHashing
+from gateway.guard.throttle import Throttle, key_part
 from gateway.inputs import StrictModel, client_ip, read_json
 from gateway.jsonutil import dumps
+from gateway.settings import Settings
+from gateway.state import keys
+from gateway.state.attempts import AttemptLimits
+from gateway.state.base import StateStore
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -58,126 +67,207 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _identity_key(identity: Identity) -> str:
+def identity_key(identity: Identity) -> str:
+    """An identity in store keys and counters (never the ID number itself)."""
     return key_part(f"{identity.id_type.value}:{identity.id_number}")
 
 
-async def check_hall_code(gw: Gateway, identity: Identity, code: str) -> str:
-    """The id of the identity's active code if `code` is it; every guess is counted first."""
-    records, limit = gw.accounts.records, gw.settings.registration_code_max_attempts
-    tries_key = f"regcode-tries:{_identity_key(identity)}"
-    attempt = await gw.store.hit(tries_key, gw.settings.registration_code_ttl)
-    active = await records.active_code(identity.id_type, identity.id_number)
-    if attempt > limit:
-        if active is not None:
-            await records.void_code(active.id)
-        raise errors.BadRequest(
+class HallCodeRefusals(Refusals):
+    def wrong(self, attempts_left: int, *, captcha_required: bool) -> errors.GatewayError:
+        return errors.BadRequest(
+            "The registration code does not match this identity (ID type, ID number and name).",
+            code="registration_code_invalid",
+            attempts_left=attempts_left,
+        )
+
+    def locked(self, until: float, *, just_now: bool) -> errors.GatewayError:
+        if just_now:
+            return self.wrong(0, captcha_required=False)
+        return errors.BadRequest(
             "Too many wrong registration codes for this identity: the code is void. Ask the hall for a new one.",
             code="registration_code_exhausted",
         )
-    # argon2id against a decoy when there is no code, so both cases take the same time.
-    right = await gw.hashing.verify(active.code_hash if active else None, code.strip().upper())
-    if active is None or not right or not same_name(active.identity.name, identity.name):
-        if attempt == limit and active is not None:
-            await records.void_code(active.id)
-        raise errors.BadRequest(
-            "The registration code does not match this identity (ID type, ID number and name).",
-            code="registration_code_invalid",
-            attempts_left=limit - attempt,
+
+
+def _key(registration_id: str) -> str:
+    return keys.key(keys.Space.REGISTRATION, registration_id[:64])
+
+
+@dataclass(frozen=True, slots=True)
+class Registrations:
+    """Registration, and the hall codes it checks (issued by `HallDesk`, counted here)."""
+
+    settings: Settings
+    store: StateStore
+    records: AccountRecords
+    hashing: PasswordHashing
+    sms: SmsChallenges
+    face: FaceVerifier
+    audit: AuditLog
+    identity_ip: Throttle
+    face_per_identity: Throttle
+    code_guard: SecretGuard
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        store: StateStore,
+        *,
+        records: AccountRecords,
+        hashing: PasswordHashing,
+        sms: SmsChallenges,
+        audit: AuditLog,
+        identity_ip: Throttle,
+    ) -> Registrations:
+        limits = AttemptLimits(
+            settings.registration_code_max_attempts,
+            settings.registration_code_ttl,
+            settings.attempt_reservation_seconds,
         )
-    if active.expires_at <= datetime.now(UTC):
-        days = gw.settings.registration_code_ttl / 86400
-        raise errors.Gone(
-            f"This registration code has expired (codes are valid {days:g} days): ask the hall for a new one.",
-            code="registration_code_expired",
+        return cls(
+            settings=settings,
+            store=store,
+            records=records,
+            hashing=hashing,
+            sms=sms,
+            face=FaceVerifier(settings),
+            audit=audit,
+            identity_ip=identity_ip,
+            face_per_identity=Throttle(
+                store,
+                keys.Throttles.FACE_IDENTITY,
+                settings.face_max_attempts,
+                86400,
+                what="face verifications for this identity today",
+                code="face_attempts_exceeded",
+            ),
+            code_guard=SecretGuard(
+                store, scope=keys.Guarded.REGISTRATION_CODE, limits=limits, refusals=HallCodeRefusals()
+            ),
         )
-    await gw.store.delete(tries_key)
-    return active.id
 
-
-async def start_registration(request: Request) -> Response:
-    gw = gateway_of(request)
-    body = await read_json(request, RegistrationStart)
-    if body.method == "hall_code" and (body.registration_code is None or body.face_token is not None):
-        raise errors.BadRequest("Registration by hall code needs `registration_code`.", code="invalid_request")
-    if body.method == "face" and (body.face_token is None or body.registration_code is not None):
-        raise errors.BadRequest("Registration by face verification needs `face_token`.", code="invalid_request")
-    identity = identity_of(body)
-    if body.method == "face":
-        gw.accounts.face.check_applicable(identity)
-    await gw.accounts.identity_ip.hit(client_ip(request))
-    code_id = ""
-    if body.registration_code is not None:
-        code_id = await check_hall_code(gw, identity, body.registration_code)
-    elif body.face_token is not None:
-        await gw.accounts.face_per_identity.hit(_identity_key(identity))
-        await gw.accounts.face.verify(identity, body.face_token)
-    if await gw.accounts.records.person_by_identity(identity.id_type, identity.id_number) is not None:
-        raise Conflict(
-            "This identity is already registered: log in, or reset a forgotten password.", code="person_exists"
+    async def new_code(self, identity: Identity, *, staff_id: str) -> tuple[str, datetime]:
+        """A hall code for `identity` (the identity's earlier code is replaced), with a fresh allowance."""
+        code = new_registration_code()
+        expires_at = await self.records.issue_code(
+            identity, await self.hashing.hash(code), issued_by=staff_id, ttl=self.settings.registration_code_ttl
         )
-    registration_id, token = secrets.token_urlsafe(16), secrets.token_urlsafe(32)
-    record = {
-        "token_hash": _hash(token),
-        "method": body.method,
-        "code_id": code_id,
-        "id_type": identity.id_type.value,
-        "id_number": identity.id_number,
-        "name": identity.name,
-        "nationality": identity.nationality,
-    }
-    ttl = gw.settings.registration_ttl
-    await gw.store.put(f"registration:{registration_id}", record, ttl)
-    answer = {"registration_id": registration_id, "registration_token": token, "expires_in": ttl}
-    return Response(dumps(answer), status_code=201, media_type="application/json", headers=NO_STORE)
+        await self.code_guard.unlock(identity_key(identity))
+        return code, expires_at
+
+    async def check_hall_code(self, identity: Identity, code: str) -> str:
+        """The id of the identity's active code if `code` is it."""
+        active = await self.records.active_code(identity.id_type, identity.id_number)
+
+        async def right() -> bool:
+            # argon2id against a decoy when there is no code, so both cases take the same time.
+            matches = await self.hashing.verify(active.code_hash if active else None, code.strip().upper())
+            return matches and active is not None and same_name(active.identity.name, identity.name)
+
+        async def void() -> None:
+            if active is not None:
+                await self.records.void_code(active.id)
+
+        await self.code_guard.check(identity_key(identity), Attempt(ip=""), right, on_lock=void)
+        assert active is not None
+        if active.expires_at <= datetime.now(UTC):
+            days = self.settings.registration_code_ttl / 86400
+            raise errors.Gone(
+                f"This registration code has expired (codes are valid {days:g} days): ask the hall for a new one.",
+                code="registration_code_expired",
+            )
+        return active.id
+
+    async def start(self, body: RegistrationStart, *, ip: str) -> dict[str, object]:
+        if body.method == "hall_code" and (body.registration_code is None or body.face_token is not None):
+            raise errors.BadRequest("Registration by hall code needs `registration_code`.", code="invalid_request")
+        if body.method == "face" and (body.face_token is None or body.registration_code is not None):
+            raise errors.BadRequest("Registration by face verification needs `face_token`.", code="invalid_request")
+        identity = identity_of(body)
+        if body.method == "face":
+            self.face.check_applicable(identity)
+        await self.identity_ip.hit(ip)
+        code_id = ""
+        if body.registration_code is not None:
+            code_id = await self.check_hall_code(identity, body.registration_code)
+        elif body.face_token is not None:
+            await self.face_per_identity.hit(identity_key(identity))
+            await self.face.verify(identity, body.face_token)
+        if await self.records.person_by_identity(identity.id_type, identity.id_number) is not None:
+            raise Conflict(
+                "This identity is already registered: log in, or reset a forgotten password.", code="person_exists"
+            )
+        registration_id, token = secrets.token_urlsafe(16), secrets.token_urlsafe(32)
+        record = {
+            "token_hash": _hash(token),
+            "method": body.method,
+            "code_id": code_id,
+            "id_type": identity.id_type.value,
+            "id_number": identity.id_number,
+            "name": identity.name,
+            "nationality": identity.nationality,
+        }
+        ttl = self.settings.registration_ttl
+        await self.store.put(_key(registration_id), record, ttl)
+        return {"registration_id": registration_id, "registration_token": token, "expires_in": ttl}
+
+    async def complete(self, registration_id: str, body: RegistrationComplete) -> dict[str, object]:
+        key = _key(registration_id)
+        record = await self.store.get(key)
+        if record is None:
+            raise errors.NotFound(
+                "No open registration has this id (it expired or was completed): verify the identity again.",
+                code="registration_not_found",
+            )
+        if not hmac.compare_digest(record["token_hash"], _hash(body.registration_token)):
+            raise errors.Forbidden(
+                "The registration token is not this registration's.", code="registration_token_invalid"
+            )
+        login_name = rules.check_login_name(body.login_name)
+        password = rules.check_password(body.password)
+        phone = rules.check_phone(body.phone)
+        region = rules.check_household_region(body.household_region)
+        identity = Identity(rules.IdType(record["id_type"]), record["id_number"], record["name"], record["nationality"])
+        taken = await self.records.taken(login_name=login_name, phone=phone, identity=identity)
+        if taken is not None:
+            raise taken
+        await self.sms.verify(body.sms_challenge_id, body.sms_code, "register", phone=phone)
+        if await self.store.take(key) is None:
+            raise Conflict("This registration was completed already.", code="registration_already_completed")
+        try:
+            person_id = await self.records.register(
+                identity,
+                login_name=login_name,
+                phone=phone,
+                password_hash=await self.hashing.hash(password),
+                household_region=region,
+                method=record["method"],
+                code_id=record["code_id"] or None,
+            )
+        except Conflict as conflict:
+            if conflict.code in ("login_name_taken", "phone_taken"):  # lost a race: the person may choose again
+                await self.store.put(key, record, self.settings.registration_ttl)
+            raise
+        await self.audit.record("person_registered", person_id, detail=f"by {record['method']}")
+        log_in_with = ["phone", "login_name"] + (["id_number"] if identity.id_type is rules.IdType.RESIDENT_ID else [])
+        return {"person_id": person_id, "login_name": login_name, "log_in_with": log_in_with}
+
+    async def close(self) -> None:
+        await self.face.close()
 
 
-async def complete_registration(request: Request) -> Response:
-    gw = gateway_of(request)
-    registration_id: str = request.path_params["registration_id"]
-    body = await read_json(request, RegistrationComplete)
-    key = f"registration:{registration_id[:64]}"
-    record = await gw.store.get(key)
-    if record is None:
-        raise errors.NotFound(
-            "No open registration has this id (it expired or was completed): verify the identity again.",
-            code="registration_not_found",
-        )
-    if not hmac.compare_digest(record["token_hash"], _hash(body.registration_token)):
-        raise errors.Forbidden("The registration token is not this registration's.", code="registration_token_invalid")
-    login_name = rules.check_login_name(body.login_name)
-    password = rules.check_password(body.password)
-    phone = rules.check_phone(body.phone)
-    region = rules.check_household_region(body.household_region)
-    identity = Identity(rules.IdType(record["id_type"]), record["id_number"], record["name"], record["nationality"])
-    records = gw.accounts.records
-    taken = await records.taken(login_name=login_name, phone=phone, identity=identity)
-    if taken is not None:
-        raise taken
-    await gw.accounts.sms.verify(body.sms_challenge_id, body.sms_code, "register", phone=phone)
-    if await gw.store.take(key) is None:
-        raise Conflict("This registration was completed already.", code="registration_already_completed")
-    try:
-        person_id = await records.register(
-            identity,
-            login_name=login_name,
-            phone=phone,
-            password_hash=await gw.hashing.hash(password),
-            household_region=region,
-            method=record["method"],
-            code_id=record["code_id"] or None,
-        )
-    except Conflict as conflict:
-        if conflict.code in ("login_name_taken", "phone_taken"):  # lost a race: the person may choose again
-            await gw.store.put(key, record, gw.settings.registration_ttl)
-        raise
-    await gw.accounts.audit.record("person_registered", person_id, detail=f"by {record['method']}")
-    log_in_with = ["phone", "login_name"] + (["id_number"] if identity.id_type is rules.IdType.RESIDENT_ID else [])
-    answer = {"person_id": person_id, "login_name": login_name, "log_in_with": log_in_with}
-    return Response(dumps(answer), status_code=201, media_type="application/json", headers=NO_STORE)
+def routes(registrations: Registrations) -> list[BaseRoute]:
+    async def start_registration(request: Request) -> Response:
+        body = await read_json(request, RegistrationStart)
+        answer = await registrations.start(body, ip=client_ip(request))
+        return Response(dumps(answer), status_code=201, media_type="application/json", headers=NO_STORE)
 
+    async def complete_registration(request: Request) -> Response:
+        body = await read_json(request, RegistrationComplete)
+        answer = await registrations.complete(request.path_params["registration_id"], body)
+        return Response(dumps(answer), status_code=201, media_type="application/json", headers=NO_STORE)
 
-def routes() -> list[BaseRoute]:
     return [
         Route("/v1/registrations", start_registration, methods=["POST"]),
         Route("/v1/registrations/{registration_id}/complete", complete_registration, methods=["POST"]),

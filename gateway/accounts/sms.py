@@ -3,8 +3,9 @@
 A challenge is six random digits sent to a phone for one purpose. The store keeps only a salted
 HMAC of the code, for `sms_code_ttl` seconds. Limits: one SMS per phone and purpose per
 `sms_resend_interval`, `sms_daily_cap` per phone per day, `sms_ip_max` per IP, and
-`sms_max_verify_attempts` tries per code (reserved before comparing, so parallel guesses cannot
-pass the limit). A right code is taken (atomic get-and-delete): it verifies once.
+`sms_max_verify_attempts` tries per code, counted by the code's own `SecretGuard` (parallel guesses
+cannot pass the limit; the last wrong one voids the code). A right code is taken (atomic
+get-and-delete): it verifies once.
 
 Senders: `dev` writes the code to the server log under a DEV-ONLY marker (Settings refuses it in
 production); `webhook` POSTs it to the provider's HTTP endpoint with a bearer secret.
@@ -26,11 +27,14 @@ from starlette.routing import BaseRoute, Route
 
 from gateway import errors, rules
 from gateway.accounts.identity import IdentityFields, identity_of, person_with
-from gateway.components import gateway_of
+from gateway.accounts.records import AccountRecords, Identity
+from gateway.guard.guard import Attempt, Refusals, SecretGuard
 from gateway.guard.throttle import Throttle, key_part
 from gateway.inputs import StrictModel, client_ip, read_json
 from gateway.jsonutil import dumps
 from gateway.settings import Settings
+from gateway.state import keys
+from gateway.state.attempts import AttemptLimits
 from gateway.state.base import StateStore
 
 log = logging.getLogger("qrgate.sms")
@@ -112,23 +116,68 @@ def _digest(salt: bytes, code: str) -> str:
     return hmac.new(salt, code.encode(), hashlib.sha256).hexdigest()
 
 
+class SmsCodeRefusals(Refusals):
+    def wrong(self, attempts_left: int, *, captcha_required: bool) -> errors.GatewayError:
+        return SmsCodeInvalid(
+            "The SMS code is wrong." + (" Request a new one." if attempts_left == 0 else ""),
+            attempts_left=attempts_left,
+        )
+
+    def locked(self, until: float, *, just_now: bool) -> errors.GatewayError:
+        if just_now:  # the last try: the code is void from now on
+            return self.wrong(0, captcha_required=False)
+        return SmsCodeInvalid("Too many wrong SMS codes: request a new one.", code="sms_attempts_exceeded")
+
+
+def _key(challenge_id: str) -> str:
+    return keys.key(keys.Space.SMS, challenge_id)
+
+
 class SmsChallenges:
-    def __init__(self, settings: Settings, store: StateStore, sender: SmsSender) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        sender: SmsSender,
+        *,
+        records: AccountRecords,
+        identity_ip: Throttle,
+    ) -> None:
         self._settings = settings
         self._store = store
         self.sender = sender
-        self._per_ip = Throttle(store, "sms-ip", settings.sms_ip_max, settings.sms_ip_window, what="SMS requests")
+        self._records = records
+        self._identity_ip = identity_ip
+        self._per_ip = Throttle(
+            store, keys.Throttles.SMS_IP, settings.sms_ip_max, settings.sms_ip_window, what="SMS requests"
+        )
         self._resend = Throttle(
-            store, "sms-resend", 1, settings.sms_resend_interval, what="SMS codes to this phone", code="sms_too_soon"
+            store,
+            keys.Throttles.SMS_RESEND,
+            1,
+            settings.sms_resend_interval,
+            what="SMS codes to this phone",
+            code="sms_too_soon",
         )
         self._daily = Throttle(
             store,
-            "sms-day",
+            keys.Throttles.SMS_DAY,
             settings.sms_daily_cap,
             86400,
             what="SMS codes to this phone today",
             code="sms_daily_limit",
         )
+        limits = AttemptLimits(
+            settings.sms_max_verify_attempts, settings.sms_code_ttl, settings.attempt_reservation_seconds
+        )
+        self._guard = SecretGuard(store, scope=keys.Guarded.SMS_CODE, limits=limits, refusals=SmsCodeRefusals())
+
+    async def issue_for_identity(self, identity: Identity, *, ip: str) -> dict[str, object]:
+        """A `reset_password` code to the phone registered for `identity` (shown masked), so the
+        code proves control of the account's phone."""
+        await self._identity_ip.hit(ip)
+        person = await person_with(self._records, identity)
+        return await self.issue(phone=person.phone, purpose="reset_password", ip=ip, person_id=person.id)
 
     async def issue(self, *, phone: str, purpose: Purpose, ip: str, person_id: str = "") -> dict[str, object]:
         await self._per_ip.hit(ip)
@@ -145,11 +194,11 @@ class SmsChallenges:
             "salt": salt.hex(),
             "digest": _digest(salt, code),
         }
-        await self._store.put(f"sms:{challenge_id}", record, ttl)
+        await self._store.put(_key(challenge_id), record, ttl)
         try:
             await self.sender.send(phone=phone, code=code, purpose=purpose, challenge_id=challenge_id, ttl=ttl)
         except SmsUnavailable:
-            await self._store.delete(f"sms:{challenge_id}")
+            await self._store.delete(_key(challenge_id))
             await self._resend.forget(f"{purpose}:{phone}")  # nothing was sent: the person may retry at once
             raise
         return {
@@ -163,7 +212,7 @@ class SmsChallenges:
         self, challenge_id: str, code: str, purpose: Purpose, *, phone: str | None = None, person_id: str | None = None
     ) -> None:
         """Pass once for the right code of a live challenge of this purpose (and phone or person)."""
-        key = f"sms:{challenge_id}"
+        key = _key(challenge_id[:64])
         record = await self._store.get(key)
         wrong = SmsCodeInvalid("The SMS code is wrong, used or expired; request a new one if needed.")
         if (
@@ -173,18 +222,16 @@ class SmsChallenges:
             or (person_id is not None and record["person_id"] != person_id)
         ):
             raise wrong
-        limit = self._settings.sms_max_verify_attempts
-        attempt = await self._store.hit(f"sms-tries:{key_part(challenge_id)}", self._settings.sms_code_ttl)
-        if attempt > limit:
-            await self._store.delete(key)
-            raise SmsCodeInvalid("Too many wrong SMS codes: request a new one.", code="sms_attempts_exceeded")
-        if not (len(code) == 6 and hmac.compare_digest(record["digest"], _digest(bytes.fromhex(record["salt"]), code))):
-            if attempt == limit:
-                await self._store.delete(key)
-            raise SmsCodeInvalid(
-                "The SMS code is wrong." + (" Request a new one." if attempt == limit else ""),
-                attempts_left=limit - attempt,
+
+        async def right_code() -> bool:
+            return len(code) == 6 and hmac.compare_digest(
+                record["digest"], _digest(bytes.fromhex(record["salt"]), code)
             )
+
+        async def void() -> None:
+            await self._store.delete(key)
+
+        await self._guard.check(key_part(challenge_id), Attempt(ip=""), right_code, on_lock=void)
         if await self._store.take(key) is None:
             raise wrong
 
@@ -195,30 +242,24 @@ class ChallengeRequest(StrictModel):
     identity: IdentityFields | None = None
 
 
-async def new_challenge(request: Request) -> Response:
-    """`register`: to the phone given. `reset_password`: to the phone registered for the identity
-    given (the answer shows it masked), so a code proves control of the account's phone."""
-    gw = gateway_of(request)
-    body = await read_json(request, ChallengeRequest)
-    ip = client_ip(request)
-    if body.purpose == "register":
-        if body.phone is None or body.identity is not None:
-            raise errors.BadRequest("A register code needs `phone` (and no identity).", code="invalid_request")
-        answer = await gw.accounts.sms.issue(phone=rules.check_phone(body.phone), purpose=body.purpose, ip=ip)
-    else:
-        if body.identity is None or body.phone is not None:
-            raise errors.BadRequest(
-                "A reset_password code needs `identity`; it goes to the account's registered phone.",
-                code="invalid_request",
-            )
-        identity = identity_of(body.identity)
-        await gw.accounts.identity_ip.hit(ip)
-        person = await person_with(gw.accounts.records, identity)
-        answer = await gw.accounts.sms.issue(phone=person.phone, purpose=body.purpose, ip=ip, person_id=person.id)
-    return Response(
-        dumps(answer), status_code=201, media_type="application/json", headers={"Cache-Control": "no-store"}
-    )
+def routes(sms: SmsChallenges) -> list[BaseRoute]:
+    async def new_challenge(request: Request) -> Response:
+        """`register`: to the phone given. `reset_password`: to the phone registered for the identity given."""
+        body = await read_json(request, ChallengeRequest)
+        ip = client_ip(request)
+        if body.purpose == "register":
+            if body.phone is None or body.identity is not None:
+                raise errors.BadRequest("A register code needs `phone` (and no identity).", code="invalid_request")
+            answer = await sms.issue(phone=rules.check_phone(body.phone), purpose=body.purpose, ip=ip)
+        else:
+            if body.identity is None or body.phone is not None:
+                raise errors.BadRequest(
+                    "A reset_password code needs `identity`; it goes to the account's registered phone.",
+                    code="invalid_request",
+                )
+            answer = await sms.issue_for_identity(identity_of(body.identity), ip=ip)
+        return Response(
+            dumps(answer), status_code=201, media_type="application/json", headers={"Cache-Control": "no-store"}
+        )
 
-
-def routes() -> list[BaseRoute]:
     return [Route("/v1/sms/challenges", new_challenge, methods=["POST"])]

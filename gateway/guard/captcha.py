@@ -28,6 +28,7 @@ from gateway.guard.throttle import Throttle
 from gateway.inputs import client_ip
 from gateway.jsonutil import dumps
 from gateway.settings import Settings
+from gateway.state import keys
 from gateway.state.attempts import CaptchaCheck
 from gateway.state.base import StateStore
 
@@ -55,7 +56,11 @@ class Captchas:
         # One renderer thread: ImageCaptcha caches fonts lazily and drawing is CPU work.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="captcha")
         self.throttle = Throttle(
-            store, "captcha-ip", settings.captcha_ip_max, settings.captcha_ip_window, what="captcha requests"
+            store,
+            keys.Throttles.CAPTCHA_IP,
+            settings.captcha_ip_max,
+            settings.captcha_ip_window,
+            what="captcha requests",
         )
 
     def _text(self) -> str:
@@ -72,7 +77,7 @@ class Captchas:
         captcha_id = secrets.token_urlsafe(16)
         salt = secrets.token_bytes(16)
         record = {"salt": salt.hex(), "digest": _digest(salt, text)}
-        await self._store.put(f"captcha:{captcha_id}", record, self._settings.captcha_ttl)
+        await self._store.put(keys.key(keys.Space.CAPTCHA, captcha_id), record, self._settings.captcha_ttl)
         return {
             "captcha_id": captcha_id,
             "image": "data:image/png;base64," + base64.b64encode(png).decode(),
@@ -83,7 +88,7 @@ class Captchas:
         """Consume the captcha (whatever the answer) and say whether it was answered right."""
         if not captcha_id or len(captcha_id) > 64:
             return False
-        record = await self._store.take(f"captcha:{captcha_id}")
+        record = await self._store.take(keys.key(keys.Space.CAPTCHA, captcha_id))
         if record is None or not answer or len(answer) > MAX_ANSWER:
             return False
         return hmac.compare_digest(record["digest"], _digest(bytes.fromhex(record["salt"]), answer))
@@ -94,7 +99,7 @@ class Captchas:
             return CaptchaCheck.NONE
         if not answer:
             if len(captcha_id) <= 64:
-                await self._store.delete(f"captcha:{captcha_id}")
+                await self._store.delete(keys.key(keys.Space.CAPTCHA, captcha_id))
             return CaptchaCheck.NONE
         return CaptchaCheck.SOLVED if await self.solved(captcha_id, answer) else CaptchaCheck.WRONG
 

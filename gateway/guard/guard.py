@@ -35,18 +35,33 @@ from gateway.state.attempts import (
     Verdict,
 )
 from gateway.state.base import StateStore
+from gateway.state.keys import Guarded
 
 FIRST_WAIT = 0.005  # seconds; doubled up to LONGEST_WAIT while other attempts are in flight
 LONGEST_WAIT = 0.1
 
 
-@dataclass(frozen=True, slots=True)
-class GuardWords:
-    """What the answers say, per secret."""
+class Refusals:
+    """How a guard's refusals read. The defaults are the password login's (the contract's 401
+    `invalid_credentials` and 423 `account_locked`); other secrets subclass this."""
 
-    wrong: str = "The account or password is wrong."
-    locked: str = "Too many wrong passwords. Try again in {minutes} minutes, or reset the password to unlock now."
-    captcha_path: str = "/v1/captcha"
+    captcha_path = "/v1/captcha"
+    wrong_text = "The account or password is wrong."
+    locked_text = "Too many wrong passwords. Try again in {minutes} minutes, or reset the password to unlock now."
+
+    def wrong(self, attempts_left: int, *, captcha_required: bool) -> errors.GatewayError:
+        return errors.InvalidCredentials(
+            self.wrong_text, attempts_left=attempts_left, captcha_required=captcha_required
+        )
+
+    def locked(self, until: float, *, just_now: bool) -> errors.GatewayError:
+        """`just_now`: this attempt's failure locked it."""
+        retry_after = max(1, math.ceil(until - time.time()))
+        return errors.Locked(
+            self.locked_text.format(minutes=math.ceil(retry_after / 60)),
+            headers={"Retry-After": str(retry_after)},
+            retry_after=retry_after,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +78,11 @@ class SecretGuard:
         self,
         store: StateStore,
         *,
-        scope: str,
+        scope: Guarded,
         limits: AttemptLimits,
         captchas: Captchas | None = None,
         ip_throttle: Throttle | None = None,
-        words: GuardWords | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
         if limits.captcha_seconds and captchas is None:
             raise ValueError("a captcha rule needs the captchas")
@@ -76,10 +91,10 @@ class SecretGuard:
         self.limits = limits
         self._captchas = captchas
         self._ip_throttle = ip_throttle
-        self._words = words or GuardWords()
+        self._refusals = refusals or Refusals()
 
     def _key(self, subject: str) -> str:
-        return f"{self._scope}:{subject}"
+        return f"{self._scope.value}:{subject}"
 
     async def check(
         self,
@@ -104,13 +119,12 @@ class SecretGuard:
         if settled.verdict is Verdict.SUCCEEDED:
             return
         if settled.verdict is Verdict.LOCKED:
-            if settled.failures and on_lock is not None:  # this attempt's failure locked it
+            just_now = settled.failures > 0  # this attempt's failure locked it
+            if just_now and on_lock is not None:
                 await on_lock()
-            raise self.locked_error(settled.locked_until)
-        raise errors.InvalidCredentials(
-            self._words.wrong,
-            attempts_left=self.limits.max_failures - settled.failures,
-            captcha_required=bool(self.limits.captcha_seconds),
+            raise self._refusals.locked(settled.locked_until, just_now=just_now)
+        raise self._refusals.wrong(
+            self.limits.max_failures - settled.failures, captcha_required=bool(self.limits.captcha_seconds)
         )
 
     async def _throttle_and_take_captcha(self, attempt: Attempt) -> CaptchaCheck:
@@ -138,10 +152,10 @@ class SecretGuard:
                 case Admission.ADMITTED:
                     return
                 case Admission.LOCKED:
-                    raise self.locked_error(admitted.locked_until)
+                    raise self._refusals.locked(admitted.locked_until, just_now=False)
                 case Admission.CAPTCHA_REQUIRED:
                     raise CaptchaRequired(
-                        f"Answer a captcha (POST {self._words.captcha_path}) and send captcha_id and captcha_answer."
+                        f"Answer a captcha (POST {self._refusals.captcha_path}) and send captcha_id and captcha_answer."
                     )
                 case Admission.CAPTCHA_INVALID:
                     raise CaptchaInvalid("The captcha answer is wrong or the captcha has expired; request a new one.")
@@ -158,14 +172,6 @@ class SecretGuard:
         # If the store is unreachable too, the place lapses by itself within `reservation_seconds`.
         with contextlib.suppress(errors.ServiceUnavailable):
             await self._store.settle_attempt(key, attempt_id, Outcome.ABANDONED, self.limits, time.time())
-
-    def locked_error(self, until: float) -> errors.Locked:
-        retry_after = max(1, math.ceil(until - time.time()))
-        return errors.Locked(
-            self._words.locked.format(minutes=math.ceil(retry_after / 60)),
-            headers={"Retry-After": str(retry_after)},
-            retry_after=retry_after,
-        )
 
     async def status(self, subject: str) -> AttemptStatus:
         return await self._store.attempt_status(self._key(subject), time.time())

@@ -11,7 +11,9 @@ import time
 from dataclasses import dataclass
 
 from gateway import errors
+from gateway.state import keys
 from gateway.state.base import StateStore
+from gateway.state.keys import Throttles
 
 
 class TooManyRequests(errors.TooManyRequests):
@@ -27,14 +29,14 @@ def key_part(value: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Throttle:
     store: StateStore
-    scope: str
+    scope: Throttles
     limit: int
     window: int
     what: str = "requests"
     code: str = "too_many_requests"
 
     def _key(self, key: str, bucket: int) -> str:
-        return f"throttle:{self.scope}:{key_part(key)}:{bucket}"
+        return keys.key(keys.Space.THROTTLE, self.scope.value, key_part(key), str(bucket))
 
     async def hit(self, key: str) -> None:
         """Count one; raise TooManyRequests once the window's limit is passed."""

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from gateway import errors
 from gateway.jsonutil import loads
 from gateway.settings import ConfidentialClient, Settings
+from gateway.state import keys
 from gateway.state.base import StateStore
 from qrgate_verify.verifier import unverified_header
 
@@ -111,6 +112,6 @@ class ClientAuthenticator:
             or not isinstance(claims.get("jti"), str)
         ):
             raise refuse("The client assertion's claims are not acceptable (iss, sub, aud, exp, jti).")
-        if await self._store.hit(f"client-assertion:{client_id}:{claims['jti']}", 660) > 1:
+        if await self._store.hit(keys.key(keys.Space.CLIENT_ASSERTION, client_id, claims["jti"]), 660) > 1:
             raise refuse("The client assertion was replayed.")
         return client_id

@@ -4,6 +4,7 @@ shares through the state store."""
 
 from __future__ import annotations
 
+from gateway.state import keys
 from gateway.state.base import StateStore
 from qrgate_verify.dpop import (
     MAX_PROOF_BYTES,
@@ -38,4 +39,4 @@ class StoreReplayCache:
         self._store = store
 
     async def first_use(self, key: str, ttl: int) -> bool:
-        return await self._store.hit(f"dpop:{key}", ttl) == 1
+        return await self._store.hit(keys.key(keys.Space.DPOP_PROOF, key), ttl) == 1

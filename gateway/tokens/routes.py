@@ -6,24 +6,34 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.components import gateway_of
 from gateway.jsonutil import dumps
+from gateway.settings import Settings
+from gateway.tokens.issuer import TokenIssuer
 
 
-async def jwks(request: Request) -> Response:
-    gw = gateway_of(request)
-    return Response(
-        dumps(gw.issuer.ring.public_jwks()),
-        media_type="application/jwk-set+json",
-        headers={"Cache-Control": "public, max-age=300"},
-    )
+def routes(settings: Settings, issuer: TokenIssuer) -> list[BaseRoute]:
+    async def jwks(request: Request) -> Response:
+        return Response(
+            dumps(issuer.ring.public_jwks()),
+            media_type="application/jwk-set+json",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
+
+    async def openid_configuration(request: Request) -> Response:
+        document = discovery(settings.issuer, sorted({key.alg for key in issuer.ring.keys}))
+        return Response(
+            dumps(document), media_type="application/json", headers={"Cache-Control": "public, max-age=300"}
+        )
+
+    return [
+        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+        Route("/.well-known/openid-configuration", openid_configuration, methods=["GET"]),
+    ]
 
 
-async def openid_configuration(request: Request) -> Response:
-    gw = gateway_of(request)
-    base = gw.settings.issuer
-    algs = sorted({key.alg for key in gw.issuer.ring.keys})
-    document = {
+def discovery(base: str, algs: list[str]) -> dict[str, object]:
+    """The OpenID Provider metadata: exactly what is supported."""
+    return {
         "issuer": base,
         "jwks_uri": f"{base}/.well-known/jwks.json",
         "token_endpoint": f"{base}/v1/token",
@@ -55,11 +65,3 @@ async def openid_configuration(request: Request) -> Response:
             "cnf",
         ],
     }
-    return Response(dumps(document), media_type="application/json", headers={"Cache-Control": "public, max-age=300"})
-
-
-def routes() -> list[BaseRoute]:
-    return [
-        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
-        Route("/.well-known/openid-configuration", openid_configuration, methods=["GET"]),
-    ]

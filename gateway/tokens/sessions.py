@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from gateway import errors, logs, metrics
 from gateway.settings import Settings
+from gateway.state import keys
 from gateway.state.base import StateStore
 from gateway.tokens.claims import TokenResponse
 from gateway.tokens.issuer import TokenIssuer
@@ -58,7 +59,7 @@ class SessionManager:
         self._issuer = issuer
 
     def _index(self, subject: str) -> str:
-        return f"person-sessions:{subject}"
+        return keys.key(keys.Space.PERSON_SESSIONS, subject)
 
     async def start(
         self,

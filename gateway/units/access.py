@@ -18,12 +18,12 @@ from starlette.requests import HTTPConnection
 
 from gateway import errors
 from gateway.directory.persons import PersonDirectory
+from gateway.rules import HALL_STAFF
 from gateway.settings import Settings
 from gateway.tokens.claims import AccessTokenClaims
 from gateway.tokens.starlette import require_claims
 from gateway.tokens.verifier import AccessTokenVerifier, InvalidToken, RemoteJwks
 
-HALL_STAFF = "hall_staff"
 JWKS_PATH = "/.well-known/jwks.json"
 
 

@@ -12,21 +12,18 @@ person) needs a gateway access token, checked by `gateway.tokens.TokenAuthMiddle
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from typing import Any, cast
+from typing import cast
 
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import ExceptionHandler
 
-from gateway import errors, health
+from gateway import health
+from gateway.error_handlers import exception_handlers
 from gateway.health import healthz
 from gateway.jsonutil import dumps
 from gateway.middleware import BodyLimitMiddleware
@@ -69,19 +66,6 @@ def routes(service: UnitsService) -> list[BaseRoute]:
     ]
 
 
-def _exception_handlers() -> Mapping[Any, ExceptionHandler]:
-    # gateway.app mounts this app: its handlers are imported when an app is made, not at import time.
-    from gateway.app import on_database_error, on_gateway_error, on_http_exception, on_unexpected
-
-    return {
-        errors.GatewayError: on_gateway_error,
-        HTTPException: on_http_exception,
-        DBAPIError: on_database_error,  # the database failing in any way: 503, as in the gateway
-        SQLAlchemyTimeoutError: on_database_error,
-        Exception: on_unexpected,
-    }
-
-
 def create_units_app(settings: Settings) -> Starlette:
     service = UnitsService.create(settings)
 
@@ -104,7 +88,7 @@ def create_units_app(settings: Settings) -> Starlette:
                 dpop=service.dpop,
             )
         ],
-        exception_handlers=_exception_handlers(),
+        exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
     app.state.units = service
@@ -136,7 +120,7 @@ def create_standalone_app(settings: Settings) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
         ],
         middleware=[Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)],
-        exception_handlers=_exception_handlers(),
+        exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
     app.state.units_service = units.state.units

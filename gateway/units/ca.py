@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway import errors
 from gateway.inputs import StrictModel, read_json
+from gateway.state import keys
 from gateway.units.access import caller
 from gateway.units.certificates import MAX_CERTIFICATE_CHARS, MAX_CHAIN, MAX_SIGNATURE_BYTES, CaTrust
 from gateway.units.http import json_response, path_tin, require_member
@@ -63,7 +64,11 @@ async def issue_challenge(service: UnitsService, tin: str, holder: str) -> dict[
     ttl = service.settings.units_ca_challenge_ttl
     challenge_id = secrets.token_urlsafe(16)
     challenge = f"{CHALLENGE_PREFIX}.{tin}.{secrets.token_urlsafe(32)}"
-    await service.store.put(f"unit-ca:{challenge_id}", {"challenge": challenge, "tin": tin, "holder": holder}, ttl)
+    await service.store.put(
+        keys.key(keys.Space.UNIT_CA_CHALLENGE, challenge_id),
+        {"challenge": challenge, "tin": tin, "holder": holder},
+        ttl,
+    )
     return {"challenge_id": challenge_id, "challenge": challenge, "expires_in": ttl}
 
 
@@ -80,7 +85,7 @@ def _signature(value: str) -> bytes:
 async def check_proof(service: UnitsService, proof: CaProof, *, holder: str, tin: str | None = None) -> str:
     """Take the challenge and check the certificate and signature; returns the unit's TIN."""
     trust = trust_of(service)
-    record = await service.store.take(f"unit-ca:{proof.challenge_id}")
+    record = await service.store.take(keys.key(keys.Space.UNIT_CA_CHALLENGE, proof.challenge_id))
     if (
         record is None
         or (tin is not None and record["tin"] != tin)

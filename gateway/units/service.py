@@ -13,16 +13,18 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 
+from gateway.backends import create_store, password_hashing
 from gateway.directory.audit import AuditLog
 from gateway.directory.db import create_engine, migrate
 from gateway.directory.persons import PersonDirectory
 from gateway.guard.captcha import Captchas
-from gateway.guard.guard import GuardWords, SecretGuard
+from gateway.guard.guard import Refusals, SecretGuard
 from gateway.guard.hashing import PasswordHashing
 from gateway.guard.throttle import Throttle
 from gateway.settings import Settings
 from gateway.state.attempts import AttemptLimits
 from gateway.state.base import StateStore
+from gateway.state.keys import Guarded, Throttles
 from gateway.tokens.dpop import DpopVerifier, StoreReplayCache
 from gateway.tokens.keys import KeyFile
 from gateway.units.access import GatewayKeys, GatewayTokenVerifier, gateway_verifier
@@ -36,6 +38,15 @@ def units_keys_file(settings: Settings) -> Path:
         return Path(settings.units_keys_file)
     gateway_keys = Path(settings.keys_file)
     return gateway_keys.with_name("units-" + gateway_keys.name)
+
+
+class DeclarationPasswordRefusals(Refusals):
+    captcha_path = "/units/v1/captcha"
+    wrong_text = "The declaration password is wrong."
+    locked_text = (
+        "Too many wrong declaration passwords. Try again in {minutes} minutes, or have the legal representative "
+        "or finance manager reset it."
+    )
 
 
 @dataclass
@@ -57,16 +68,13 @@ class UnitsService:
 
     @classmethod
     def create(cls, settings: Settings) -> UnitsService:
-        # gateway.app mounts this service, so its factories are imported when they are needed.
-        from gateway.app import create_store, password_hashing
-
         store = create_store(settings)
         engine = create_engine(settings.database_url)
         verifier, keys = gateway_verifier(settings)
         captchas = Captchas(settings, store)
         guard = SecretGuard(
             store,
-            scope="unit",
+            scope=Guarded.DECLARATION_PASSWORD,
             limits=AttemptLimits(
                 settings.units_password_max_failures,
                 settings.units_password_lockout_seconds,
@@ -76,17 +84,12 @@ class UnitsService:
             captchas=captchas,
             ip_throttle=Throttle(
                 store,
-                "unit-ip",
+                Throttles.UNIT_IP,
                 settings.login_ip_max_attempts,
                 settings.login_ip_window,
                 what="declaration password attempts",
             ),
-            words=GuardWords(
-                wrong="The declaration password is wrong.",
-                locked="Too many wrong declaration passwords. Try again in {minutes} minutes, or have the legal "
-                "representative or finance manager reset it.",
-                captcha_path="/units/v1/captcha",
-            ),
+            refusals=DeclarationPasswordRefusals(),
         )
         trust = CaTrust.from_file(settings.units_ca_trust_bundle) if settings.units_ca_trust_bundle else None
         return cls(

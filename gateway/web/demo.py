@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from gateway import rules
 from gateway.accounts.records import AccountRecords
-from gateway.app import password_hashing
+from gateway.backends import password_hashing
 from gateway.directory.db import create_engine, migrate
 from gateway.directory.persons import PersonDirectory
 from gateway.settings import Settings

@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import errors
-from gateway.components import gateway_of
+from gateway.settings import Settings
 
 HERE = Path(__file__).parent
 PAGES = HERE / "pages"
@@ -65,20 +65,6 @@ def render(name: str, **values: str) -> str:
     return text
 
 
-async def desktop(request: Request) -> Response:
-    gw = gateway_of(request)
-    units = "true" if any(isinstance(r, Mount) and r.path == "/units" for r in request.app.routes) else "false"
-    body = render("desktop.html", units=units, public_url=gw.settings.issuer)
-    return HTMLResponse(body, headers=page_headers(request))
-
-
-async def phone(request: Request) -> Response:
-    gw = gateway_of(request)
-    if not gw.settings.demo_app or gw.settings.production:
-        raise errors.NotFound("The phone simulator is a demo tool and is off here.", code="not_found")
-    return HTMLResponse(render("phone.html", public_url=gw.settings.issuer), headers=page_headers(request))
-
-
 async def landing(request: Request) -> Response:
     # The same page for every qr_id: it says nothing about a QR code's state, only what to do next.
     return HTMLResponse(render("landing.html"), headers=page_headers(request, "public, max-age=3600"))
@@ -103,7 +89,17 @@ class StaticAssets:
         await self._files(scope, receive, send_with_headers)
 
 
-def routes() -> list[BaseRoute]:
+def routes(settings: Settings, *, units_mounted: bool) -> list[BaseRoute]:
+    async def desktop(request: Request) -> Response:
+        units = "true" if units_mounted else "false"
+        body = render("desktop.html", units=units, public_url=settings.issuer)
+        return HTMLResponse(body, headers=page_headers(request))
+
+    async def phone(request: Request) -> Response:
+        if not settings.demo_app or settings.production:
+            raise errors.NotFound("The phone simulator is a demo tool and is off here.", code="not_found")
+        return HTMLResponse(render("phone.html", public_url=settings.issuer), headers=page_headers(request))
+
     return [
         Route("/", desktop, methods=["GET"]),
         Route("/demo/app", phone, methods=["GET"]),

@@ -1,0 +1,43 @@
+"""Every kind of key the features keep in the state store, in one table: no two features can collide,
+and an operator who finds a key in Redis can tell what it belongs to. (The QR records and refresh
+sessions have keys of their own inside each store.)"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Space(StrEnum):
+    CAPTCHA = "captcha"  # guard/captcha.py: a captcha's salted answer, single use
+    THROTTLE = "throttle"  # guard/throttle.py: fixed-window counters, scoped by Throttles below
+    SMS = "sms"  # accounts/sms.py: a challenge's salted code
+    REGISTRATION = "registration"  # accounts/registration.py: an identity verified, not yet completed
+    RESET_TICKET = "reset-ticket"  # accounts/recovery.py: a forgotten-password ticket (by its hash)
+    PERSON_SESSIONS = "person-sessions"  # tokens/sessions.py: the session ids of a person
+    DPOP_PROOF = "dpop"  # tokens/dpop.py: proofs seen (replay)
+    CLIENT_ASSERTION = "client-assertion"  # tokens/client_auth.py: private_key_jwt assertions seen
+    UNIT_CA_CHALLENGE = "unit-ca"  # units/ca.py: a CA challenge, single use
+
+
+class Guarded(StrEnum):
+    """The secrets `guard.SecretGuard` counts attempts at, each with counters of its own."""
+
+    LOGIN = "login"  # a person's password
+    DECLARATION_PASSWORD = "unit"  # noqa: S105 (a key scope: a unit's declaration password)
+    SMS_CODE = "sms-code"  # one SMS challenge's code
+    REGISTRATION_CODE = "registration-code"  # the hall code of one identity
+
+
+class Throttles(StrEnum):
+    LOGIN_IP = "login-ip"
+    UNIT_IP = "unit-ip"
+    IDENTITY_IP = "identity-ip"
+    CAPTCHA_IP = "captcha-ip"
+    SMS_IP = "sms-ip"
+    SMS_RESEND = "sms-resend"
+    SMS_DAY = "sms-day"
+    FACE_IDENTITY = "face-identity"
+
+
+def key(space: Space, *parts: str) -> str:
+    return ":".join((space.value, *parts))
