@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
 
 import hiredis
-from redis import exceptions as rx
-from redis.asyncio.connection import SSLConnection
+
+from gateway.state.redis_clients import Address, RedisTarget
+from gateway.state.redis_clients import exceptions as rx
 
 Arg: TypeAlias = str | int | float | bytes
-Address: TypeAlias = tuple[str, int] | str  # (host, port), or a Unix socket path
 
 _C = TypeVar("_C", bound="Connection")
 
@@ -266,20 +266,44 @@ class ConnectionSettings:
     connect_timeout: float
 
 
-def settings_from(
-    kwargs: dict[str, Any], connection_class: type, socket_timeout: float, connect_timeout: float
+def connection_settings(
+    *,
+    username: str | None,
+    password: str | None,
+    db: int,
+    tls: ssl.SSLContext | None,
+    socket_timeout: float,
+    connect_timeout: float,
 ) -> ConnectionSettings:
-    """Connection settings from redis-py's own parse of the URL (`connection_kwargs`)."""
-    tls = None
-    if issubclass(connection_class, SSLConnection):
-        tls_kwargs = {name: value for name, value in kwargs.items() if name.startswith("ssl_")}
-        tls = SSLConnection(**tls_kwargs).ssl_context.get()
     handshake: list[tuple[Arg, ...]] = []
-    username, password = kwargs.get("username"), kwargs.get("password")
     if password:
         handshake.append(("AUTH", username, password) if username else ("AUTH", password))
-    if int(kwargs.get("db") or 0):
-        handshake.append(("SELECT", int(kwargs["db"])))
+    if db:
+        handshake.append(("SELECT", db))
     return ConnectionSettings(
         tls=tls, handshake=handshake, socket_timeout=socket_timeout, connect_timeout=connect_timeout
+    )
+
+
+def server_settings(target: RedisTarget, *, socket_timeout: float, connect_timeout: float) -> ConnectionSettings:
+    """How to connect to the target's Redis servers (standalone, the Sentinel's master, Cluster nodes)."""
+    return connection_settings(
+        username=target.username,
+        password=target.password,
+        db=0 if target.kind == "cluster" else target.db,  # Cluster nodes have no databases: SELECT would fail
+        tls=target.tls.context() if target.tls is not None else None,
+        socket_timeout=socket_timeout,
+        connect_timeout=connect_timeout,
+    )
+
+
+def sentinel_settings(target: RedisTarget, *, socket_timeout: float, connect_timeout: float) -> ConnectionSettings:
+    """How to connect to the target's Sentinels (their own credentials, no database, no TLS)."""
+    return connection_settings(
+        username=target.sentinel_username,
+        password=target.sentinel_password,
+        db=0,
+        tls=None,
+        socket_timeout=socket_timeout,
+        connect_timeout=connect_timeout,
     )

@@ -24,10 +24,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
-from redis import exceptions as rx
-
 from gateway.state.base import LocalWaiters, Waiter
 from gateway.state.connections import PubSubConnection
+from gateway.state.redis_clients import exceptions as rx
 from gateway.state.redis_clients import text_of
 from gateway.state.wire import Wire
 

@@ -22,15 +22,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from redis import exceptions as rx
-
-from gateway.state.connections import (
-    Address,
-    ConnectionSettings,
-    PubSubConnection,
-    fixed_address,
-    open_connection,
-)
+from gateway.state.connections import ConnectionSettings, PubSubConnection, fixed_address, open_connection
+from gateway.state.redis_clients import Address
+from gateway.state.redis_clients import exceptions as rx
 
 log = logging.getLogger("qrgate.state.redis")
 
