@@ -24,13 +24,13 @@ from gateway.qr.machine import TABLE, QrEvent, QrState
 from gateway.state.base import StateStore, StoreUnavailable
 from gateway.state.memory import MemoryStore
 from gateway.state.redis import RedisStore
-from gateway.state.redis_clients import parse_redis_url
+from gateway.state.redis_clients import parse_redis_url, reconnect_backoff
 from tests.support.redis_procs import RedisClusterGroup, RedisSentinelGroup, RedisServer, command, sync_client
 
 T = TypeVar("T")
 SCANNER = "person-1"
 # Quick reconnects keep the outage tests short.
-FAST: dict[str, Any] = {"backoff": (0.02, 0.5)}
+FAST: dict[str, Any] = {"backoff": reconnect_backoff(0.02, 0.5)}
 
 
 def run(body: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -30,12 +30,13 @@ from gateway.jsonutil import dumps
 from gateway.qr.machine import Transition
 from gateway.state.base import LocalWaiters, RotateOutcome, StoreUnavailable, Waiter
 from gateway.state.connections import Arg
-from gateway.state.fanout import BACKOFF_MAX, BACKOFF_MIN, CONFIRM_TIMEOUT, HEALTH_INTERVAL, Fanout
+from gateway.state.fanout import CONFIRM_TIMEOUT, HEALTH_INTERVAL, Fanout
 from gateway.state.redis_clients import (
     CONNECT_TIMEOUT,
     RETRIES,
     SOCKET_TIMEOUT,
     UNAVAILABLE,
+    Backoff,
     RedisTarget,
     parse_redis_url,
     text_of,
@@ -190,7 +191,8 @@ class _Guard:
 
 
 class RedisStore:
-    """`StateStore` on Redis. `connect` is a Redis URL (see `redis_clients`) or its parsed target."""
+    """`StateStore` on Redis. `connect` is a Redis URL (see `redis_clients`) or its parsed target.
+    `backoff` paces the fan-out's reconnects."""
 
     def __init__(
         self,
@@ -199,7 +201,7 @@ class RedisStore:
         prefix: str = DEFAULT_PREFIX,
         health_interval: float = HEALTH_INTERVAL,
         confirm_timeout: float = CONFIRM_TIMEOUT,
-        backoff: tuple[float, float] = (BACKOFF_MIN, BACKOFF_MAX),
+        backoff: Backoff | None = None,
         socket_timeout: float = SOCKET_TIMEOUT,
         socket_connect_timeout: float = CONNECT_TIMEOUT,
         retries: int = RETRIES,
@@ -234,7 +236,7 @@ class RedisStore:
         prefix: str = DEFAULT_PREFIX,
         health_interval: float = HEALTH_INTERVAL,
         confirm_timeout: float = CONFIRM_TIMEOUT,
-        backoff: tuple[float, float] = (BACKOFF_MIN, BACKOFF_MAX),
+        backoff: Backoff | None = None,
     ) -> RedisStore:
         return cls(
             parse_redis_url(url),

@@ -8,6 +8,7 @@ of our own: nothing else in `gateway.state` imports redis-py.
 - `slot_of` is a key's Cluster slot (redis-py's CRC16); the slot map itself is `slots.SlotMap`.
 - `exceptions` are the error types every Redis failure is reported as; `UNAVAILABLE` the ones that mean
   "Redis cannot answer now" (503).
+- `Backoff` is the one strategy type of every retry and reconnect wait (`redis.backoff`).
 
 Only redis-py's public API is used. What a client object knows only through its internals (a Cluster's
 nodes, a Sentinel's addresses, the settings a URL gave) is kept here, from the URL, instead.
@@ -34,11 +35,12 @@ from __future__ import annotations
 import contextlib
 import ssl
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias, cast
+from typing import Any, Literal, Protocol, TypeAlias, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis import exceptions as exceptions
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import EqualJitterBackoff, ExponentialBackoff
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 Address: TypeAlias = tuple[str, int] | str  # (host, port), or a Unix socket path
@@ -57,6 +59,40 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     exceptions.RedisClusterException,  # no reachable node, slot not covered
     OSError,
 )
+
+
+# Backoff --------------------------------------------------------------------------------------
+
+
+class Backoff(Protocol):
+    """redis-py's backoff strategy interface (`redis.backoff.AbstractBackoff`): the wait in seconds
+    after `failures` failures in a row (1 for the first), and `reset` when a streak ends."""
+
+    def compute(self, failures: int) -> float: ...
+
+    def reset(self) -> None: ...
+
+
+# redis-py's strategies wait `base * 2**failures` (capped), counting failures from 1 as its Retry does,
+# so their `base` is half the first wait.
+
+# Commands: 50 ms doubling to 500 ms, each wait drawn between half and all of that, so that the
+# commands of many requests that failed together do not all come back at once.
+COMMAND_BACKOFF_FIRST = 0.05
+COMMAND_BACKOFF_CAP = 0.5
+# Reconnects of the fan-out and of the Sentinel watch: 50 ms doubling to 2 s.
+RECONNECT_BACKOFF_FIRST = 0.05
+RECONNECT_BACKOFF_CAP = 2.0
+
+
+def command_backoff(first: float = COMMAND_BACKOFF_FIRST, cap: float = COMMAND_BACKOFF_CAP) -> Backoff:
+    """The wait before a command is sent again (the wire's retries)."""
+    return EqualJitterBackoff(cap=cap, base=first / 2)
+
+
+def reconnect_backoff(first: float = RECONNECT_BACKOFF_FIRST, cap: float = RECONNECT_BACKOFF_CAP) -> Backoff:
+    """The wait before connecting again after a lost pub/sub connection (no jitter: one per process)."""
+    return ExponentialBackoff(cap=cap, base=first / 2)
 
 
 # Keys -----------------------------------------------------------------------------------------

@@ -15,11 +15,12 @@ and reads it again after a MOVED reply or a lost node. The fan-out's pub/sub con
 
 Failures. A connection that fails, or has a command unanswered for `socket_timeout`, is closed: every
 command in flight on it fails with `ConnectionError`/`TimeoutError`. A command that was never written
-(no connection could be made) is retried with capped exponential backoff, up to `retries` times; one
-that was written is retried only if it is idempotent (reads, whole-value writes), because its effect is
-unknown. Replies that mean "not here, not now" are followed: MOVED (refresh the slot map, go there),
-ASK (ASKING, then there), TRYAGAIN, CLUSTERDOWN, LOADING, MASTERDOWN (back off, again), READONLY
-(a demoted master: reconnect, which asks the Sentinels again). NOSCRIPT sends the script itself once.
+(no connection could be made) is retried after a wait (`redis_clients.command_backoff`: 50 ms doubling
+to 500 ms, with jitter), up to `retries` times; one that was written is retried only if it is
+idempotent (reads, whole-value writes), because its effect is unknown. Replies that mean "not here,
+not now" are followed: MOVED (refresh the slot map, go there), ASK (ASKING, then there), TRYAGAIN,
+CLUSTERDOWN, LOADING, MASTERDOWN (back off, again), READONLY (a demoted master: reconnect, which asks
+the Sentinels again). NOSCRIPT sends the script itself once.
 Behind Sentinel, the wire also follows the Sentinels' announcements of a new master (`sentinels`).
 """
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeAlias
 
@@ -44,8 +44,10 @@ from gateway.state.connections import (
 )
 from gateway.state.redis_clients import (
     Address,
+    Backoff,
     RedisTarget,
     SentinelMaster,
+    command_backoff,
     slot_of,
 )
 from gateway.state.redis_clients import exceptions as rx
@@ -56,8 +58,6 @@ log = logging.getLogger("qrgate.state.redis")
 
 _ScriptCall: TypeAlias = tuple["Script", Sequence[str], Sequence[Arg]]
 
-BACKOFF_BASE = 0.05
-BACKOFF_CAP = 0.5
 MAX_REDIRECTS = 5
 
 # Replies after which the same command may simply be sent again later: the server did not run it.
@@ -89,8 +89,11 @@ class Wire:
         socket_timeout: float,
         connect_timeout: float,
         retries: int,
+        backoff: Backoff | None = None,
     ) -> None:
         self._retries = retries
+        # Stateless, so one for all commands: a command's own failure count picks the wait.
+        self._backoff = backoff if backoff is not None else command_backoff()
         self._servers: dict[str, Server] = {}
         self._slots: SlotMap | None = None
         self._refreshing: asyncio.Task[None] | None = None
@@ -288,10 +291,8 @@ class Wire:
                 continue
             raise rx.ResponseError(message)
 
-    @staticmethod
-    async def _back_off(failures: int) -> None:
-        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (failures - 1))
-        await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 (jitter, not a secret)
+    async def _back_off(self, failures: int) -> None:
+        await asyncio.sleep(self._backoff.compute(failures))
 
     async def close(self) -> None:
         self._closed = True
