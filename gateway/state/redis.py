@@ -29,7 +29,7 @@ from typing import Any
 from gateway.jsonutil import dumps
 from gateway.qr.machine import Transition
 from gateway.state.base import LocalWaiters, RotateOutcome, StoreUnavailable, Waiter
-from gateway.state.connections import Arg
+from gateway.state.connections import Arg, Opener, open_socket
 from gateway.state.fanout import CONFIRM_TIMEOUT, HEALTH_INTERVAL, Fanout
 from gateway.state.redis_clients import (
     CONNECT_TIMEOUT,
@@ -192,7 +192,8 @@ class _Guard:
 
 class RedisStore:
     """`StateStore` on Redis. `connect` is a Redis URL (see `redis_clients`) or its parsed target.
-    `backoff` paces the fan-out's reconnects."""
+    `backoff` paces the fan-out's reconnects; `opener` makes the connections' transports (tests pass
+    a fake one, see `connections.Opener`)."""
 
     def __init__(
         self,
@@ -205,6 +206,7 @@ class RedisStore:
         socket_timeout: float = SOCKET_TIMEOUT,
         socket_connect_timeout: float = CONNECT_TIMEOUT,
         retries: int = RETRIES,
+        opener: Opener = open_socket,
     ) -> None:
         self.target = parse_redis_url(connect) if isinstance(connect, str) else connect
         self.prefix = prefix
@@ -214,6 +216,7 @@ class RedisStore:
             socket_timeout=socket_timeout,
             connect_timeout=socket_connect_timeout,
             retries=retries,
+            opener=opener,
         )
         self.waiters = LocalWaiters()
         self.fanout = Fanout(

@@ -36,8 +36,10 @@ import hiredis
 
 from gateway.state.connections import (
     Arg,
+    Opener,
     Server,
     fixed_address,
+    open_socket,
     pack,
     sentinel_settings,
     server_settings,
@@ -90,6 +92,7 @@ class Wire:
         connect_timeout: float,
         retries: int,
         backoff: Backoff | None = None,
+        opener: Opener = open_socket,
     ) -> None:
         self._retries = retries
         # Stateless, so one for all commands: a command's own failure count picks the wait.
@@ -105,7 +108,7 @@ class Wire:
         self._watch: SentinelWatch | None = None
         self._switch_listeners: list[Callable[[], None]] = []
         timeouts = {"socket_timeout": socket_timeout, "connect_timeout": connect_timeout}
-        self._settings = server_settings(target, **timeouts)
+        self._settings = server_settings(target, opener=opener, **timeouts)
         if target.kind == "cluster":
             self._slots = SlotMap([address for address in target.addresses if isinstance(address, tuple)])
             return
@@ -113,7 +116,7 @@ class Wire:
         if target.kind == "sentinel":
             self._master = SentinelMaster(target, **timeouts)
             locate = self._master.locate
-            watched = sentinel_settings(target, **timeouts)
+            watched = sentinel_settings(target, opener=opener, **timeouts)
             self._watch = SentinelWatch(
                 target.service, [(address, watched) for address in target.addresses], self._master_switched
             )
