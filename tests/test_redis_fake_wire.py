@@ -242,6 +242,33 @@ async def _woken_by_a_change_on(node: FakeNode, channel: str, woken: Callable[[]
     assert await woken()
 
 
+def test_moved_in_reply_to_ssubscribe_subscribes_on_the_new_owner() -> None:
+    """The slot of a QR's channel moved before this process noticed: SSUBSCRIBE goes to the old owner,
+    which answers MOVED. The fan-out reads the map again, subscribes on the new owner and wakes the
+    waiter (it reads the state again); changes published there wake it too."""
+
+    async def body(fake: FakeRedis) -> None:
+        cluster = FakeCluster(fake, [7000, 7001, 7002])
+        store = store_on(fake, cluster.url)
+        try:
+            await store.start()
+            await store.ping()  # the slot map is read
+            channel = store.qr_channel("q1")
+            slot = slot_of(channel)
+            old = cluster.owner(slot)
+            new = cluster.other_than(old)
+            cluster.move(slot, new)
+            old.expect("SSUBSCRIBE", channel, reply=error(f"MOVED {slot} {new.name}"))
+            async with store.subscribe("q1") as waiter:
+                assert await waiter.wait(2)
+                assert new.commands("SSUBSCRIBE") == [("SSUBSCRIBE", channel)]
+                await _woken_by_a_change_on(new, channel, lambda: waiter.wait(2))
+        finally:
+            await store.close()
+
+    run(body)
+
+
 @pytest.mark.parametrize("moment", ["while subscribing", "after subscribing"])
 def test_a_slot_moved_away_from_a_subscription_is_subscribed_again_on_its_new_owner(moment: str) -> None:
     """A migration ends: the old owner drops the slot's shard subscriptions (it sends SUNSUBSCRIBE),

@@ -25,6 +25,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeAlias
 
+import hiredis
+
 from gateway.state.base import LocalWaiters, Waiter
 from gateway.state.connections import PubSubConnection
 from gateway.state.redis_clients import Backoff, reconnect_backoff, text_of
@@ -84,6 +86,10 @@ class _Link:
     def _received(self, reply: Any) -> None:
         if isinstance(reply, list) and len(reply) >= 2:
             self._deliver({"type": text_of(reply[0]), "channel": text_of(reply[1])})
+        elif isinstance(reply, hiredis.ReplyError) and str(reply).startswith(("MOVED ", "ASK ")):
+            # An SSUBSCRIBE routed by a stale slot map (the slot moved): it will never be confirmed.
+            # Start over, which reads the map again and subscribes on the slot's owner.
+            self._fail(_Resync(f"Redis redirected a subscription ({reply})"))
         else:  # PONG outside subscribe mode, or anything else: proof of life
             self._deliver({"type": "pong", "channel": ""})
 
