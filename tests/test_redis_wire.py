@@ -19,7 +19,7 @@ from gateway.qr import machine
 from gateway.qr.machine import QrEvent
 from gateway.state.base import StoreUnavailable, Waiter
 from gateway.state.redis import RedisStore
-from gateway.state.redis_clients import client_factory, close_client
+from gateway.state.redis_clients import parse_redis_url
 from gateway.state.wire import Script, Wire
 from tests.support.fixtures import require_redis_server
 from tests.support.redis_procs import (
@@ -46,14 +46,13 @@ async def scan_wakes(actor: RedisStore, qr_id: str, waiter: Waiter) -> None:
     assert await waiter.wait(5)
 
 
-def wire_for(url: str, *, timeout: float = 2.0, retries: int = 3) -> tuple[Wire, Any]:
-    client = client_factory(url)()
-    return Wire(client, socket_timeout=timeout, connect_timeout=2.0, retries=retries), client
+def wire_for(url: str, *, timeout: float = 2.0, retries: int = 3) -> Wire:
+    return Wire(parse_redis_url(url), socket_timeout=timeout, connect_timeout=2.0, retries=retries)
 
 
 def test_concurrent_commands_on_one_connection_get_their_own_replies(redis_server: RedisServer) -> None:
     async def body() -> None:
-        wire, client = wire_for(redis_server.url)
+        wire = wire_for(redis_server.url)
         try:
             keys = [f"k{i}" for i in range(2000)]
             await asyncio.gather(*(wire.call(k, "SET", k, f"value of {k}", idempotent=True) for k in keys))
@@ -65,7 +64,6 @@ def test_concurrent_commands_on_one_connection_get_their_own_replies(redis_serve
             assert names.count("qrgate") == 1
         finally:
             await wire.close()
-            await close_client(client)
 
     run(body())
 
@@ -74,7 +72,7 @@ def test_scripts_run_after_script_flush(redis_server: RedisServer) -> None:
     script = Script("return {KEYS[1], ARGV[1]}")
 
     async def body() -> None:
-        wire, client = wire_for(redis_server.url)
+        wire = wire_for(redis_server.url)
         try:
             assert await wire.script(script, ["a"], ["1"], idempotent=True) == ["a", "1"]
             with sync_client(redis_server.port) as admin:
@@ -85,7 +83,6 @@ def test_scripts_run_after_script_flush(redis_server: RedisServer) -> None:
                 assert command(admin, "SCRIPT", "EXISTS", script.sha) == [1]
         finally:
             await wire.close()
-            await close_client(client)
 
     run(body())
 
@@ -197,19 +194,19 @@ def test_cluster_moved_refreshes_the_slot_map(redis_cluster: RedisClusterGroup) 
     slot = key_slot(key.encode())
 
     async def body() -> None:
-        wire, client = wire_for(redis_cluster.url)
+        wire = wire_for(redis_cluster.url)
         try:
             await wire.call(key, "SET", key, "v", idempotent=True)
             # Make this process believe another master serves the slot: its first reply is MOVED.
-            manager = client.nodes_manager
-            right = manager.slots_cache[slot][0]
-            wrong = next(node for node in manager.get_nodes_by_server_type("primary") if node.name != right.name)
-            manager.slots_cache[slot] = [wrong]
+            slots = wire.slot_map
+            assert slots is not None
+            right = slots.owner(slot)
+            wrong = next(node for node in slots.masters if node != right)
+            slots.owners[slot] = wrong
             assert await wire.call(key, "GET", key, idempotent=True) == "v"
-            assert manager.slots_cache[slot][0].name == right.name  # refreshed
+            assert slots.owner(slot) == right  # refreshed
         finally:
             await wire.close()
-            await close_client(client)
 
     run(body())
 
@@ -228,13 +225,12 @@ def test_cluster_ask_during_a_slot_migration(redis_cluster: RedisClusterGroup) -
         try:
 
             async def body() -> None:
-                wire, client = wire_for(redis_cluster.url)
+                wire = wire_for(redis_cluster.url)
                 try:
                     await wire.call(key, "SET", key, "on the target", idempotent=True)  # ASK -> target
                     assert await wire.call(key, "GET", key, idempotent=True) == "on the target"
                 finally:
                     await wire.close()
-                    await close_client(client)
 
             run(body())
             assert _asking(target, "GET", key) == "on the target"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -17,20 +18,19 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
-from redis.asyncio.cluster import RedisCluster
 
 from gateway.qr import machine
 from gateway.qr.machine import TABLE, QrEvent, QrState
 from gateway.state.base import StateStore, StoreUnavailable
 from gateway.state.memory import MemoryStore
 from gateway.state.redis import RedisStore
-from gateway.state.redis_clients import client_factory, close_client
+from gateway.state.redis_clients import parse_redis_url, reconnect_backoff
 from tests.support.redis_procs import RedisClusterGroup, RedisSentinelGroup, RedisServer, command, sync_client
 
 T = TypeVar("T")
 SCANNER = "person-1"
 # Quick reconnects keep the outage tests short.
-FAST: dict[str, Any] = {"backoff": (0.02, 0.5)}
+FAST: dict[str, Any] = {"backoff": reconnect_backoff(0.02, 0.5)}
 
 
 def run(body: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -613,34 +613,68 @@ def test_waiter_registered_during_an_outage_is_woken_after_it(redis_server: Redi
 # URLs -------------------------------------------------------------------------------------------
 
 
+NONE = (None, None)  # no user, no password
+
+
 @pytest.mark.parametrize(
-    ("url", "kind"),
+    ("url", "kind", "addresses", "credentials", "db"),
     [
-        ("redis://127.0.0.1:6379/0", "Redis"),
-        ("rediss://user:secret@cache.example:6380/1", "Redis"),
-        ("redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/mymaster?db=2&sentinel_password=s", "Redis"),
-        ("redis+cluster://10.0.0.1:7000,10.0.0.2:7001", "RedisCluster"),
-        ("rediss+cluster://user:pw@[::1]:7000", "RedisCluster"),
+        ("redis://127.0.0.1:6379/0", "standalone", [("127.0.0.1", 6379)], NONE, 0),
+        ("rediss://user:secret@cache.example:6380/1", "standalone", [("cache.example", 6380)], ("user", "secret"), 1),
+        ("unix:///run/redis.sock?db=3", "standalone", ["/run/redis.sock"], NONE, 3),
+        (
+            "redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/mymaster?db=2&sentinel_password=s",
+            "sentinel",
+            [("10.0.0.1", 26379), ("10.0.0.2", 26379)],
+            (None, "pw"),
+            2,
+        ),
+        (
+            "redis+cluster://10.0.0.1:7000,10.0.0.2:7001",
+            "cluster",
+            [("10.0.0.1", 7000), ("10.0.0.2", 7001)],
+            (None, None),
+            0,
+        ),
+        ("rediss+cluster://user:pw@[::1]:7000", "cluster", [("::1", 7000)], ("user", "pw"), 0),
     ],
 )
-def test_client_factory_url_forms(url: str, kind: str) -> None:
-    async def body() -> None:
-        client = client_factory(url)()
-        try:
-            assert type(client).__name__ == kind
-            retry = client.retry if isinstance(client, RedisCluster) else client.get_retry()
-            assert retry is not None
-            assert retry.get_retries() == 3
-        finally:
-            await close_client(client)
+def test_redis_url_forms(url: str, kind: str, addresses: list[Any], credentials: tuple[Any, Any], db: int) -> None:
+    target = parse_redis_url(url)
+    assert target.kind == kind
+    assert list(target.addresses) == addresses
+    assert (target.username, target.password) == credentials
+    assert target.db == db
+    assert (target.tls is not None) == url.startswith("rediss")
+    if kind == "sentinel":
+        assert (target.service, target.sentinel_password) == ("mymaster", "s")
 
-    run(body)
+
+def test_tls_options_of_a_url_mean_what_they_mean_to_redis_py() -> None:
+    """Certificate and host name checked unless the URL says otherwise."""
+    checked = parse_redis_url("rediss://cache.example:6380").tls
+    assert checked is not None
+    context = checked.context()
+    assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
+    relaxed = parse_redis_url("rediss://cache.example:6380?ssl_cert_reqs=none&ssl_check_hostname=false").tls
+    assert relaxed is not None
+    context = relaxed.context()
+    assert (context.verify_mode, context.check_hostname) == (ssl.CERT_NONE, False)
 
 
 @pytest.mark.parametrize(
     "url",
-    ["http://localhost", "redis+sentinel://h:1", "redis+cluster://", "redis+cluster://h:x", "redis+cluster://h:1?x=1"],
+    [
+        "http://localhost",
+        "redis+sentinel://h:1",
+        "redis+cluster://",
+        "redis+cluster://h:x",
+        "redis+cluster://h:1?x=1",
+        "redis://h:1/0?db=x",
+        "rediss://h:1?ssl_cert_reqs=sometimes",
+        "rediss://h:1?ssl_unheard_of=1",
+    ],
 )
-def test_client_factory_rejects_bad_urls(url: str) -> None:
+def test_bad_redis_urls_are_refused(url: str) -> None:
     with pytest.raises(ValueError, match=r"."):
-        client_factory(url)
+        parse_redis_url(url)

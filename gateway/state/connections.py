@@ -4,6 +4,10 @@ commands in batches and parse replies with hiredis as they arrive (see `wire` fo
 `Connection` matches replies to commands in order, with a watchdog that closes it when a command
 waits longer than `socket_timeout`; `PubSubConnection` passes what Redis pushes to a callback.
 `Server` is one address's command connection, made on first use and again after a failure.
+
+Every connection's transport comes from the `Opener` in its `ConnectionSettings`: `open_socket` (TCP,
+TLS or a Unix socket) in production. It is the seam for tests that need replies a live server will not
+send on demand (tests/support/fake_redis.py): they pass an opener whose transports are scripted.
 """
 
 from __future__ import annotations
@@ -13,20 +17,42 @@ import collections
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeAlias, TypeVar, cast
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeAlias, TypeVar, cast
 
 import hiredis
-from redis import exceptions as rx
-from redis.asyncio.connection import SSLConnection
+
+from gateway.state.redis_clients import Address, RedisTarget
+from gateway.state.redis_clients import exceptions as rx
 
 Arg: TypeAlias = str | int | float | bytes
-Address: TypeAlias = tuple[str, int] | str  # (host, port), or a Unix socket path
 
 _C = TypeVar("_C", bound="Connection")
+_P = TypeVar("_P", bound=asyncio.Protocol)
 
 # hiredis packs commands in C; its stub types the argument as a 1-tuple
 pack = cast(Callable[[tuple[Arg, ...]], bytes], hiredis.pack_command)
+
+
+class Opener(Protocol):
+    """Connects `protocol()` to `address` (over TLS when `tls` is given), as `loop.create_connection` does."""
+
+    def __call__(
+        self, address: Address, protocol: Callable[[], _P], tls: ssl.SSLContext | None
+    ) -> Awaitable[tuple[asyncio.BaseTransport, _P]]: ...
+
+
+async def open_socket(
+    address: Address, protocol: Callable[[], _P], tls: ssl.SSLContext | None
+) -> tuple[asyncio.BaseTransport, _P]:
+    """The production `Opener`: a Unix socket for a path, else TCP (with TLS when asked)."""
+    loop = asyncio.get_running_loop()
+    if isinstance(address, str):
+        return await loop.create_unix_connection(protocol, address)
+    host, port = address
+    return await loop.create_connection(
+        protocol, host, port, ssl=tls, server_hostname=host if tls is not None else None
+    )
 
 
 class Connection(asyncio.Protocol):
@@ -180,18 +206,8 @@ async def open_connection(
     try:
         address = await locate()
         name = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
-        loop = asyncio.get_running_loop()
         async with asyncio.timeout(settings.connect_timeout):
-            if isinstance(address, str):
-                _, connection = await loop.create_unix_connection(lambda: kind(name, settings.socket_timeout), address)
-            else:
-                _, connection = await loop.create_connection(
-                    lambda: kind(name, settings.socket_timeout),
-                    address[0],
-                    address[1],
-                    ssl=settings.tls,
-                    server_hostname=address[0] if settings.tls is not None else None,
-                )
+            _, connection = await settings.opener(address, lambda: kind(name, settings.socket_timeout), settings.tls)
             setup = [*settings.handshake, *([("CLIENT", "SETNAME", client_name)] if client_name else [])]
             for reply in await asyncio.gather(*(connection.send(pack(command)) for command in setup)):
                 if isinstance(reply, hiredis.ReplyError):
@@ -264,22 +280,54 @@ class ConnectionSettings:
     handshake: list[tuple[Arg, ...]]  # AUTH, SELECT
     socket_timeout: float
     connect_timeout: float
+    opener: Opener = field(default=open_socket)
 
 
-def settings_from(
-    kwargs: dict[str, Any], connection_class: type, socket_timeout: float, connect_timeout: float
+def connection_settings(
+    *,
+    username: str | None,
+    password: str | None,
+    db: int,
+    tls: ssl.SSLContext | None,
+    socket_timeout: float,
+    connect_timeout: float,
+    opener: Opener,
 ) -> ConnectionSettings:
-    """Connection settings from redis-py's own parse of the URL (`connection_kwargs`)."""
-    tls = None
-    if issubclass(connection_class, SSLConnection):
-        tls_kwargs = {name: value for name, value in kwargs.items() if name.startswith("ssl_")}
-        tls = SSLConnection(**tls_kwargs).ssl_context.get()
     handshake: list[tuple[Arg, ...]] = []
-    username, password = kwargs.get("username"), kwargs.get("password")
     if password:
         handshake.append(("AUTH", username, password) if username else ("AUTH", password))
-    if int(kwargs.get("db") or 0):
-        handshake.append(("SELECT", int(kwargs["db"])))
+    if db:
+        handshake.append(("SELECT", db))
     return ConnectionSettings(
-        tls=tls, handshake=handshake, socket_timeout=socket_timeout, connect_timeout=connect_timeout
+        tls=tls, handshake=handshake, socket_timeout=socket_timeout, connect_timeout=connect_timeout, opener=opener
+    )
+
+
+def server_settings(
+    target: RedisTarget, *, socket_timeout: float, connect_timeout: float, opener: Opener
+) -> ConnectionSettings:
+    """How to connect to the target's Redis servers (standalone, the Sentinel's master, Cluster nodes)."""
+    return connection_settings(
+        username=target.username,
+        password=target.password,
+        db=0 if target.kind == "cluster" else target.db,  # Cluster nodes have no databases: SELECT would fail
+        tls=target.tls.context() if target.tls is not None else None,
+        socket_timeout=socket_timeout,
+        connect_timeout=connect_timeout,
+        opener=opener,
+    )
+
+
+def sentinel_settings(
+    target: RedisTarget, *, socket_timeout: float, connect_timeout: float, opener: Opener
+) -> ConnectionSettings:
+    """How to connect to the target's Sentinels (their own credentials, no database, no TLS)."""
+    return connection_settings(
+        username=target.sentinel_username,
+        password=target.sentinel_password,
+        db=0,
+        tls=None,
+        socket_timeout=socket_timeout,
+        connect_timeout=connect_timeout,
+        opener=opener,
     )

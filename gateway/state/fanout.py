@@ -8,10 +8,11 @@ queue in between. A waiter registers locally first; the first local waiter of a 
 fan-out SSUBSCRIBE and waits for Redis to confirm, so a state read that follows cannot miss a change;
 the last one to leave SUNSUBSCRIBEs. A message only sets Events, so a slow client never stalls
 fan-out. When a pub/sub connection fails (or stays silent past three health-check PINGs, or the
-Sentinels announce a new master), the fan-out drops it, reconnects with capped exponential backoff
-(0.05 s .. 2 s), re-subscribes every channel that still has local waiters and then wakes them all:
-they read the state again, which is the truth, so nothing published during the gap is lost. The
-pub/sub connections never retry by themselves (a silent reconnect would hide a gap).
+Sentinels announce a new master), the fan-out drops it, reconnects after a wait that doubles while
+connecting keeps failing (`redis_clients.reconnect_backoff`: 0.05 s .. 2 s), re-subscribes every
+channel that still has local waiters and then wakes them all: they read the state again, which is the
+truth, so nothing published during the gap is lost. The pub/sub connections never retry by themselves
+(a silent reconnect would hide a gap).
 """
 
 from __future__ import annotations
@@ -22,19 +23,18 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
-from redis import exceptions as rx
+import hiredis
 
 from gateway.state.base import LocalWaiters, Waiter
 from gateway.state.connections import PubSubConnection
-from gateway.state.redis_clients import text_of
+from gateway.state.redis_clients import Backoff, reconnect_backoff, text_of
+from gateway.state.redis_clients import exceptions as rx
 from gateway.state.wire import Wire
 
 log = logging.getLogger("qrgate.state.redis")
 
-BACKOFF_MIN = 0.05
-BACKOFF_MAX = 2.0
 HEALTH_INTERVAL = 5.0
 CONFIRM_TIMEOUT = 2.0
 
@@ -86,6 +86,10 @@ class _Link:
     def _received(self, reply: Any) -> None:
         if isinstance(reply, list) and len(reply) >= 2:
             self._deliver({"type": text_of(reply[0]), "channel": text_of(reply[1])})
+        elif isinstance(reply, hiredis.ReplyError) and str(reply).startswith(("MOVED ", "ASK ")):
+            # An SSUBSCRIBE routed by a stale slot map (the slot moved): it will never be confirmed.
+            # Start over, which reads the map again and subscribes on the slot's owner.
+            self._fail(_Resync(f"Redis redirected a subscription ({reply})"))
         else:  # PONG outside subscribe mode, or anything else: proof of life
             self._deliver({"type": "pong", "channel": ""})
 
@@ -157,14 +161,14 @@ class Fanout:
         *,
         health_interval: float = HEALTH_INTERVAL,
         confirm_timeout: float = CONFIRM_TIMEOUT,
-        backoff: tuple[float, float] = (BACKOFF_MIN, BACKOFF_MAX),
+        backoff: Backoff | None = None,
     ) -> None:
         self._wire = wire
         wire.on_master_switch(self._master_switched)
         self._waiters = waiters
         self._health_interval = health_interval
         self._confirm_timeout = confirm_timeout
-        self._backoff = backoff
+        self._backoff = backoff if backoff is not None else reconnect_backoff()
         self._active: set[str] = set()  # channels with local waiters
         self._owed: set[str] = set()  # channels whose waiters went on before Redis confirmed
         self._generation: _Generation | None = None
@@ -274,7 +278,7 @@ class Fanout:
 
     # The connections -----------------------------------------------------------------------
     async def _run(self) -> None:
-        delay = self._backoff[0]
+        failures = 0  # generations lost in a row (one that heard from Redis ends the streak)
         again = False
         while True:
             generation = _Generation(self._wire, self._received)
@@ -286,8 +290,11 @@ class Fanout:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if generation.heard:
-                    delay = self._backoff[0]
+                if generation.heard:  # it worked for a while: the waits start again from the shortest
+                    failures = 0
+                    self._backoff.reset()
+                failures += 1
+                delay = self._backoff.compute(failures)
                 level = logging.DEBUG if isinstance(exc, _Resync) else logging.WARNING
                 log.log(level, "redis pub/sub lost (%r); reconnecting in %.2fs", exc, delay)
             finally:
@@ -298,7 +305,6 @@ class Fanout:
             again = True
             self.reconnects += 1
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self._backoff[1])
 
     async def _populate(self, generation: _Generation, again: bool) -> None:
         """Subscribe every channel that has local waiters. After a failure (`again`), wake them all
@@ -317,7 +323,7 @@ class Fanout:
         self._owed.clear()
         self._waiters.wake_all()
 
-    async def _serve(self, generation: _Generation) -> None:
+    async def _serve(self, generation: _Generation) -> NoReturn:
         """Check the connections' health until one fails (messages are handled as they arrive)."""
         while True:
             try:

@@ -1,6 +1,6 @@
-"""The production store: Redis, standalone, Sentinel or Cluster. Clients and URL forms are in
-`redis_clients` (redis-py, `redis.asyncio`), the command path in `wire` (auto-pipelined connections),
-the fan-out of wake-ups in `fanout`.
+"""The production store: Redis, standalone, Sentinel or Cluster. URL forms (and all of redis-py) are in
+`redis_clients`, the command path in `wire` (auto-pipelined connections), the fan-out of wake-ups in
+`fanout`.
 
 Keys. Each QR session is one hash `qrgate:{qr:<id>}` and wakes its waiters on the shard channel
 `qrgate:{qr:<id>}:wake`; the hash tag puts both in one Cluster slot, so the transition script may
@@ -30,17 +30,16 @@ from gateway.jsonutil import dumps
 from gateway.qr.machine import Transition
 from gateway.state import attempts
 from gateway.state.base import LocalWaiters, RotateOutcome, StoreUnavailable, Waiter
-from gateway.state.connections import Arg
-from gateway.state.fanout import BACKOFF_MAX, BACKOFF_MIN, CONFIRM_TIMEOUT, HEALTH_INTERVAL, Fanout
+from gateway.state.connections import Arg, Opener, open_socket
+from gateway.state.fanout import CONFIRM_TIMEOUT, HEALTH_INTERVAL, Fanout
 from gateway.state.redis_clients import (
     CONNECT_TIMEOUT,
     RETRIES,
     SOCKET_TIMEOUT,
     UNAVAILABLE,
-    ClientFactory,
-    RedisClient,
-    client_factory,
-    close_client,
+    Backoff,
+    RedisTarget,
+    parse_redis_url,
     text_of,
 )
 from gateway.state.wire import Script, Wire
@@ -255,28 +254,32 @@ class _Guard:
 
 
 class RedisStore:
-    """`StateStore` on Redis. `connect` builds a client (it is called twice: one client for commands,
-    one for the fan-out, whose connections must not retry by themselves), or is a URL."""
+    """`StateStore` on Redis. `connect` is a Redis URL (see `redis_clients`) or its parsed target.
+    `backoff` paces the fan-out's reconnects; `opener` makes the connections' transports (tests pass
+    a fake one, see `connections.Opener`)."""
 
     def __init__(
         self,
-        connect: ClientFactory | str,
+        connect: RedisTarget | str,
         *,
         prefix: str = DEFAULT_PREFIX,
         health_interval: float = HEALTH_INTERVAL,
         confirm_timeout: float = CONFIRM_TIMEOUT,
-        backoff: tuple[float, float] = (BACKOFF_MIN, BACKOFF_MAX),
+        backoff: Backoff | None = None,
         socket_timeout: float = SOCKET_TIMEOUT,
         socket_connect_timeout: float = CONNECT_TIMEOUT,
         retries: int = RETRIES,
+        opener: Opener = open_socket,
     ) -> None:
-        factory = client_factory(connect) if isinstance(connect, str) else connect
+        self.target = parse_redis_url(connect) if isinstance(connect, str) else connect
         self.prefix = prefix
-        self.client: RedisClient = factory()
-        # Commands and pub/sub go through the auto-pipelined wire; the redis-py client gives it its
-        # settings, the Sentinel's master and the Cluster's slot map.
+        # Commands and pub/sub go through the auto-pipelined wire, which connects by itself.
         self.wire = Wire(
-            self.client, socket_timeout=socket_timeout, connect_timeout=socket_connect_timeout, retries=retries
+            self.target,
+            socket_timeout=socket_timeout,
+            connect_timeout=socket_connect_timeout,
+            retries=retries,
+            opener=opener,
         )
         self.waiters = LocalWaiters()
         self.fanout = Fanout(
@@ -299,13 +302,10 @@ class RedisStore:
         prefix: str = DEFAULT_PREFIX,
         health_interval: float = HEALTH_INTERVAL,
         confirm_timeout: float = CONFIRM_TIMEOUT,
-        backoff: tuple[float, float] = (BACKOFF_MIN, BACKOFF_MAX),
+        backoff: Backoff | None = None,
     ) -> RedisStore:
-        factory = client_factory(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout, retries=retries
-        )
         return cls(
-            factory,
+            parse_redis_url(url),
             prefix=prefix,
             health_interval=health_interval,
             confirm_timeout=confirm_timeout,
@@ -352,10 +352,6 @@ class RedisStore:
         self._closed = True
         await self.fanout.close()
         await self.wire.close()
-        try:
-            await close_client(self.client)
-        except Exception as exc:
-            log.debug("closing a redis client failed: %r", exc)
 
     async def ping(self) -> None:
         with _Guard("ping"):

@@ -12,6 +12,8 @@ if another one, hears of it from the leader's hello messages (every two seconds)
 
 One connection to one Sentinel at a time (the next one when it fails), subscribed to
 `+switch-master`, with a PING every health interval; silence for three intervals counts as a failure.
+When no Sentinel could be listened to, the next round waits (`redis_clients.reconnect_backoff`: 50 ms
+doubling to 2 s).
 """
 
 from __future__ import annotations
@@ -22,15 +24,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from redis import exceptions as rx
-
-from gateway.state.connections import (
-    Address,
-    ConnectionSettings,
-    PubSubConnection,
-    fixed_address,
-    open_connection,
-)
+from gateway.state.connections import ConnectionSettings, PubSubConnection, fixed_address, open_connection
+from gateway.state.redis_clients import Address, Backoff, reconnect_backoff
+from gateway.state.redis_clients import exceptions as rx
 
 log = logging.getLogger("qrgate.state.redis")
 
@@ -45,13 +41,13 @@ class SentinelWatch:
         on_switch: Callable[[], None],
         *,
         health_interval: float = 5.0,
-        backoff: tuple[float, float] = (0.05, 2.0),
+        backoff: Backoff | None = None,
     ) -> None:
         self._service = service
         self._sentinels = list(sentinels)
         self._on_switch = on_switch
         self._health_interval = health_interval
-        self._backoff = backoff
+        self._backoff = backoff if backoff is not None else reconnect_backoff()
         self._task: asyncio.Task[None] | None = None
         self._heard = 0.0
         self.listening = asyncio.Event()  # set while subscribed on some Sentinel (for tests)
@@ -68,7 +64,7 @@ class SentinelWatch:
                 await task
 
     async def _run(self) -> None:
-        delay = self._backoff[0]
+        failures = 0  # rounds ended since a Sentinel was last listened to
         while True:
             for address, settings in self._sentinels:
                 try:
@@ -78,12 +74,13 @@ class SentinelWatch:
                     continue
                 try:
                     await self._listen(connection)
-                    delay = self._backoff[0]
+                    failures = 0
+                    self._backoff.reset()
                 finally:
                     self.listening.clear()
                     connection.close()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self._backoff[1])
+            failures += 1
+            await asyncio.sleep(self._backoff.compute(failures))
 
     async def _listen(self, connection: PubSubConnection) -> None:
         loop = asyncio.get_running_loop()

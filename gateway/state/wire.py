@@ -8,18 +8,19 @@ goes to its server's one connection: commands issued in the same event-loop turn
 (one `write`), replies are parsed by hiredis straight from `data_received` and handed to waiting
 futures in order. That costs about 6 µs per command under load, and Redis likes pipelines too.
 
-redis-py (`redis.asyncio`) still does everything else: it parses the URL into connection settings
-(TLS context included), finds the master through the Sentinels, and keeps the Cluster's slot map
-(which this module asks to refresh after a MOVED reply or a lost node). The fan-out's pub/sub
-connections (`PubSubConnection`) are opened here too, one per server, separate from the commands'.
+Where to connect comes from the URL (`redis_clients.RedisTarget`); behind Sentinel, redis-py finds the
+master (`redis_clients.SentinelMaster`); on a Cluster, the wire reads the slot map itself (`slots`)
+and reads it again after a MOVED reply or a lost node. The fan-out's pub/sub connections
+(`PubSubConnection`) are opened here too, one per server, separate from the commands'.
 
 Failures. A connection that fails, or has a command unanswered for `socket_timeout`, is closed: every
 command in flight on it fails with `ConnectionError`/`TimeoutError`. A command that was never written
-(no connection could be made) is retried with capped exponential backoff, up to `retries` times; one
-that was written is retried only if it is idempotent (reads, whole-value writes), because its effect is
-unknown. Replies that mean "not here, not now" are followed: MOVED (refresh the slot map, go there),
-ASK (ASKING, then there), TRYAGAIN, CLUSTERDOWN, LOADING, MASTERDOWN (back off, again), READONLY
-(a demoted master: reconnect, which asks the Sentinels again). NOSCRIPT sends the script itself once.
+(no connection could be made) is retried after a wait (`redis_clients.command_backoff`: 50 ms doubling
+to 500 ms, with jitter), up to `retries` times; one that was written is retried only if it is
+idempotent (reads, whole-value writes), because its effect is unknown. Replies that mean "not here,
+not now" are followed: MOVED (refresh the slot map, go there), ASK (ASKING, then there), TRYAGAIN,
+CLUSTERDOWN, LOADING, MASTERDOWN (back off, again), READONLY (a demoted master: reconnect, which asks
+the Sentinels again). NOSCRIPT sends the script itself once.
 Behind Sentinel, the wire also follows the Sentinels' announcements of a new master (`sentinels`).
 """
 
@@ -27,33 +28,38 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
+import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias
 
 import hiredis
-from redis import exceptions as rx
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import UnixDomainSocketConnection
-from redis.asyncio.sentinel import SentinelConnectionPool
-from redis.crc import key_slot
 
 from gateway.state.connections import (
-    Address,
     Arg,
-    ConnectionSettings,
+    Opener,
     Server,
     fixed_address,
+    open_socket,
     pack,
-    settings_from,
+    sentinel_settings,
+    server_settings,
 )
+from gateway.state.redis_clients import (
+    Address,
+    Backoff,
+    RedisTarget,
+    SentinelMaster,
+    command_backoff,
+    slot_of,
+)
+from gateway.state.redis_clients import exceptions as rx
 from gateway.state.sentinels import SentinelWatch
+from gateway.state.slots import Node, SlotMap
+
+log = logging.getLogger("qrgate.state.redis")
 
 _ScriptCall: TypeAlias = tuple["Script", Sequence[str], Sequence[Arg]]
 
-BACKOFF_BASE = 0.05
-BACKOFF_CAP = 0.5
 MAX_REDIRECTS = 5
 
 # Replies after which the same command may simply be sent again later: the server did not run it.
@@ -80,55 +86,42 @@ class Wire:
 
     def __init__(
         self,
-        client: Redis | RedisCluster,
+        target: RedisTarget,
         *,
         socket_timeout: float,
         connect_timeout: float,
         retries: int,
+        backoff: Backoff | None = None,
+        opener: Opener = open_socket,
     ) -> None:
         self._retries = retries
+        # Stateless, so one for all commands: a command's own failure count picks the wait.
+        self._backoff = backoff if backoff is not None else command_backoff()
         self._servers: dict[str, Server] = {}
-        self._cluster: RedisCluster | None = None
+        self._slots: SlotMap | None = None
         self._refreshing: asyncio.Task[None] | None = None
         self._refresh_wanted = False
         self._cluster_ready = False
         self._ready_lock = asyncio.Lock()
         self._closed = False
+        self._master: SentinelMaster | None = None
         self._watch: SentinelWatch | None = None
         self._switch_listeners: list[Callable[[], None]] = []
-        if isinstance(client, RedisCluster):
-            self._cluster = client
-            manager = client.nodes_manager
-            kwargs = dict(manager.connection_kwargs)
-            self._settings = settings_from(
-                kwargs, kwargs.get("connection_class", object), socket_timeout, connect_timeout
-            )
-            # Cluster nodes have no databases: SELECT would fail there.
-            self._settings.handshake = [c for c in self._settings.handshake if c[0] != "SELECT"]
+        timeouts = {"socket_timeout": socket_timeout, "connect_timeout": connect_timeout}
+        self._settings = server_settings(target, opener=opener, **timeouts)
+        if target.kind == "cluster":
+            self._slots = SlotMap([address for address in target.addresses if isinstance(address, tuple)])
             return
-        pool = client.connection_pool
-        kwargs = dict(pool.connection_kwargs)
-        self._settings = settings_from(kwargs, pool.connection_class, socket_timeout, connect_timeout)
         locate: Callable[[], Awaitable[Address]]
-        if isinstance(pool, SentinelConnectionPool):
-            sentinel_pool = pool
-
-            async def master() -> Address:
-                host, port = await cast(Any, sentinel_pool).get_master_address()
-                return (str(host), int(port))
-
-            locate = master
-            watched: list[tuple[Address, ConnectionSettings]] = []
-            for sentinel in cast(Any, pool).sentinel_manager.sentinels:
-                found = dict(sentinel.connection_pool.connection_kwargs)
-                address = (str(found.get("host", "localhost")), int(found.get("port", 26379)))
-                kind = sentinel.connection_pool.connection_class
-                watched.append((address, settings_from(found, kind, socket_timeout, connect_timeout)))
-            self._watch = SentinelWatch(str(pool.service_name), watched, self._master_switched)
-        elif issubclass(pool.connection_class, UnixDomainSocketConnection):
-            locate = fixed_address(str(kwargs["path"]))
+        if target.kind == "sentinel":
+            self._master = SentinelMaster(target, **timeouts)
+            locate = self._master.locate
+            watched = sentinel_settings(target, opener=opener, **timeouts)
+            self._watch = SentinelWatch(
+                target.service, [(address, watched) for address in target.addresses], self._master_switched
+            )
         else:
-            locate = fixed_address((str(kwargs.get("host", "localhost")), int(kwargs.get("port", 6379))))
+            locate = fixed_address(target.addresses[0])
         self._servers[""] = Server("", locate, self._settings)
 
     # Life cycle ------------------------------------------------------------------------------
@@ -156,23 +149,35 @@ class Wire:
             listener()
 
     # Routing ---------------------------------------------------------------------------------
-    def _server_named(self, name: str, host: str, port: int) -> Server:
-        server = self._servers.get(name)
+    @property
+    def slot_map(self) -> SlotMap | None:
+        """Cluster: which master serves each slot (None otherwise)."""
+        return self._slots
+
+    def _server_at(self, node: Node) -> Server:
+        server = self._servers.get(node.name)
         if server is None:
-            server = self._servers[name] = Server(name, fixed_address((host, port)), self._settings)
+            server = self._servers[node.name] = Server(node.name, fixed_address((node.host, node.port)), self._settings)
         return server
+
+    async def _cluster_slots(self, node: Node) -> Any:
+        """The node's CLUSTER SLOTS reply (for `SlotMap.read`), over its command connection."""
+        reply = await (await self._server_at(node).connection()).send(pack(("CLUSTER", "SLOTS")))
+        if isinstance(reply, hiredis.ReplyError):
+            raise rx.RedisClusterException(f"Redis {node.name} refused CLUSTER SLOTS (no Cluster mode?): {reply}")
+        return reply
 
     async def ready(self) -> None:
         """Cluster: read the slot map once before the first command."""
-        if self._cluster is not None and not self._cluster_ready:
+        if self._slots is not None and not self._cluster_ready:
             async with self._ready_lock:  # concurrent first commands: one reads the map
                 if not self._cluster_ready:
-                    await self._cluster.initialize()
+                    await self._slots.read(self._cluster_slots)
                     self._cluster_ready = True
 
     async def route(self, key: str | None) -> Server:
         """The server that holds `key` (any master for None)."""
-        if self._cluster is not None:
+        if self._slots is not None:
             if not self._cluster_ready:
                 await self.ready()
             if self._refresh_wanted:
@@ -181,23 +186,18 @@ class Wire:
 
     def _route_now(self, key: str | None) -> Server:
         """`route` once the slot map is known and fresh (no waiting: the common case)."""
-        cluster = self._cluster
-        if cluster is None:
+        slots = self._slots
+        if slots is None:
             return self._servers[""]
-        manager = cluster.nodes_manager
-        if key is None:
-            node = manager.get_nodes_by_server_type("primary")[0]
-        else:
-            node = manager.get_node_from_slot(key_slot(key.encode()))
-        return self._server_named(node.name, node.host, int(node.port))
+        return self._server_at(slots.masters[0] if key is None else slots.owner(slot_of(key)))
 
     async def refresh(self) -> None:
         """Read the Cluster's slot map again (one refresh at a time for all callers)."""
-        if self._cluster is None:
+        if self._slots is None:
             return
         if self._refreshing is None:
             self._refresh_wanted = False
-            self._refreshing = asyncio.create_task(self._cluster.nodes_manager.initialize())
+            self._refreshing = asyncio.create_task(self._slots.read(self._cluster_slots))
             self._refreshing.add_done_callback(lambda _: setattr(self, "_refreshing", None))
         await asyncio.shield(self._refreshing)
 
@@ -215,13 +215,12 @@ class Wire:
 
     async def ping(self) -> None:
         """PING the server (Cluster: every master)."""
-        if self._cluster is None:
+        if self._slots is None:
             await self.call(None, "PING", idempotent=True)
             return
         await self.ready()
-        for node in self._cluster.nodes_manager.get_nodes_by_server_type("primary"):
-            server = self._server_named(node.name, node.host, int(node.port))
-            reply = await (await server.connection()).send(pack(("PING",)))
+        for node in self._slots.masters:
+            reply = await (await self._server_at(node).connection()).send(pack(("PING",)))
             if isinstance(reply, hiredis.ReplyError):
                 raise rx.ResponseError(str(reply))
 
@@ -242,7 +241,7 @@ class Wire:
             try:
                 if asking is not None:
                     server = asking
-                elif self._cluster is None or (self._cluster_ready and not self._refresh_wanted):
+                elif self._slots is None or (self._cluster_ready and not self._refresh_wanted):
                     server = self._route_now(key)  # no await when nothing is pending
                 else:
                     server = await self.route(key)
@@ -254,7 +253,7 @@ class Wire:
                 written = True
                 reply = await future
             except (rx.ConnectionError, rx.TimeoutError, rx.RedisClusterException) as exc:
-                if self._cluster is not None:
+                if self._slots is not None:
                     self._refresh_wanted = True  # a node may be gone: its slots may have moved
                 failures += 1
                 if failures > self._retries or (written and not idempotent) or isinstance(exc, rx.AuthenticationError):
@@ -270,18 +269,17 @@ class Wire:
                 payload = pack(("EVAL", source.text, len(keys), *keys, *args))
                 script = None
                 continue
-            if word in ("MOVED", "ASK") and self._cluster is not None and redirects < MAX_REDIRECTS:
+            if word in ("MOVED", "ASK") and self._slots is not None and redirects < MAX_REDIRECTS:
                 redirects += 1
-                target = message.split(" ")[2]
-                host, _, port = target.rpartition(":")
+                host, _, port = message.split(" ")[2].rpartition(":")
                 if word == "MOVED":
                     await self.refresh()
                 else:
-                    asking = self._server_named(target, host, int(port))
+                    asking = self._server_at(Node(host, int(port)))
                 continue
             if word == "READONLY":
                 server.drop()  # a demoted master: connect again (Sentinel: to the new master)
-                if self._cluster is not None:
+                if self._slots is not None:
                     self._refresh_wanted = True
                 failures += 1
                 if failures > self._retries:
@@ -296,10 +294,8 @@ class Wire:
                 continue
             raise rx.ResponseError(message)
 
-    @staticmethod
-    async def _back_off(failures: int) -> None:
-        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (failures - 1))
-        await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 (jitter, not a secret)
+    async def _back_off(self, failures: int) -> None:
+        await asyncio.sleep(self._backoff.compute(failures))
 
     async def close(self) -> None:
         self._closed = True
@@ -308,3 +304,8 @@ class Wire:
         for server in self._servers.values():
             server.close()
         self._servers.clear()
+        if self._master is not None:
+            try:
+                await self._master.aclose()
+            except Exception as exc:
+                log.debug("closing the connections to the Sentinels failed: %r", exc)
