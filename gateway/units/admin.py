@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import partial
 
 from pydantic import Field
 from starlette.requests import Request
@@ -19,7 +20,7 @@ from gateway.units.access import require_hall_staff
 from gateway.units.http import json_response, path_tin
 from gateway.units.records import UnitNotFound
 from gateway.units.rules import UnitRole, check_declaration_password, check_tin
-from gateway.units.service import UnitsService, units_of
+from gateway.units.service import UnitsService
 
 _PERSON_ID = re.compile(r"p_[A-Za-z0-9_-]{16,38}", re.ASCII)
 MAX_UNIT_NAME = 200
@@ -63,8 +64,7 @@ async def assign_role(service: UnitsService, tin: str, person_id: str, role: Uni
     return displaced
 
 
-async def new_unit(request: Request) -> Response:
-    service = units_of(request)
+async def new_unit(service: UnitsService, request: Request) -> Response:
     staff_id = await require_hall_staff(request, service.directory)
     body = await read_json(request, NewUnit)
     tin = await create_unit(
@@ -75,8 +75,7 @@ async def new_unit(request: Request) -> Response:
     return json_response(answer, status=201)
 
 
-async def put_role(request: Request) -> Response:
-    service = units_of(request)
+async def put_role(service: UnitsService, request: Request) -> Response:
     staff_id = await require_hall_staff(request, service.directory)
     tin = path_tin(request)
     body = await read_json(request, RoleAssignment)
@@ -87,8 +86,7 @@ async def put_role(request: Request) -> Response:
     return json_response({"tin": tin, "person_id": person.id, "role": body.role.value, "replaced": displaced})
 
 
-async def delete_role(request: Request) -> Response:
-    service = units_of(request)
+async def delete_role(service: UnitsService, request: Request) -> Response:
     staff_id = await require_hall_staff(request, service.directory)
     tin = path_tin(request)
     person_id = str(request.path_params["person_id"])
@@ -100,9 +98,9 @@ async def delete_role(request: Request) -> Response:
     return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
 
-def routes() -> list[BaseRoute]:
+def routes(service: UnitsService) -> list[BaseRoute]:
     return [
-        Route("/v1/admin/units", new_unit, methods=["POST"]),
-        Route("/v1/admin/units/{tin}/roles", put_role, methods=["PUT"]),
-        Route("/v1/admin/units/{tin}/roles/{person_id}", delete_role, methods=["DELETE"]),
+        Route("/v1/admin/units", partial(new_unit, service), methods=["POST"]),
+        Route("/v1/admin/units/{tin}/roles", partial(put_role, service), methods=["PUT"]),
+        Route("/v1/admin/units/{tin}/roles/{person_id}", partial(delete_role, service), methods=["DELETE"]),
     ]

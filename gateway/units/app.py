@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from functools import partial
 from typing import cast
 
 from starlette.applications import Starlette
@@ -30,14 +31,14 @@ from gateway.middleware import BodyLimitMiddleware
 from gateway.settings import Settings
 from gateway.tokens.starlette import TokenAuthMiddleware
 from gateway.units import admin, authorizations, ca, declaration, legacy, listing, verification
-from gateway.units.service import UnitsService, units_of
+from gateway.units.service import UnitsService
 from gateway.units.tokens import UNITS_PATH
 
 PUBLIC_PATHS = tuple(f"{UNITS_PATH}{path}" for path in ("/.well-known/", "/v1/captcha", "/v1/legacy/"))
 
 
-async def jwks(request: Request) -> Response:
-    ring = units_of(request).tokens.keys.ring
+async def jwks(service: UnitsService, request: Request) -> Response:
+    ring = service.tokens.keys.ring
     return Response(
         dumps(ring.public_jwks()),
         media_type="application/jwk-set+json",
@@ -45,29 +46,28 @@ async def jwks(request: Request) -> Response:
     )
 
 
-async def readyz(request: Request) -> Response:
+async def readyz(service: UnitsService, request: Request) -> Response:
     """The standalone service can serve: its store and database answer and its keys are loaded.
     (The gateway's JWKS is not checked: readiness must not cascade from another service.)"""
-    service: UnitsService = request.app.state.units_service
     checks = await health.backend_checks(service.store, service.engine, service.tokens.keys.ring)
     return health.readiness(checks, ready=all(value == "ok" for value in checks.values()))
 
 
 def routes(service: UnitsService) -> list[BaseRoute]:
     return [
-        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
-        *listing.routes(),
+        Route("/.well-known/jwks.json", partial(jwks, service), methods=["GET"]),
+        *listing.routes(service),
         *verification.routes(service),
-        *authorizations.routes(),
-        *declaration.routes(),
-        *ca.routes(),
-        *legacy.routes(),
-        *admin.routes(),
+        *authorizations.routes(service),
+        *declaration.routes(service),
+        *ca.routes(service),
+        *legacy.routes(service),
+        *admin.routes(service),
     ]
 
 
-def create_units_app(settings: Settings) -> Starlette:
-    service = UnitsService.create(settings)
+def create_units_app(settings: Settings, service: UnitsService | None = None) -> Starlette:
+    service = service or UnitsService.create(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -91,7 +91,6 @@ def create_units_app(settings: Settings) -> Starlette:
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
-    app.state.units = service
     return app
 
 
@@ -106,7 +105,8 @@ class UnitsMount(Mount):
 
 
 def create_standalone_app(settings: Settings) -> Starlette:
-    units = create_units_app(settings)
+    service = UnitsService.create(settings)
+    units = create_units_app(settings, service)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -117,13 +117,12 @@ def create_standalone_app(settings: Settings) -> Starlette:
         routes=[
             UnitsMount(units),
             Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
+            Route("/readyz", partial(readyz, service), methods=["GET"]),
         ],
         middleware=[Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
-    app.state.units_service = units.state.units
     return app
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Annotated, Any
 
 from pydantic import AwareDatetime, Field
@@ -22,7 +23,7 @@ from gateway.units.access import caller
 from gateway.units.http import json_response, path_tin, require_role, timestamp
 from gateway.units.records import Authorization
 from gateway.units.rules import UnitRole
-from gateway.units.service import UnitsService, units_of
+from gateway.units.service import UnitsService
 
 LEGAL_REP_ONLY = frozenset({UnitRole.LEGAL_REP})
 _AUTHORIZATION_ID = re.compile(r"a_[A-Za-z0-9_-]{16,40}", re.ASCII)
@@ -63,8 +64,7 @@ async def _view(service: UnitsService, record: Authorization, now: datetime) -> 
     }
 
 
-async def grant(request: Request) -> Response:
-    service = units_of(request)
+async def grant(service: UnitsService, request: Request) -> Response:
     claims = caller(request)
     tin = path_tin(request)
     await require_role(service, tin, claims["sub"], LEGAL_REP_ONLY)
@@ -86,8 +86,7 @@ async def grant(request: Request) -> Response:
     return json_response(await _view(service, record, now), status=201)
 
 
-async def list_authorizations(request: Request) -> Response:
-    service = units_of(request)
+async def list_authorizations(service: UnitsService, request: Request) -> Response:
     claims = caller(request)
     tin = path_tin(request)
     await require_role(service, tin, claims["sub"], LEGAL_REP_ONLY)
@@ -96,8 +95,7 @@ async def list_authorizations(request: Request) -> Response:
     return json_response({"authorizations": [await _view(service, record, now) for record in records]})
 
 
-async def revoke(request: Request) -> Response:
-    service = units_of(request)
+async def revoke(service: UnitsService, request: Request) -> Response:
     claims = caller(request)
     tin = path_tin(request)
     await require_role(service, tin, claims["sub"], LEGAL_REP_ONLY)
@@ -111,9 +109,9 @@ async def revoke(request: Request) -> Response:
     return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
 
-def routes() -> list[BaseRoute]:
+def routes(service: UnitsService) -> list[BaseRoute]:
     return [
-        Route("/v1/units/{tin}/authorizations", grant, methods=["POST"]),
-        Route("/v1/units/{tin}/authorizations", list_authorizations, methods=["GET"]),
-        Route("/v1/units/{tin}/authorizations/{authorization_id}", revoke, methods=["DELETE"]),
+        Route("/v1/units/{tin}/authorizations", partial(grant, service), methods=["POST"]),
+        Route("/v1/units/{tin}/authorizations", partial(list_authorizations, service), methods=["GET"]),
+        Route("/v1/units/{tin}/authorizations/{authorization_id}", partial(revoke, service), methods=["DELETE"]),
     ]

@@ -17,6 +17,7 @@ import binascii
 import hmac
 import re
 import secrets
+from functools import partial
 from typing import Annotated
 
 from pydantic import Field
@@ -31,7 +32,7 @@ from gateway.units.access import caller
 from gateway.units.certificates import MAX_CERTIFICATE_CHARS, MAX_CHAIN, MAX_SIGNATURE_BYTES, CaTrust
 from gateway.units.http import json_response, path_tin, require_member
 from gateway.units.rules import Via
-from gateway.units.service import UnitsService, units_of
+from gateway.units.service import UnitsService
 from gateway.units.verification import entered
 
 CHALLENGE_PREFIX = "qrgate-unit-ca-v1"
@@ -101,8 +102,7 @@ async def check_proof(service: UnitsService, proof: CaProof, *, holder: str, tin
     return record["tin"]
 
 
-async def new_challenge(request: Request) -> Response:
-    service = units_of(request)
+async def new_challenge(service: UnitsService, request: Request) -> Response:
     claims = caller(request)
     tin = path_tin(request)
     trust_of(service)
@@ -110,8 +110,7 @@ async def new_challenge(request: Request) -> Response:
     return json_response(await issue_challenge(service, tin, claims["sub"]), status=201)
 
 
-async def verify_certificate(request: Request) -> Response:
-    service = units_of(request)
+async def verify_certificate(service: UnitsService, request: Request) -> Response:
     claims = caller(request)
     tin = path_tin(request)
     membership = await require_member(service, tin, claims["sub"])
@@ -120,8 +119,8 @@ async def verify_certificate(request: Request) -> Response:
     return await entered(service, claims, tin, membership.role, Via.CA)
 
 
-def routes() -> list[BaseRoute]:
+def routes(service: UnitsService) -> list[BaseRoute]:
     return [
-        Route("/v1/units/{tin}/ca/challenge", new_challenge, methods=["POST"]),
-        Route("/v1/units/{tin}/ca/verify", verify_certificate, methods=["POST"]),
+        Route("/v1/units/{tin}/ca/challenge", partial(new_challenge, service), methods=["POST"]),
+        Route("/v1/units/{tin}/ca/verify", partial(verify_certificate, service), methods=["POST"]),
     ]

@@ -6,6 +6,8 @@ its counters; both the reset and the unlock are audited.
 
 from __future__ import annotations
 
+from functools import partial
+
 from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,7 +18,7 @@ from gateway.units.access import caller, require_hall_staff, require_recent_logi
 from gateway.units.http import path_tin, require_role
 from gateway.units.records import UnitNotFound
 from gateway.units.rules import RESETTERS, check_declaration_password
-from gateway.units.service import UnitsService, units_of
+from gateway.units.service import UnitsService
 
 
 class NewDeclarationPassword(StrictModel):
@@ -34,8 +36,7 @@ async def reset_declaration_password(service: UnitsService, tin: str, password: 
         await service.audit.record("declaration_password_unlocked", f"unit:{tin}", actor=actor, detail=how)
 
 
-async def reset_by_unit(request: Request) -> Response:
-    service = units_of(request)
+async def reset_by_unit(service: UnitsService, request: Request) -> Response:
     claims = caller(request)
     tin = path_tin(request)
     membership = await require_role(service, tin, claims["sub"], RESETTERS)
@@ -45,8 +46,7 @@ async def reset_by_unit(request: Request) -> Response:
     return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
 
-async def reset_at_hall(request: Request) -> Response:
-    service = units_of(request)
+async def reset_at_hall(service: UnitsService, request: Request) -> Response:
     staff_id = await require_hall_staff(request, service.directory)
     tin = path_tin(request)
     body = await read_json(request, NewDeclarationPassword)
@@ -54,8 +54,8 @@ async def reset_at_hall(request: Request) -> Response:
     return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
 
-def routes() -> list[BaseRoute]:
+def routes(service: UnitsService) -> list[BaseRoute]:
     return [
-        Route("/v1/units/{tin}/declaration-password", reset_by_unit, methods=["PUT"]),
-        Route("/v1/admin/units/{tin}/declaration-password", reset_at_hall, methods=["PUT"]),
+        Route("/v1/units/{tin}/declaration-password", partial(reset_by_unit, service), methods=["PUT"]),
+        Route("/v1/admin/units/{tin}/declaration-password", partial(reset_at_hall, service), methods=["PUT"]),
     ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from functools import partial
 
 from pydantic import Field
 from starlette.requests import Request
@@ -24,7 +25,7 @@ from gateway.units.ca import CaProof, check_proof, issue_challenge, trust_of
 from gateway.units.http import json_response
 from gateway.units.records import UnitNotFound
 from gateway.units.rules import LEGACY_ROLE, Via, check_tin, legacy_allowed, legacy_retired_message
-from gateway.units.service import UnitsService, units_of
+from gateway.units.service import UnitsService
 from gateway.units.verification import VerifyRequest, check_declaration_password
 
 LEGACY_HOLDER = "legacy"
@@ -61,8 +62,7 @@ def legacy_token(service: UnitsService, tin: str, via: Via) -> Response:
     return json_response(token)
 
 
-async def password_login(request: Request) -> Response:
-    service = units_of(request)
+async def password_login(service: UnitsService, request: Request) -> Response:
     require_before_cutover(service)
     body = await read_json(request, LegacyPasswordLogin)
     tin = check_tin(body.tin)
@@ -74,16 +74,14 @@ async def password_login(request: Request) -> Response:
     return legacy_token(service, tin, Via.DECLARATION_PASSWORD)
 
 
-async def ca_challenge(request: Request) -> Response:
-    service = units_of(request)
+async def ca_challenge(service: UnitsService, request: Request) -> Response:
     require_before_cutover(service)
     trust_of(service)
     body = await read_json(request, LegacyChallengeRequest)
     return json_response(await issue_challenge(service, check_tin(body.tin), LEGACY_HOLDER), status=201)
 
 
-async def ca_login(request: Request) -> Response:
-    service = units_of(request)
+async def ca_login(service: UnitsService, request: Request) -> Response:
     require_before_cutover(service)
     proof = await read_json(request, CaProof)
     tin = await check_proof(service, proof, holder=LEGACY_HOLDER)
@@ -93,9 +91,9 @@ async def ca_login(request: Request) -> Response:
     return legacy_token(service, tin, Via.CA)
 
 
-def routes() -> list[BaseRoute]:
+def routes(service: UnitsService) -> list[BaseRoute]:
     return [
-        Route("/v1/legacy/password-login", password_login, methods=["POST"]),
-        Route("/v1/legacy/ca-challenge", ca_challenge, methods=["POST"]),
-        Route("/v1/legacy/ca-login", ca_login, methods=["POST"]),
+        Route("/v1/legacy/password-login", partial(password_login, service), methods=["POST"]),
+        Route("/v1/legacy/ca-challenge", partial(ca_challenge, service), methods=["POST"]),
+        Route("/v1/legacy/ca-login", partial(ca_login, service), methods=["POST"]),
     ]

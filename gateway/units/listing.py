@@ -7,6 +7,7 @@ authorization applies); with several the person picks one first (DOMAIN.md, unit
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from typing import TypedDict
 
 from starlette.requests import Request
@@ -15,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.units.access import caller
 from gateway.units.http import json_response, timestamp
-from gateway.units.service import units_of
+from gateway.units.service import UnitsService
 
 
 class UnitView(TypedDict):
@@ -30,8 +31,7 @@ class UnitView(TypedDict):
     captcha_required: bool
 
 
-async def list_units(request: Request) -> Response:
-    service = units_of(request)
+async def list_units(service: UnitsService, request: Request) -> Response:
     claims = caller(request)
     now = datetime.now(UTC)
     memberships = await service.records.memberships(claims["sub"])
@@ -58,5 +58,5 @@ async def list_units(request: Request) -> Response:
     return json_response({"units": views})
 
 
-def routes() -> list[BaseRoute]:
-    return [Route("/v1/units", list_units, methods=["GET"])]
+def routes(service: UnitsService) -> list[BaseRoute]:
+    return [Route("/v1/units", partial(list_units, service), methods=["GET"])]

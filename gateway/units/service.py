@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.requests import HTTPConnection
 
 from gateway.backends import create_store, password_hashing
 from gateway.directory.audit import AuditLog
@@ -120,8 +119,3 @@ class UnitsService:
         await self.store.close()
         await self.engine.dispose()
         self.hashing.close()
-
-
-def units_of(conn: HTTPConnection) -> UnitsService:
-    service: UnitsService = conn.app.state.units
-    return service

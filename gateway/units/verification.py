@@ -11,6 +11,7 @@ outsiders cannot lock a unit out.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 
 from pydantic import Field
 from starlette.requests import Request
@@ -26,7 +27,7 @@ from gateway.tokens.verifier import InvalidToken
 from gateway.units.access import caller
 from gateway.units.http import json_response, path_tin, require_member
 from gateway.units.rules import UnitRole, Via
-from gateway.units.service import UnitsService, units_of
+from gateway.units.service import UnitsService
 from gateway.units.tokens import UnitTokenResponse
 
 MAX_UNIT_TOKEN = 8192
@@ -86,8 +87,7 @@ async def entered(service: UnitsService, claims: AccessTokenClaims, tin: str, ro
     return json_response(issue_for(service, claims, tin, role, via))
 
 
-async def verify(request: Request) -> Response:
-    service = units_of(request)
+async def verify(service: UnitsService, request: Request) -> Response:
     claims = caller(request)
     tin = path_tin(request)
     body = await read_json(request, VerifyRequest)
@@ -106,9 +106,8 @@ async def verify(request: Request) -> Response:
     return await entered(service, claims, tin, membership.role, Via.DECLARATION_PASSWORD)
 
 
-async def enter(request: Request) -> Response:
+async def enter(service: UnitsService, request: Request) -> Response:
     """An authorized person needs only the real-name login (DOMAIN.md, unit verification 4)."""
-    service = units_of(request)
     claims = caller(request)
     tin = path_tin(request)
     membership = await require_member(service, tin, claims["sub"])
@@ -120,10 +119,9 @@ async def enter(request: Request) -> Response:
     return await entered(service, claims, tin, membership.role, Via.AUTHORIZATION)
 
 
-async def renew(request: Request) -> Response:
+async def renew(service: UnitsService, request: Request) -> Response:
     """A fresh unit token for the same unit and session. The gateway access token proves the session
     lives; the right is checked again (a removed role or a revoked authorization ends renewals)."""
-    service = units_of(request)
     claims = caller(request)
     body = await read_json(request, RenewRequest)
     try:
@@ -152,7 +150,7 @@ async def renew(request: Request) -> Response:
 def routes(service: UnitsService) -> list[BaseRoute]:
     return [
         captcha.route(service.captchas),
-        Route("/v1/units/{tin}/verify", verify, methods=["POST"]),
-        Route("/v1/units/{tin}/enter", enter, methods=["POST"]),
-        Route("/v1/unit-token/renew", renew, methods=["POST"]),
+        Route("/v1/units/{tin}/verify", partial(verify, service), methods=["POST"]),
+        Route("/v1/units/{tin}/enter", partial(enter, service), methods=["POST"]),
+        Route("/v1/unit-token/renew", partial(renew, service), methods=["POST"]),
     ]
