@@ -17,6 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway import errors
+from gateway.guard.guard import Attempt, SecretGuard
 from gateway.state import attempts
 from gateway.state.attempts import (
     Admission,
@@ -29,6 +31,7 @@ from gateway.state.attempts import (
     settle,
 )
 from gateway.state.base import StateStore
+from gateway.state.keys import Guarded
 from gateway.state.memory import MemoryStore
 from gateway.state.redis import RedisStore
 from tests.support.accounts import fresh_ip, login, solved_captcha
@@ -294,3 +297,54 @@ async def test_the_declaration_password_is_guarded_the_same_way(
         )
     )
     assert statuses(list(right)) == {(200, ""): 30}
+
+
+# The guard's own sequence, on the memory store ----------------------------------------------------------
+
+
+def test_an_attempt_waits_for_the_verdicts_in_flight_then_gives_up_with_429() -> None:
+    limits = AttemptLimits(max_failures=2, lock_seconds=60, reservation_seconds=0.3)
+    guard = SecretGuard(MemoryStore(), scope=Guarded.SMS_CODE, limits=limits)
+    release = asyncio.Event()
+
+    async def slow_right() -> bool:
+        await release.wait()
+        return True
+
+    async def body() -> tuple[list[object], str, bool]:
+        held = [asyncio.create_task(guard.check("s", Attempt("1.2.3.4"), slow_right)) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        try:
+            await guard.check("s", Attempt("1.2.3.4"), slow_right)
+            code = "admitted"
+        except errors.TooManyRequests as refused:
+            code = refused.code
+        # The places lapse with their reservation; a verdict arriving later still counts.
+        release.set()
+        done = await asyncio.gather(*held, return_exceptions=True)
+        status = await guard.status("s")
+        return list(done), code, status.locked_until is None
+
+    done, code, unlocked = asyncio.run(body())
+    assert code == "attempts_in_progress"
+    assert done == [None, None]
+    assert unlocked
+
+
+def test_a_check_that_cannot_run_gives_its_place_back() -> None:
+    limits = AttemptLimits(max_failures=1, lock_seconds=60, reservation_seconds=30)
+    store = MemoryStore()
+    guard = SecretGuard(store, scope=Guarded.SMS_CODE, limits=limits)
+
+    async def database_down() -> bool:
+        raise errors.ServiceUnavailable("down")
+
+    async def right() -> bool:
+        return True
+
+    async def body() -> None:
+        with pytest.raises(errors.ServiceUnavailable):
+            await guard.check("s", Attempt("1.2.3.4"), database_down)
+        await guard.check("s", Attempt("1.2.3.4"), right)  # its one place was given back at once
+
+    asyncio.run(body())
