@@ -1,10 +1,10 @@
 """The QR login lifecycle as a table, with no I/O.
 
 Theory of operation. A QR session is a flat record of string fields (it maps one to one onto a Redis
-hash). Every change is a `Transition`: "if the state is one of these, these fields hold these values
-and the code has not expired, move to that state and set these fields". A store applies a transition
-atomically (a Lua script in Redis, a plain function under the event loop in memory), so of two
-racing scans exactly one finds the state still `pending`.
+hash). Every change is a `Transition`, a store-level `ConditionalUpdate`: "if the state is one of
+these, these fields hold these values and the code has not expired, move to that state and set these
+fields". A store applies it atomically (a Lua script in Redis, a plain function under the event loop
+in memory), so of two racing scans exactly one finds the state still `pending`.
 
     pending ──scan──▶ scanned ──confirm──▶ confirmed ──deliver──▶ delivered
        │                 │
@@ -21,10 +21,11 @@ When a store refuses a transition, `refusal` looks at the record as it is now an
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from gateway import errors
+from gateway.state.updates import ConditionalUpdate, Fields
 
 
 class QrState(StrEnum):
@@ -56,27 +57,13 @@ TABLE: dict[QrEvent, tuple[frozenset[QrState], QrState, bool, bool]] = {
     QrEvent.DELIVER: (frozenset({QrState.CONFIRMED}), QrState.DELIVERED, False, False),
 }
 
-Fields = Mapping[str, str]
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transition(ConditionalUpdate):
+    """One step of the table as the store applies it (state values as plain strings); `event` names
+    the step, so that `refusal` can tell why it did not apply."""
 
-@dataclass(frozen=True, slots=True)
-class Transition:
     event: QrEvent
-    from_states: frozenset[QrState]
-    to_state: QrState
-    before_expiry: bool
-    require: Mapping[str, str] = field(default_factory=dict)
-    updates: Mapping[str, str] = field(default_factory=dict)
-
-    def applies_to(self, record: Fields, now: float) -> bool:
-        if record.get("state") not in self.from_states:
-            return False
-        if self.before_expiry and now >= float(record["expires_at"]):
-            return False
-        return all(record.get(name) == value for name, value in self.require.items())
-
-    def apply(self, record: Fields) -> dict[str, str]:
-        return {**record, **self.updates, "state": self.to_state.value}
 
 
 def plan(event: QrEvent, *, actor: str | None = None, updates: Mapping[str, str] | None = None) -> Transition:
@@ -87,7 +74,14 @@ def plan(event: QrEvent, *, actor: str | None = None, updates: Mapping[str, str]
         if actor is None:
             raise ValueError(f"{event} needs the acting person")
         require["scanner_sub"] = actor
-    return Transition(event, from_states, to_state, before_expiry, require, dict(updates or {}))
+    return Transition(
+        event=event,
+        from_states=frozenset(state.value for state in from_states),
+        to_state=to_state.value,
+        before_expiry=before_expiry,
+        require=require,
+        updates=dict(updates or {}),
+    )
 
 
 def effective_state(record: Fields, now: float) -> QrState:
