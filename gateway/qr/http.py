@@ -15,7 +15,7 @@ from gateway.components import Gateway, gateway_of
 from gateway.inputs import StrictModel, bearer_token, client_ip, read_json
 from gateway.jsonutil import dumps
 from gateway.qr import machine
-from gateway.qr.machine import QrState
+from gateway.qr.machine import QrRecord, QrState
 from gateway.qr.messages import StateView
 from gateway.qr.render import DEFAULT_SIZE, MEDIA_TYPES, SIZES
 from gateway.qr.service import Scanner, view
@@ -63,11 +63,10 @@ async def image(request: Request) -> Response:
         raise errors.NotFound("Images are served as .svg or .png.", code="not_found")
     size = parse_size(request)
     record = await gw.qr.get(qr_id)
-    if machine.effective_state(record, time.time()) is not QrState.PENDING:
+    if record.state_at(time.time()) is not QrState.PENDING:
         raise errors.NotFound("This QR code can no longer be scanned.", code="qr_not_found")
-    content = f"{gw.settings.public_url.rstrip('/')}/q/{qr_id}"
     return Response(
-        gw.images.render(content, kind, size, keep_until=float(record["expires_at"])),
+        gw.images.render(gw.qr.qr_content(qr_id), kind, size, keep_until=record.expires_at),
         media_type=MEDIA_TYPES[kind],
         headers={"Cache-Control": "private, max-age=60"},
     )
@@ -86,7 +85,7 @@ def parse_size(request: Request) -> int:
     return int(raw)
 
 
-async def waiter_record(request: Request, gw: Gateway) -> dict[str, str]:
+async def waiter_record(request: Request, gw: Gateway) -> QrRecord:
     token = bearer_token(request)
     return await gw.qr.record_for_waiter(request.path_params["qr_id"], token)
 
@@ -114,16 +113,16 @@ async def long_poll(request: Request) -> Response:
         gw.draining.hold(waiter)
         try:
             record = await gw.qr.get(qr_id)
-            first = machine.effective_state(record, time.time())
+            first = record.state_at(time.time())
             state = first
             while state is first and state not in machine.TERMINAL and state is not QrState.CONFIRMED:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or gw.draining.closing.is_set():
                     break
-                until_expiry = float(record["expires_at"]) - time.time()
+                until_expiry = record.expires_at - time.time()
                 await waiter.wait(max(0.0, min(remaining, until_expiry + 0.01)))
                 record = await gw.qr.get(qr_id)
-                state = machine.effective_state(record, time.time())
+                state = record.state_at(time.time())
         finally:
             gw.draining.release(waiter)
     answer: StateView = view(record, time.time())

@@ -12,7 +12,7 @@ in memory), so of two racing scans exactly one finds the state still `pending`.
        └──(time)─────────┴──(time)──────────▶ expired
 
 `expired` is never written: a pending or scanned record whose `expires_at` has passed *reads* as
-expired (`effective_state`), so expiry needs no timer in the store and no process must be alive for
+expired (`QrRecord.state_at`), so expiry needs no timer in the store and no process must be alive for
 it. A confirmed result stays deliverable until the record is purged.
 
 When a store refuses a transition, `refusal` looks at the record as it is now and names the cause.
@@ -84,22 +84,75 @@ def plan(event: QrEvent, *, actor: str | None = None, updates: Mapping[str, str]
     )
 
 
-def effective_state(record: Fields, now: float) -> QrState:
-    state = QrState(record["state"])
-    if state in OPEN and now >= float(record["expires_at"]):
-        return QrState.EXPIRED
-    return state
+@dataclass(frozen=True, slots=True)
+class QrRecord:
+    """A QR session as the store keeps it, parsed once (the store holds every field as a string).
+    `fields` is the inverse: what minting writes."""
+
+    state: QrState  # as written; what it reads as now is `state_at`, since expiry is never written
+    expires_at: float
+    created_at: float
+    client_id: str
+    device_name: str
+    dpop_jkt: str  # "" when the tokens are not bound to a key
+    waiter_hash: str
+    ip: str
+    user_agent: str
+    scanner_sub: str  # "" until scanned
+    scanner_name: str  # masked; "" until scanned
+    confirmed_at: float | None = None  # for the confirm-to-push latency metric
+
+    @classmethod
+    def parse(cls, fields: Fields) -> QrRecord:
+        confirmed_at = fields.get("confirmed_at")
+        return cls(
+            state=QrState(fields["state"]),
+            expires_at=float(fields["expires_at"]),
+            created_at=float(fields["created_at"]),
+            client_id=fields["client_id"],
+            device_name=fields["device_name"],
+            dpop_jkt=fields["dpop_jkt"],
+            waiter_hash=fields["waiter_hash"],
+            ip=fields["ip"],
+            user_agent=fields["user_agent"],
+            scanner_sub=fields["scanner_sub"],
+            scanner_name=fields["scanner_name"],
+            confirmed_at=float(confirmed_at) if confirmed_at else None,
+        )
+
+    def fields(self) -> dict[str, str]:
+        written = {
+            "state": self.state.value,
+            "client_id": self.client_id,
+            "device_name": self.device_name,
+            "dpop_jkt": self.dpop_jkt,
+            "waiter_hash": self.waiter_hash,
+            "created_at": repr(self.created_at),
+            "expires_at": repr(self.expires_at),
+            "ip": self.ip,
+            "user_agent": self.user_agent,
+            "scanner_sub": self.scanner_sub,
+            "scanner_name": self.scanner_name,
+        }
+        if self.confirmed_at is not None:
+            written["confirmed_at"] = repr(self.confirmed_at)
+        return written
+
+    def state_at(self, now: float) -> QrState:
+        if self.state in OPEN and now >= self.expires_at:
+            return QrState.EXPIRED
+        return self.state
+
+    def expires_in(self, now: float) -> int:
+        """Whole seconds left, rounded up (0 once expired)."""
+        return max(0, int(self.expires_at - now + 0.999))
 
 
-def expires_in(record: Fields, now: float) -> int:
-    return max(0, int(float(record["expires_at"]) - now + 0.999))
-
-
-def refusal(record: Fields | None, transition: Transition, now: float) -> errors.GatewayError:
+def refusal(record: QrRecord | None, transition: Transition, now: float) -> errors.GatewayError:
     """Why `transition` did not apply to `record` (None: the record does not exist)."""
     if record is None:
         return errors.NotFound("This QR code does not exist or has been purged.", code="qr_not_found")
-    state = effective_state(record, now)
+    state = record.state_at(now)
     event = transition.event
     if event is QrEvent.DELIVER and state is QrState.DELIVERED:
         return errors.Conflict("The login result was already delivered.", code="already_delivered")
@@ -108,6 +161,6 @@ def refusal(record: Fields | None, transition: Transition, now: float) -> errors
     if event is QrEvent.SCAN and state in (QrState.SCANNED, QrState.CONFIRMED, QrState.DELIVERED):
         return errors.Conflict("This QR code has already been scanned.", code="qr_already_scanned")
     scanner = transition.require.get("scanner_sub")
-    if scanner is not None and record.get("scanner_sub") not in ("", None, scanner):
+    if scanner is not None and record.scanner_sub not in ("", scanner):
         return errors.Forbidden("Only the person who scanned this QR code may do this.", code="not_scanner")
     return errors.Conflict(f"Cannot {event.value} a QR code that is {state.value}.", code="qr_wrong_state")

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from gateway import errors, metrics
 from gateway.qr import machine
-from gateway.qr.machine import QrEvent, QrState
+from gateway.qr.machine import QrEvent, QrRecord, QrState
 from gateway.qr.messages import MintResponse, ScanResponse, StateView
 from gateway.settings import Settings
 from gateway.state.base import StateStore
@@ -85,65 +85,70 @@ class QrService:
         waiter_token = secrets.token_urlsafe(32)
         now = time.time()
         ttl = self._settings.qr_ttl
-        record = {
-            "state": QrState.PENDING.value,
-            "client_id": client_id,
-            "device_name": device_name,
-            "dpop_jkt": dpop_jkt or "",
-            "waiter_hash": _hash(waiter_token),
-            "created_at": repr(now),
-            "expires_at": repr(now + ttl),
-            "ip": ip,
-            "user_agent": user_agent,
-            "scanner_sub": "",
-            "scanner_name": "",
-        }
-        await self._store.create_qr(qr_id, record, ttl + self._settings.qr_purge_after)
+        record = QrRecord(
+            state=QrState.PENDING,
+            expires_at=now + ttl,
+            created_at=now,
+            client_id=client_id,
+            device_name=device_name,
+            dpop_jkt=dpop_jkt or "",
+            waiter_hash=_hash(waiter_token),
+            ip=ip,
+            user_agent=user_agent,
+            scanner_sub="",
+            scanner_name="",
+        )
+        await self._store.create_qr(qr_id, record.fields(), ttl + self._settings.qr_purge_after)
         metrics.labelled(metrics.QR_EVENTS, "mint").inc()
         ws_base = "ws" + self._base.removeprefix("http")
         return {
             "qr_id": qr_id,
-            "qr_content": f"{self._base}/q/{qr_id}",
+            "qr_content": self.qr_content(qr_id),
             "expires_in": ttl,
             "waiter_token": waiter_token,
             "events_url": f"{ws_base}/v1/qr/{qr_id}/events",
             "image_url": f"{self._base}/v1/qr/{qr_id}.svg",
         }
 
-    async def record_for_waiter(self, qr_id: str, waiter_token: str) -> dict[str, str]:
+    def qr_content(self, qr_id: str) -> str:
+        """What the QR symbol encodes: a URL, so that a phone's own camera app opens our page."""
+        return f"{self._base}/q/{qr_id}"
+
+    async def record_for_waiter(self, qr_id: str, waiter_token: str) -> QrRecord:
         """The record, if `waiter_token` is the one minted with it (compared in constant time)."""
         record = await self.get(qr_id)
-        if not hmac.compare_digest(record["waiter_hash"], _hash(waiter_token)):
+        if not hmac.compare_digest(record.waiter_hash, _hash(waiter_token)):
             raise errors.Unauthorized("The waiter token does not belong to this QR code.", code="invalid_waiter_token")
         return record
 
-    async def get(self, qr_id: str) -> dict[str, str]:
-        record = await self._store.get_qr(qr_id) if QR_ID_PATTERN.fullmatch(qr_id) else None
-        if record is None:
+    async def get(self, qr_id: str) -> QrRecord:
+        fields = await self._store.get_qr(qr_id) if QR_ID_PATTERN.fullmatch(qr_id) else None
+        if fields is None:
             raise machine.refusal(None, machine.plan(QrEvent.SCAN), time.time())
-        return record
+        return QrRecord.parse(fields)
 
     async def abandon(self, qr_id: str, waiter_token: str) -> None:
         await self.record_for_waiter(qr_id, waiter_token)
         await self._apply(qr_id, machine.plan(QrEvent.ABANDON))
         metrics.labelled(metrics.QR_EVENTS, "abandon").inc()
 
-    async def take_delivery(self, qr_id: str) -> tuple[TokenResponse | None, dict[str, str] | None]:
+    async def take_delivery(self, qr_id: str) -> tuple[TokenResponse | None, QrRecord | None]:
         """confirmed -> delivered, once: (tokens, record) for the one caller that wins. The tokens are
         minted only here, so no token ever rests in the store. Anyone else gets (None, the record as
         it is, None if gone): a refused attempt is also a read, so a waiter woken by a change makes
         this one call rather than a read and then an attempt."""
-        ok, record = await self._store.transition_qr(qr_id, machine.plan(QrEvent.DELIVER), time.time())
+        ok, fields = await self._store.transition_qr(qr_id, machine.plan(QrEvent.DELIVER), time.time())
+        record = QrRecord.parse(fields) if fields is not None else None
         if not ok or record is None:
             return None, record
         metrics.labelled(metrics.QR_EVENTS, "deliver").inc()
         tokens = await self._sessions.start(
-            subject=record["scanner_sub"],
-            client_id=record["client_id"],
+            subject=record.scanner_sub,
+            client_id=record.client_id,
             amr=["qr"],
-            device_name=record["device_name"],
-            jkt=record["dpop_jkt"] or None,
-            display_name=record["scanner_name"],
+            device_name=record.device_name,
+            jkt=record.dpop_jkt or None,
+            display_name=record.scanner_name,
         )
         return tokens, record
 
@@ -163,12 +168,12 @@ class QrService:
         metrics.labelled(metrics.QR_EVENTS, "scan").inc()
         return {
             "qr_id": qr_id,
-            "client_id": record["client_id"],
-            "device_name": record["device_name"],
-            "requested_at": datetime.fromtimestamp(float(record["created_at"]), UTC).isoformat(),
-            "requester": {"ip": record["ip"], "user_agent": record["user_agent"]},
-            "proximity": "unknown" if not record["ip"] else proximity(record["ip"], scanner.ip),  # type: ignore[typeddict-item]
-            "expires_in": machine.expires_in(record, now),
+            "client_id": record.client_id,
+            "device_name": record.device_name,
+            "requested_at": datetime.fromtimestamp(record.created_at, UTC).isoformat(),
+            "requester": {"ip": record.ip, "user_agent": record.user_agent},
+            "proximity": "unknown" if not record.ip else proximity(record.ip, scanner.ip),  # type: ignore[typeddict-item]
+            "expires_in": record.expires_in(now),
         }
 
     async def confirm(self, qr_id: str, person_id: str) -> None:
@@ -180,19 +185,20 @@ class QrService:
         await self._apply(qr_id, machine.plan(QrEvent.CANCEL, actor=person_id))
         metrics.labelled(metrics.QR_EVENTS, "cancel").inc()
 
-    async def _apply(self, qr_id: str, transition: machine.Transition, now: float | None = None) -> dict[str, str]:
+    async def _apply(self, qr_id: str, transition: machine.Transition, now: float | None = None) -> QrRecord:
         moment = time.time() if now is None else now
         if not QR_ID_PATTERN.fullmatch(qr_id):
             raise machine.refusal(None, transition, moment)
-        ok, record = await self._store.transition_qr(qr_id, transition, moment)
+        ok, fields = await self._store.transition_qr(qr_id, transition, moment)
+        record = QrRecord.parse(fields) if fields is not None else None
         if not ok or record is None:
             raise machine.refusal(record, transition, moment)
         return record
 
 
-def view(record: dict[str, str], now: float) -> StateView:
-    state = machine.effective_state(record, now)
-    result: StateView = {"state": state.value, "expires_in": machine.expires_in(record, now)}
-    if state in (QrState.SCANNED, QrState.CONFIRMED) and record.get("scanner_name"):
-        result["scanner"] = {"display_name": record["scanner_name"]}
+def view(record: QrRecord, now: float) -> StateView:
+    state = record.state_at(now)
+    result: StateView = {"state": state.value, "expires_in": record.expires_in(now)}
+    if state in (QrState.SCANNED, QrState.CONFIRMED) and record.scanner_name:
+        result["scanner"] = {"display_name": record.scanner_name}
     return result

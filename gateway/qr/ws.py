@@ -19,8 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from gateway import errors, metrics
 from gateway.components import Gateway, gateway_of
 from gateway.jsonutil import JSONDecodeError, dumps, loads
-from gateway.qr import machine
-from gateway.qr.machine import QrState
+from gateway.qr.machine import QrRecord, QrState
 from gateway.qr.service import view
 from gateway.state.base import Waiter
 from gateway.tokens.claims import TokenResponse
@@ -158,9 +157,9 @@ async def _send_events(
             await ws.close(CLOSE_DELIVERED, "the result was already delivered")
             return
         if state is QrState.SCANNED and announced is not QrState.SCANNED:
-            await _send(ws, {"type": "scanned", "scanner": {"display_name": record.get("scanner_name", "")}})
+            await _send(ws, {"type": "scanned", "scanner": {"display_name": record.scanner_name}})
         announced = state
-        until_expiry = float(record["expires_at"]) - time.time()
+        until_expiry = record.expires_at - time.time()
         await waiter.wait(max(0.0, until_expiry + 0.01))
         if gone.is_set():
             return
@@ -177,14 +176,14 @@ async def _send_events(
             await ws.close(CLOSE_NOT_FOUND, "the QR code was purged")
             return
         record = found
-        state = machine.effective_state(record, time.time())
+        state = record.state_at(time.time())
         if state is QrState.CONFIRMED:  # confirmed, yet delivery refused: delivered elsewhere
             await ws.close(CLOSE_DELIVERED, "the result was already delivered")
             return
 
 
-async def _send_tokens(ws: WebSocket, tokens: TokenResponse, record: dict[str, str]) -> None:
+async def _send_tokens(ws: WebSocket, tokens: TokenResponse, record: QrRecord) -> None:
     await _send(ws, {"type": "confirmed", "token": tokens})
-    if record.get("confirmed_at"):
-        metrics.PUSH_LATENCY.observe(max(0.0, time.time() - float(record["confirmed_at"])))
+    if record.confirmed_at is not None:
+        metrics.PUSH_LATENCY.observe(max(0.0, time.time() - record.confirmed_at))
     await ws.close(CLOSE_NORMAL)
