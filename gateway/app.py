@@ -82,6 +82,7 @@ def assemble(settings: Settings) -> Gateway:
         audience=settings.token_audience,
     )
     dpop = DpopVerifier(StoreReplayCache(store))
+    draining = Draining()
     return Gateway(
         settings=settings,
         store=store,
@@ -95,7 +96,7 @@ def assemble(settings: Settings) -> Gateway:
         client_auth=ClientAuthenticator(settings, store),
         audiences=frozenset({settings.token_audience, *settings.exchange_audiences}),
         verifier=verifier,
-        qr=QrService(settings, store, sessions),
+        qr=QrService(settings, store, sessions, draining),
         images=QrImages(),
         clients=settings.client_policies(),
         login_lockout=Lockout(
@@ -108,7 +109,7 @@ def assemble(settings: Settings) -> Gateway:
             ),
         ),
         accounts=AccountParts.create(settings, store, engine),
-        draining=Draining(),
+        draining=draining,
     )
 
 

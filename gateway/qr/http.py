@@ -14,11 +14,9 @@ from gateway import errors
 from gateway.components import Gateway, gateway_of
 from gateway.inputs import StrictModel, bearer_token, client_ip, read_json
 from gateway.jsonutil import dumps
-from gateway.qr import machine
-from gateway.qr.machine import QrRecord, QrState
-from gateway.qr.messages import StateView
+from gateway.qr.machine import QrState
 from gateway.qr.render import DEFAULT_SIZE, MEDIA_TYPES, SIZES
-from gateway.qr.service import Scanner, view
+from gateway.qr.service import Scanner
 from gateway.qr.ws import qr_events
 from gateway.rules import mask_name
 from gateway.tokens.bearer import Caller
@@ -85,11 +83,6 @@ def parse_size(request: Request) -> int:
     return int(raw)
 
 
-async def waiter_record(request: Request, gw: Gateway) -> QrRecord:
-    token = bearer_token(request)
-    return await gw.qr.record_for_waiter(request.path_params["qr_id"], token)
-
-
 def parse_wait(request: Request, limit: int) -> float:
     raw = request.query_params.get("wait", "0")
     if not WAIT_PATTERN.fullmatch(raw):
@@ -105,34 +98,19 @@ async def long_poll(request: Request) -> Response:
     the next change (or `wait` seconds) and answer the state then."""
     gw = gateway_of(request)
     wait = parse_wait(request, gw.settings.long_poll_max_wait)
-    qr_id = request.path_params["qr_id"]
-    await waiter_record(request, gw)
-    deadline = time.monotonic() + wait
-    async with gw.store.subscribe(qr_id) as waiter:
-        # On shutdown, answer now (with the current state) rather than hold the drain for `wait` seconds.
-        gw.draining.hold(waiter)
-        try:
-            record = await gw.qr.get(qr_id)
-            first = record.state_at(time.time())
-            state = first
-            while state is first and state not in machine.TERMINAL and state is not QrState.CONFIRMED:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or gw.draining.closing.is_set():
-                    break
-                until_expiry = record.expires_at - time.time()
-                await waiter.wait(max(0.0, min(remaining, until_expiry + 0.01)))
-                record = await gw.qr.get(qr_id)
-                state = record.state_at(time.time())
-        finally:
-            gw.draining.release(waiter)
-    answer: StateView = view(record, time.time())
-    if state is QrState.CONFIRMED:
-        token = await gw.qr.deliver(qr_id)
-        if token is None:
-            answer = view(await gw.qr.get(qr_id), time.time())
-        else:
-            answer["token"] = token
-    return json_response(answer)
+    qr_id: str = request.path_params["qr_id"]
+    token = bearer_token(request)
+    # Refuse a wrong token or an unknown code before subscribing: with the store down, subscribing
+    # would wait for it, where a read fails at once.
+    await gw.qr.record_for_waiter(qr_id, token)
+    async with gw.qr.watch(qr_id, token, wait=wait) as watch:
+        first = seen = await watch.first()
+        while not seen.final and seen.state is first.state:
+            changed = await watch.next()
+            if changed is None:  # `wait` is up, or shutdown: answer what was seen last
+                break
+            seen = changed
+    return json_response(seen.view(time.time()))
 
 
 async def abandon(request: Request) -> Response:

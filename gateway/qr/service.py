@@ -9,13 +9,17 @@ import ipaddress
 import re
 import secrets
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway import errors, metrics
+from gateway.draining import Draining
 from gateway.qr import machine
 from gateway.qr.machine import QrEvent, QrRecord, QrState
-from gateway.qr.messages import MintResponse, ScanResponse, StateView
+from gateway.qr.messages import MintResponse, ScanResponse
+from gateway.qr.watch import QrWatch
 from gateway.settings import Settings
 from gateway.state.base import StateStore
 from gateway.tokens.claims import TokenResponse
@@ -71,10 +75,11 @@ class Scanner:
 
 
 class QrService:
-    def __init__(self, settings: Settings, store: StateStore, sessions: SessionManager) -> None:
+    def __init__(self, settings: Settings, store: StateStore, sessions: SessionManager, draining: Draining) -> None:
         self._settings = settings
         self._store = store
         self._sessions = sessions
+        self._draining = draining
         self._base = settings.public_url.rstrip("/")
 
     # desktop ---------------------------------------------------------------------------------------
@@ -127,6 +132,24 @@ class QrService:
             raise machine.refusal(None, machine.plan(QrEvent.SCAN), time.time())
         return QrRecord.parse(fields)
 
+    @asynccontextmanager
+    async def watch(self, qr_id: str, waiter_token: str, *, wait: float | None = None) -> AsyncIterator[QrWatch]:
+        """The desktop's wait for its code to change (see `gateway/qr/watch.py`), for up to `wait`
+        seconds (None: as long as the code lives). On shutdown it is woken, to answer or close."""
+        deadline = None if wait is None else time.monotonic() + wait
+        async with self._store.subscribe(qr_id) as waiter:
+            self._draining.hold(waiter)
+            try:
+                yield QrWatch(
+                    read=lambda: self.record_for_waiter(qr_id, waiter_token),
+                    take_delivery=lambda: self.take_delivery(qr_id),
+                    waiter=waiter,
+                    closing=self._draining.closing,
+                    deadline=deadline,
+                )
+            finally:
+                self._draining.release(waiter)
+
     async def abandon(self, qr_id: str, waiter_token: str) -> None:
         await self.record_for_waiter(qr_id, waiter_token)
         await self._apply(qr_id, machine.plan(QrEvent.ABANDON))
@@ -151,10 +174,6 @@ class QrService:
             display_name=record.scanner_name,
         )
         return tokens, record
-
-    async def deliver(self, qr_id: str) -> TokenResponse | None:
-        """The tokens if this caller took delivery; None if someone else (another connection) did."""
-        return (await self.take_delivery(qr_id))[0]
 
     # phone -----------------------------------------------------------------------------------------
     async def scan(self, qr_id: str, scanner: Scanner) -> ScanResponse:
@@ -194,11 +213,3 @@ class QrService:
         if not ok or record is None:
             raise machine.refusal(record, transition, moment)
         return record
-
-
-def view(record: QrRecord, now: float) -> StateView:
-    state = record.state_at(now)
-    result: StateView = {"state": state.value, "expires_in": record.expires_in(now)}
-    if state in (QrState.SCANNED, QrState.CONFIRMED) and record.scanner_name:
-        result["scanner"] = {"display_name": record.scanner_name}
-    return result

@@ -2,8 +2,8 @@
 
 After `hello` the server sends `state` (always first, also on every reconnect), then `scanned`,
 then one terminal message (`confirmed` with the tokens, `cancelled` or `expired`) and closes 1000.
-The socket never trusts a pub/sub message's content: a wake-up only makes it read the record again,
-so nothing is lost to a reconnect, an instance change or a pub/sub gap.
+The waiting itself (wake-ups, re-reads, taking delivery once) is `gateway/qr/watch.py`, shared with
+the long-poll; this module speaks the socket's messages and close codes.
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from gateway import errors, metrics
 from gateway.components import Gateway, gateway_of
 from gateway.jsonutil import JSONDecodeError, dumps, loads
-from gateway.qr.machine import QrRecord, QrState
-from gateway.qr.service import view
-from gateway.state.base import Waiter
-from gateway.tokens.claims import TokenResponse
+from gateway.qr.machine import QrState
+from gateway.qr.watch import QrWatch, Sighting, WatchEnd
 
 log = logging.getLogger("qrgate.ws")
 
@@ -91,7 +89,7 @@ async def _close_quietly(ws: WebSocket, code: int, reason: str) -> None:
             await ws.close(code, reason)
 
 
-async def _watch_client(ws: WebSocket, waiter: Waiter, gone: asyncio.Event) -> None:
+async def _watch_client(ws: WebSocket, watch: QrWatch) -> None:
     """Read (and ignore) what the client sends after hello; notice when it leaves."""
     try:
         while True:
@@ -99,91 +97,64 @@ async def _watch_client(ws: WebSocket, waiter: Waiter, gone: asyncio.Event) -> N
             if message["type"] == "websocket.disconnect":
                 break
     finally:
-        gone.set()
-        waiter.wake()
+        watch.stop()
 
 
 async def _stream(ws: WebSocket, gw: Gateway, qr_id: str, waiter_token: str) -> None:
-    gone = asyncio.Event()
-    async with gw.store.subscribe(qr_id) as waiter:
-        watcher = asyncio.create_task(_watch_client(ws, waiter, gone))
+    async with gw.qr.watch(qr_id, waiter_token) as watch:
+        watcher = asyncio.create_task(_watch_client(ws, watch))
         metrics.WAITING_WEBSOCKETS.inc()
         gw.draining.socket_opened()
-        gw.draining.hold(waiter)  # on shutdown, woken to close with 1001
         try:
-            await _send_events(ws, gw, qr_id, waiter_token, waiter, gone)
+            await _send_events(ws, watch)
         finally:
             metrics.WAITING_WEBSOCKETS.dec()
             gw.draining.socket_closed()
-            gw.draining.release(waiter)
             watcher.cancel()
 
 
-async def _send_events(
-    ws: WebSocket, gw: Gateway, qr_id: str, waiter_token: str, waiter: Waiter, gone: asyncio.Event
-) -> None:
+async def _send_events(ws: WebSocket, watch: QrWatch) -> None:
     try:
-        # One read, after registering the waiter (so no change can slip in between), that also
-        # checks the waiter token.
-        record = await gw.qr.record_for_waiter(qr_id, waiter_token)
+        seen = await watch.first()  # also checks the waiter token
     except errors.ServiceUnavailable:
         raise
     except errors.GatewayError as exc:
         await ws.close(CLOSE_BY_CAUSE.get(exc.code, CLOSE_BAD_HELLO), exc.detail[:120])
         return
-    now = time.time()
-    current = view(record, now)
-    state = QrState(current["state"])
-    if state is QrState.DELIVERED:
+    if seen.state is QrState.DELIVERED:
         await ws.close(CLOSE_DELIVERED, "the result was already delivered")
         return
-    await _send(ws, {"type": "state", **current})
-    announced = state
-    while True:
-        if state is QrState.CONFIRMED:  # at hello: confirmed while this desktop was away
-            tokens, _ = await gw.qr.take_delivery(qr_id)
-            if tokens is not None:
-                await _send_tokens(ws, tokens, record)
-                return
-            await ws.close(CLOSE_DELIVERED, "the result was already delivered")
-            return
-        if state in (QrState.CANCELLED, QrState.EXPIRED):
-            if state is QrState.EXPIRED:
-                metrics.labelled(metrics.QR_EVENTS, "expire").inc()
-            await _send(ws, {"type": state.value})
-            await ws.close(CLOSE_NORMAL)
-            return
-        if state is QrState.DELIVERED:
-            await ws.close(CLOSE_DELIVERED, "the result was already delivered")
-            return
-        if state is QrState.SCANNED and announced is not QrState.SCANNED:
-            await _send(ws, {"type": "scanned", "scanner": {"display_name": record.scanner_name}})
-        announced = state
-        until_expiry = record.expires_at - time.time()
-        await waiter.wait(max(0.0, until_expiry + 0.01))
-        if gone.is_set():
-            return
-        if gw.draining.closing.is_set():
-            await ws.close(CLOSE_GOING_AWAY, "server shutting down, reconnect")
-            return
-        # Something changed (or the code expired): one call that takes delivery if it is due,
-        # and otherwise reads the state.
-        tokens, found = await gw.qr.take_delivery(qr_id)
-        if tokens is not None:
-            await _send_tokens(ws, tokens, found or record)
-            return
-        if found is None:
+    await _send(ws, {"type": "state", **seen.view(time.time())})
+    announced = seen.state
+    while not seen.final:
+        if seen.state is QrState.SCANNED and announced is not QrState.SCANNED:
+            await _send(ws, {"type": "scanned", "scanner": {"display_name": seen.record.scanner_name}})
+        announced = seen.state
+        try:
+            changed = await watch.next()
+        except errors.NotFound:
             await ws.close(CLOSE_NOT_FOUND, "the QR code was purged")
             return
-        record = found
-        state = record.state_at(time.time())
-        if state is QrState.CONFIRMED:  # confirmed, yet delivery refused: delivered elsewhere
-            await ws.close(CLOSE_DELIVERED, "the result was already delivered")
-            return
+        if changed is None:
+            if watch.ended is WatchEnd.DRAINING:
+                await ws.close(CLOSE_GOING_AWAY, "server shutting down, reconnect")
+            return  # or the client left
+        seen = changed
+    await _send_final(ws, seen)
 
 
-async def _send_tokens(ws: WebSocket, tokens: TokenResponse, record: QrRecord) -> None:
-    await _send(ws, {"type": "confirmed", "token": tokens})
-    if record.confirmed_at is not None:
-        metrics.PUSH_LATENCY.observe(max(0.0, time.time() - record.confirmed_at))
+async def _send_final(ws: WebSocket, seen: Sighting) -> None:
+    """The one terminal message (`confirmed` with the tokens, `cancelled` or `expired`), then close."""
+    if seen.tokens is not None:
+        await _send(ws, {"type": "confirmed", "token": seen.tokens})
+        if seen.record.confirmed_at is not None:
+            metrics.PUSH_LATENCY.observe(max(0.0, time.time() - seen.record.confirmed_at))
+        await ws.close(CLOSE_NORMAL)
+        return
+    if seen.state is QrState.DELIVERED:  # to another connection
+        await ws.close(CLOSE_DELIVERED, "the result was already delivered")
+        return
+    if seen.state is QrState.EXPIRED:
+        metrics.labelled(metrics.QR_EVENTS, "expire").inc()
+    await _send(ws, {"type": seen.state.value})
     await ws.close(CLOSE_NORMAL)
