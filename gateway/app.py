@@ -82,12 +82,13 @@ def assemble(settings: Settings) -> Gateway:
         audience=settings.token_audience,
     )
     dpop = DpopVerifier(StoreReplayCache(store))
+    directory = PersonDirectory(engine)
     draining = Draining()
     return Gateway(
         settings=settings,
         store=store,
         engine=engine,
-        directory=PersonDirectory(engine),
+        directory=directory,
         hashing=password_hashing(settings),
         issuer=issuer,
         sessions=sessions,
@@ -96,7 +97,7 @@ def assemble(settings: Settings) -> Gateway:
         client_auth=ClientAuthenticator(settings, store),
         audiences=frozenset({settings.token_audience, *settings.exchange_audiences}),
         verifier=verifier,
-        qr=QrService(settings, store, sessions, draining),
+        qr=QrService(settings, store, sessions, directory, draining),
         images=QrImages(),
         clients=settings.client_policies(),
         login_lockout=Lockout(
@@ -180,7 +181,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
-            *qr_http.routes(),
+            *qr_http.routes(gateway.qr, images=gateway.images, bearer=gateway.bearer, draining=gateway.draining),
             *login.routes(),
             *account_routes.routes(),
             *token_routes.routes(),

@@ -17,9 +17,10 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway import errors, metrics
-from gateway.components import Gateway, gateway_of
+from gateway.draining import Draining
 from gateway.jsonutil import JSONDecodeError, dumps, loads
 from gateway.qr.machine import QrState
+from gateway.qr.service import QrService
 from gateway.qr.watch import QrWatch, Sighting, WatchEnd
 
 log = logging.getLogger("qrgate.ws")
@@ -64,23 +65,41 @@ async def _read_hello(ws: WebSocket, timeout: float) -> str | None:
     return token if isinstance(token, str) and 0 < len(token) <= 128 else None
 
 
-async def qr_events(ws: WebSocket) -> None:
-    gw = gateway_of(ws)
-    qr_id: str = ws.path_params["qr_id"]
-    await ws.accept()
-    try:
-        token = await _read_hello(ws, gw.settings.hello_timeout)
-        if token is None:
-            await ws.close(CLOSE_BAD_HELLO, "expected {type: hello, waiter_token} first")
+class QrSocket:
+    """`/v1/qr/{qr_id}/events`: hello, then the QR's events until one is final."""
+
+    def __init__(self, qr: QrService, draining: Draining) -> None:
+        self.qr = qr
+        self.draining = draining
+
+    async def events(self, ws: WebSocket) -> None:
+        qr_id: str = ws.path_params["qr_id"]
+        await ws.accept()
+        try:
+            token = await _read_hello(ws, self.qr.hello_timeout)
+            if token is None:
+                await ws.close(CLOSE_BAD_HELLO, "expected {type: hello, waiter_token} first")
+                return
+            await self._stream(ws, qr_id, token)
+        except (ClosedByClient, WebSocketDisconnect):
             return
-        await _stream(ws, gw, qr_id, token)
-    except (ClosedByClient, WebSocketDisconnect):
-        return
-    except errors.ServiceUnavailable as exc:
-        # The store is down: the client should come back shortly (to this or another process).
-        metrics.labelled(metrics.BACKEND_ERRORS, "store").inc()
-        log.warning("store unavailable on a waiting socket: %r", exc.__cause__)
-        await _close_quietly(ws, CLOSE_TRY_AGAIN, "temporarily unavailable, reconnect")
+        except errors.ServiceUnavailable as exc:
+            # The store is down: the client should come back shortly (to this or another process).
+            metrics.labelled(metrics.BACKEND_ERRORS, "store").inc()
+            log.warning("store unavailable on a waiting socket: %r", exc.__cause__)
+            await _close_quietly(ws, CLOSE_TRY_AGAIN, "temporarily unavailable, reconnect")
+
+    async def _stream(self, ws: WebSocket, qr_id: str, waiter_token: str) -> None:
+        async with self.qr.watch(qr_id, waiter_token) as watch:
+            watcher = asyncio.create_task(_watch_client(ws, watch))
+            metrics.WAITING_WEBSOCKETS.inc()
+            self.draining.socket_opened()  # shutdown waits (a while) for the sockets to close
+            try:
+                await _send_events(ws, watch)
+            finally:
+                metrics.WAITING_WEBSOCKETS.dec()
+                self.draining.socket_closed()
+                watcher.cancel()
 
 
 async def _close_quietly(ws: WebSocket, code: int, reason: str) -> None:
@@ -98,19 +117,6 @@ async def _watch_client(ws: WebSocket, watch: QrWatch) -> None:
                 break
     finally:
         watch.stop()
-
-
-async def _stream(ws: WebSocket, gw: Gateway, qr_id: str, waiter_token: str) -> None:
-    async with gw.qr.watch(qr_id, waiter_token) as watch:
-        watcher = asyncio.create_task(_watch_client(ws, watch))
-        metrics.WAITING_WEBSOCKETS.inc()
-        gw.draining.socket_opened()
-        try:
-            await _send_events(ws, watch)
-        finally:
-            metrics.WAITING_WEBSOCKETS.dec()
-            gw.draining.socket_closed()
-            watcher.cancel()
 
 
 async def _send_events(ws: WebSocket, watch: QrWatch) -> None:
