@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.rules import IdType
 from gateway.directory.db import create_engine, current_revision, head_revision, migrate
 from gateway.directory.persons import DuplicatePerson, PersonDirectory
+from gateway.rules import IdType
 from tests.support.databases import fresh_database
 
 pytestmark = pytest.mark.anyio

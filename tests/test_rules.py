@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import errors
-from gateway import rules
+from gateway import errors, rules
 from gateway.rules import IdType
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.rules import IdType
 from gateway.directory.db import create_engine, migrate
 from gateway.directory.persons import PersonDirectory
+from gateway.rules import IdType
 from gateway.units.records import UnitExists, UnitNotFound, UnitRecords
 from gateway.units.rules import UnitRole
 from tests.support.databases import fresh_database
