@@ -18,7 +18,6 @@ from gateway.accounts import admin, login, rare_chars, recovery, registration, s
 from gateway.accounts.login import PasswordLogins
 from gateway.accounts.records import AccountRecords
 from gateway.backends import create_store, password_hashing
-from gateway.components import Gateway
 from gateway.directory.audit import AuditLog
 from gateway.directory.db import create_engine, migrate
 from gateway.directory.persons import PersonDirectory
@@ -91,6 +90,7 @@ class Services:
         dpop = DpopVerifier(StoreReplayCache(store))
         bearer = BearerAuth(verifier, sessions, dpop, settings.issuer)
         clients = settings.client_policies()
+        draining = Draining()
         captchas = Captchas(settings, store)
         identity_ip = Throttle(
             store,
@@ -139,7 +139,7 @@ class Services:
             store=store,
             engine=engine,
             hashing=hashing,
-            draining=Draining(),
+            draining=draining,
             issuer=issuer,
             bearer=bearer,
             tokens=TokenEndpoints(
@@ -152,7 +152,7 @@ class Services:
                 bearer=bearer,
                 audiences=frozenset({settings.token_audience, *settings.exchange_audiences}),
             ),
-            qr=QrService(settings, store, sessions),
+            qr=QrService(settings, store, sessions, directory, draining),
             images=QrImages(),
             directory=directory,
             captchas=captchas,
@@ -167,7 +167,7 @@ class Services:
     def routes(self, *, units_mounted: bool) -> list[BaseRoute]:
         settings = self.settings
         return [
-            *qr_http.routes(),
+            *qr_http.routes(self.qr, images=self.images, bearer=self.bearer, draining=self.draining),
             *login.routes(self.logins),
             captcha.route(self.captchas),
             *sms.routes(self.sms),
@@ -186,18 +186,6 @@ class Services:
             ),
             *web_pages.routes(settings, units_mounted=units_mounted),
         ]
-
-    def for_qr(self) -> Gateway:
-        return Gateway(
-            settings=self.settings,
-            store=self.store,
-            directory=self.directory,
-            bearer=self.bearer,
-            qr=self.qr,
-            images=self.images,
-            clients=self.settings.client_policies(),
-            draining=self.draining,
-        )
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -238,7 +226,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
-    app.state.gateway = services.for_qr()
     return app
 
 

@@ -20,7 +20,24 @@ TTL = 120.0
 
 
 def record(state: QrState = QrState.PENDING, scanner: str = "") -> dict[str, str]:
-    return {"state": state.value, "expires_at": repr(T0 + TTL), "scanner_sub": scanner}
+    """The fields as a store holds them."""
+    return machine.QrRecord(
+        state=state,
+        expires_at=T0 + TTL,
+        created_at=T0,
+        client_id="desktop",
+        device_name="",
+        dpop_jkt="",
+        waiter_hash="",
+        ip="",
+        user_agent="",
+        scanner_sub=scanner,
+        scanner_name="",
+    ).fields()
+
+
+def state_at(fields: dict[str, str], now: float) -> QrState:
+    return machine.QrRecord.parse(fields).state_at(now)
 
 
 def test_every_event_has_one_row() -> None:
@@ -47,12 +64,20 @@ def test_allowed_transitions(event: QrEvent, start: QrState, end: QrState) -> No
 
 def test_expiry_is_read_not_written() -> None:
     current = record()
-    assert machine.effective_state(current, T0 + TTL - 0.001) is QrState.PENDING
-    assert machine.effective_state(current, T0 + TTL) is QrState.EXPIRED
+    assert state_at(current, T0 + TTL - 0.001) is QrState.PENDING
+    assert state_at(current, T0 + TTL) is QrState.EXPIRED
     assert not machine.plan(QrEvent.SCAN).applies_to(current, T0 + TTL)
     confirmed = record(QrState.CONFIRMED, "p1")
-    assert machine.effective_state(confirmed, T0 + TTL + 1) is QrState.CONFIRMED
+    assert state_at(confirmed, T0 + TTL + 1) is QrState.CONFIRMED
     assert machine.plan(QrEvent.DELIVER).applies_to(confirmed, T0 + TTL + 1)
+
+
+def test_record_is_parsed_from_the_store_fields_and_back() -> None:
+    fields = {**record(QrState.CONFIRMED, "p1"), "confirmed_at": repr(T0 + 5)}
+    parsed = machine.QrRecord.parse(fields)
+    assert (parsed.state, parsed.expires_at, parsed.confirmed_at) == (QrState.CONFIRMED, T0 + TTL, T0 + 5)
+    assert parsed.fields() == fields
+    assert parsed.expires_in(T0 + TTL - 1.5) == 2  # whole seconds, rounded up
 
 
 @pytest.mark.parametrize(
@@ -74,7 +99,7 @@ def test_refusals_name_their_cause(
     current: dict[str, str] | None, event: QrEvent, actor: str | None, now: float, status: int, code: str
 ) -> None:
     transition = machine.plan(event, actor=actor) if event in (QrEvent.CONFIRM, QrEvent.CANCEL) else machine.plan(event)
-    error = machine.refusal(current, transition, now)
+    error = machine.refusal(machine.QrRecord.parse(current) if current else None, transition, now)
     assert isinstance(error, errors.GatewayError)
     assert (error.status, error.code) == (status, code)
 
@@ -111,7 +136,7 @@ class QrLifecycle(RuleBasedStateMachine):
         else:
             # Refused transitions change nothing and always come with a reason.
             assert after["state"] == self.history[-1]
-            assert isinstance(machine.refusal(after, transition, self.now), errors.GatewayError)
+            assert isinstance(machine.refusal(machine.QrRecord.parse(after), transition, self.now), errors.GatewayError)
         return ok
 
     @rule(person=PEOPLE)
@@ -165,7 +190,7 @@ class QrLifecycle(RuleBasedStateMachine):
     def expired_codes_do_not_move(self) -> None:
         current = self.loop.run_until_complete(self.store.get_qr("q"))
         assert current is not None
-        if machine.effective_state(current, self.now) is QrState.EXPIRED:
+        if state_at(current, self.now) is QrState.EXPIRED:
             for event in (QrEvent.SCAN, QrEvent.ABANDON):
                 assert not machine.plan(event).applies_to(current, self.now)
 

@@ -1,4 +1,5 @@
-"""HTTP adapter of the QR protocol: mint, image, long-poll state, scan, confirm, cancel, abandon."""
+"""HTTP adapter of the QR protocol: mint, image, long-poll state, scan, confirm, cancel, abandon.
+Each endpoint parses the request, calls the QrService and serialises its answer."""
 
 from __future__ import annotations
 
@@ -11,17 +12,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from gateway import errors
-from gateway.components import Gateway, gateway_of
+from gateway.draining import Draining
 from gateway.inputs import StrictModel, bearer_token, client_ip, read_json
 from gateway.jsonutil import dumps
-from gateway.qr import machine
-from gateway.qr.machine import QrState
-from gateway.qr.messages import StateView
-from gateway.qr.render import DEFAULT_SIZE, MEDIA_TYPES, SIZES
-from gateway.qr.service import Scanner, view
-from gateway.qr.ws import qr_events
-from gateway.rules import mask_name
-from gateway.tokens.bearer import Caller
+from gateway.qr.render import DEFAULT_SIZE, MEDIA_TYPES, SIZES, QrImages
+from gateway.qr.service import QrService
+from gateway.qr.ws import QrSocket
+from gateway.tokens.bearer import BearerAuth
 
 NO_STORE = {"Cache-Control": "no-store"}
 WAIT_PATTERN = re.compile(r"[0-9]{1,2}(\.[0-9]{1,3})?")
@@ -37,42 +34,6 @@ def json_response(body: object, status: int = 200) -> Response:
     return Response(dumps(body), status_code=status, media_type="application/json", headers=NO_STORE)
 
 
-async def mint(request: Request) -> Response:
-    gw = gateway_of(request)
-    body = await read_json(request, MintRequest)
-    policy = gw.clients.get(body.client_id)
-    if policy is None:
-        raise errors.UnknownClient(f"Unknown client_id {body.client_id!r}.")
-    if not policy.may_mint_qr:
-        raise errors.Forbidden(f"Client {body.client_id!r} may not mint QR codes.", code="client_not_allowed")
-    result = await gw.qr.mint(
-        client_id=body.client_id,
-        device_name=body.device_name or "",
-        dpop_jkt=body.dpop_jkt,
-        ip=client_ip(request),
-        user_agent=request.headers.get("user-agent", "")[:256],
-    )
-    return json_response(result, 201)
-
-
-async def image(request: Request) -> Response:
-    gw = gateway_of(request)
-    qr_id: str = request.path_params["qr_id"]
-    kind: str = request.path_params["kind"]
-    if kind not in MEDIA_TYPES:
-        raise errors.NotFound("Images are served as .svg or .png.", code="not_found")
-    size = parse_size(request)
-    record = await gw.qr.get(qr_id)
-    if machine.effective_state(record, time.time()) is not QrState.PENDING:
-        raise errors.NotFound("This QR code can no longer be scanned.", code="qr_not_found")
-    content = f"{gw.settings.public_url.rstrip('/')}/q/{qr_id}"
-    return Response(
-        gw.images.render(content, kind, size, keep_until=float(record["expires_at"])),
-        media_type=MEDIA_TYPES[kind],
-        headers={"Cache-Control": "private, max-age=60"},
-    )
-
-
 def parse_size(request: Request) -> int:
     """`?size=`: pixels per module (the SVG's width and height derive from it; it scales anyway)."""
     raw = request.query_params.get("size")
@@ -86,11 +47,6 @@ def parse_size(request: Request) -> int:
     return int(raw)
 
 
-async def waiter_record(request: Request, gw: Gateway) -> dict[str, str]:
-    token = bearer_token(request)
-    return await gw.qr.record_for_waiter(request.path_params["qr_id"], token)
-
-
 def parse_wait(request: Request, limit: int) -> float:
     raw = request.query_params.get("wait", "0")
     if not WAIT_PATTERN.fullmatch(raw):
@@ -101,98 +57,82 @@ def parse_wait(request: Request, limit: int) -> float:
     return wait
 
 
-async def long_poll(request: Request) -> Response:
-    """Answer at once when there is a result to deliver or the QR is finished; otherwise wait for
-    the next change (or `wait` seconds) and answer the state then."""
-    gw = gateway_of(request)
-    wait = parse_wait(request, gw.settings.long_poll_max_wait)
-    qr_id = request.path_params["qr_id"]
-    await waiter_record(request, gw)
-    deadline = time.monotonic() + wait
-    async with gw.store.subscribe(qr_id) as waiter:
-        # On shutdown, answer now (with the current state) rather than hold the drain for `wait` seconds.
-        gw.draining.hold(waiter)
-        try:
-            record = await gw.qr.get(qr_id)
-            first = machine.effective_state(record, time.time())
-            state = first
-            while state is first and state not in machine.TERMINAL and state is not QrState.CONFIRMED:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or gw.draining.closing.is_set():
+class QrEndpoints:
+    def __init__(self, qr: QrService, images: QrImages, bearer: BearerAuth) -> None:
+        self.qr = qr
+        self.images = images
+        self.bearer = bearer
+
+    # desktop ---------------------------------------------------------------------------------------
+    async def mint(self, request: Request) -> Response:
+        body = await read_json(request, MintRequest)
+        minted = await self.qr.mint(
+            client_id=body.client_id,
+            device_name=body.device_name or "",
+            dpop_jkt=body.dpop_jkt,
+            ip=client_ip(request),
+            user_agent=request.headers.get("user-agent", "")[:256],
+        )
+        return json_response(minted, 201)
+
+    async def image(self, request: Request) -> Response:
+        kind: str = request.path_params["kind"]
+        if kind not in MEDIA_TYPES:
+            raise errors.NotFound("Images are served as .svg or .png.", code="not_found")
+        size = parse_size(request)
+        shown = await self.qr.scannable(request.path_params["qr_id"])
+        return Response(
+            self.images.render(shown.content, kind, size, keep_until=shown.expires_at),
+            media_type=MEDIA_TYPES[kind],
+            headers={"Cache-Control": "private, max-age=60"},
+        )
+
+    async def long_poll(self, request: Request) -> Response:
+        """Answer at once when there is a result to deliver or the QR is finished; otherwise wait for
+        the next change (or `wait` seconds) and answer the state then."""
+        wait = parse_wait(request, self.qr.long_poll_max_wait)
+        qr_id: str = request.path_params["qr_id"]
+        token = bearer_token(request)
+        # Refuse a wrong token or an unknown code before subscribing: with the store down, subscribing
+        # would wait for it, where a read fails at once.
+        await self.qr.record_for_waiter(qr_id, token)
+        async with self.qr.watch(qr_id, token, wait=wait) as watch:
+            first = seen = await watch.first()
+            while not seen.final and seen.state is first.state:
+                changed = await watch.next()
+                if changed is None:  # `wait` is up, or shutdown: answer what was seen last
                     break
-                until_expiry = float(record["expires_at"]) - time.time()
-                await waiter.wait(max(0.0, min(remaining, until_expiry + 0.01)))
-                record = await gw.qr.get(qr_id)
-                state = machine.effective_state(record, time.time())
-        finally:
-            gw.draining.release(waiter)
-    answer: StateView = view(record, time.time())
-    if state is QrState.CONFIRMED:
-        token = await gw.qr.deliver(qr_id)
-        if token is None:
-            answer = view(await gw.qr.get(qr_id), time.time())
-        else:
-            answer["token"] = token
-    return json_response(answer)
+                seen = changed
+        return json_response(seen.view(time.time()))
+
+    async def abandon(self, request: Request) -> Response:
+        await self.qr.abandon(request.path_params["qr_id"], bearer_token(request))
+        return Response(status_code=204)
+
+    # phone -----------------------------------------------------------------------------------------
+    async def scan(self, request: Request) -> Response:
+        phone = await self.bearer.caller(request)
+        scanned = await self.qr.scan(request.path_params["qr_id"], phone, ip=client_ip(request))
+        return json_response(scanned)
+
+    async def confirm(self, request: Request) -> Response:
+        await self.qr.confirm(request.path_params["qr_id"], await self.bearer.caller(request))
+        return Response(status_code=204)
+
+    async def cancel(self, request: Request) -> Response:
+        await self.qr.cancel(request.path_params["qr_id"], await self.bearer.caller(request))
+        return Response(status_code=204)
 
 
-async def abandon(request: Request) -> Response:
-    gw = gateway_of(request)
-    await gw.qr.abandon(request.path_params["qr_id"], bearer_token(request))
-    return Response(status_code=204)
-
-
-async def phone(request: Request, gw: Gateway) -> Caller:
-    """The mobile app's caller (signature, live session, client checked)."""
-    found = await gw.bearer.caller(request)
-    policy = gw.clients.get(found.claims["client_id"])
-    if policy is None or not policy.may_scan_qr:
-        raise errors.Forbidden("Only the mobile app may scan QR codes.", code="client_not_allowed")
-    return found
-
-
-async def scanner_name(gw: Gateway, found: Caller) -> str:
-    """The scanner's masked name, shown on the desktop: kept in the session since it began (sessions
-    from before that was so: read from the directory)."""
-    kept = found.session.get("display_name")
-    if kept:
-        return kept
-    person = await gw.directory.get(found.claims["sub"])
-    if person is None:
-        raise errors.Unauthorized("The person of this token no longer exists.", code="invalid_token")
-    return mask_name(person.name)
-
-
-async def scan(request: Request) -> Response:
-    gw = gateway_of(request)
-    found = await phone(request, gw)
-    name = await scanner_name(gw, found)
-    scanner = Scanner(person_id=found.claims["sub"], display_name=name, ip=client_ip(request))
-    return json_response(await gw.qr.scan(request.path_params["qr_id"], scanner))
-
-
-async def confirm(request: Request) -> Response:
-    gw = gateway_of(request)
-    person_id = (await phone(request, gw)).claims["sub"]
-    await gw.qr.confirm(request.path_params["qr_id"], person_id)
-    return Response(status_code=204)
-
-
-async def cancel(request: Request) -> Response:
-    gw = gateway_of(request)
-    person_id = (await phone(request, gw)).claims["sub"]
-    await gw.qr.cancel(request.path_params["qr_id"], person_id)
-    return Response(status_code=204)
-
-
-def routes() -> list[BaseRoute]:
+def routes(qr: QrService, *, images: QrImages, bearer: BearerAuth, draining: Draining) -> list[BaseRoute]:
+    http = QrEndpoints(qr, images, bearer)
     return [
-        Route("/v1/qr", mint, methods=["POST"]),
-        Route("/v1/qr/{qr_id}.{kind:str}", image, methods=["GET"]),
-        Route("/v1/qr/{qr_id}", abandon, methods=["DELETE"]),
-        Route("/v1/qr/{qr_id}/state", long_poll, methods=["GET"]),
-        Route("/v1/qr/{qr_id}/scan", scan, methods=["POST"]),
-        Route("/v1/qr/{qr_id}/confirm", confirm, methods=["POST"]),
-        Route("/v1/qr/{qr_id}/cancel", cancel, methods=["POST"]),
-        WebSocketRoute("/v1/qr/{qr_id}/events", qr_events),
+        Route("/v1/qr", http.mint, methods=["POST"]),
+        Route("/v1/qr/{qr_id}.{kind:str}", http.image, methods=["GET"]),
+        Route("/v1/qr/{qr_id}", http.abandon, methods=["DELETE"]),
+        Route("/v1/qr/{qr_id}/state", http.long_poll, methods=["GET"]),
+        Route("/v1/qr/{qr_id}/scan", http.scan, methods=["POST"]),
+        Route("/v1/qr/{qr_id}/confirm", http.confirm, methods=["POST"]),
+        Route("/v1/qr/{qr_id}/cancel", http.cancel, methods=["POST"]),
+        WebSocketRoute("/v1/qr/{qr_id}/events", QrSocket(qr, draining).events),
     ]

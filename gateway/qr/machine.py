@@ -1,10 +1,10 @@
 """The QR login lifecycle as a table, with no I/O.
 
 Theory of operation. A QR session is a flat record of string fields (it maps one to one onto a Redis
-hash). Every change is a `Transition`: "if the state is one of these, these fields hold these values
-and the code has not expired, move to that state and set these fields". A store applies a transition
-atomically (a Lua script in Redis, a plain function under the event loop in memory), so of two
-racing scans exactly one finds the state still `pending`.
+hash). Every change is a `Transition`, a store-level `ConditionalUpdate`: "if the state is one of
+these, these fields hold these values and the code has not expired, move to that state and set these
+fields". A store applies it atomically (a Lua script in Redis, a plain function under the event loop
+in memory), so of two racing scans exactly one finds the state still `pending`.
 
     pending ──scan──▶ scanned ──confirm──▶ confirmed ──deliver──▶ delivered
        │                 │
@@ -12,7 +12,7 @@ racing scans exactly one finds the state still `pending`.
        └──(time)─────────┴──(time)──────────▶ expired
 
 `expired` is never written: a pending or scanned record whose `expires_at` has passed *reads* as
-expired (`effective_state`), so expiry needs no timer in the store and no process must be alive for
+expired (`QrRecord.state_at`), so expiry needs no timer in the store and no process must be alive for
 it. A confirmed result stays deliverable until the record is purged.
 
 When a store refuses a transition, `refusal` looks at the record as it is now and names the cause.
@@ -21,10 +21,11 @@ When a store refuses a transition, `refusal` looks at the record as it is now an
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from gateway import errors
+from gateway.state.updates import ConditionalUpdate, Fields
 
 
 class QrState(StrEnum):
@@ -56,27 +57,13 @@ TABLE: dict[QrEvent, tuple[frozenset[QrState], QrState, bool, bool]] = {
     QrEvent.DELIVER: (frozenset({QrState.CONFIRMED}), QrState.DELIVERED, False, False),
 }
 
-Fields = Mapping[str, str]
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transition(ConditionalUpdate):
+    """One step of the table as the store applies it (state values as plain strings); `event` names
+    the step, so that `refusal` can tell why it did not apply."""
 
-@dataclass(frozen=True, slots=True)
-class Transition:
     event: QrEvent
-    from_states: frozenset[QrState]
-    to_state: QrState
-    before_expiry: bool
-    require: Mapping[str, str] = field(default_factory=dict)
-    updates: Mapping[str, str] = field(default_factory=dict)
-
-    def applies_to(self, record: Fields, now: float) -> bool:
-        if record.get("state") not in self.from_states:
-            return False
-        if self.before_expiry and now >= float(record["expires_at"]):
-            return False
-        return all(record.get(name) == value for name, value in self.require.items())
-
-    def apply(self, record: Fields) -> dict[str, str]:
-        return {**record, **self.updates, "state": self.to_state.value}
 
 
 def plan(event: QrEvent, *, actor: str | None = None, updates: Mapping[str, str] | None = None) -> Transition:
@@ -87,25 +74,85 @@ def plan(event: QrEvent, *, actor: str | None = None, updates: Mapping[str, str]
         if actor is None:
             raise ValueError(f"{event} needs the acting person")
         require["scanner_sub"] = actor
-    return Transition(event, from_states, to_state, before_expiry, require, dict(updates or {}))
+    return Transition(
+        event=event,
+        from_states=frozenset(state.value for state in from_states),
+        to_state=to_state.value,
+        before_expiry=before_expiry,
+        require=require,
+        updates=dict(updates or {}),
+    )
 
 
-def effective_state(record: Fields, now: float) -> QrState:
-    state = QrState(record["state"])
-    if state in OPEN and now >= float(record["expires_at"]):
-        return QrState.EXPIRED
-    return state
+@dataclass(frozen=True, slots=True)
+class QrRecord:
+    """A QR session as the store keeps it, parsed once (the store holds every field as a string).
+    `fields` is the inverse: what minting writes."""
+
+    state: QrState  # as written; what it reads as now is `state_at`, since expiry is never written
+    expires_at: float
+    created_at: float
+    client_id: str
+    device_name: str
+    dpop_jkt: str  # "" when the tokens are not bound to a key
+    waiter_hash: str
+    ip: str
+    user_agent: str
+    scanner_sub: str  # "" until scanned
+    scanner_name: str  # masked; "" until scanned
+    confirmed_at: float | None = None  # for the confirm-to-push latency metric
+
+    @classmethod
+    def parse(cls, fields: Fields) -> QrRecord:
+        confirmed_at = fields.get("confirmed_at")
+        return cls(
+            state=QrState(fields["state"]),
+            expires_at=float(fields["expires_at"]),
+            created_at=float(fields["created_at"]),
+            client_id=fields["client_id"],
+            device_name=fields["device_name"],
+            dpop_jkt=fields["dpop_jkt"],
+            waiter_hash=fields["waiter_hash"],
+            ip=fields["ip"],
+            user_agent=fields["user_agent"],
+            scanner_sub=fields["scanner_sub"],
+            scanner_name=fields["scanner_name"],
+            confirmed_at=float(confirmed_at) if confirmed_at else None,
+        )
+
+    def fields(self) -> dict[str, str]:
+        written = {
+            "state": self.state.value,
+            "client_id": self.client_id,
+            "device_name": self.device_name,
+            "dpop_jkt": self.dpop_jkt,
+            "waiter_hash": self.waiter_hash,
+            "created_at": repr(self.created_at),
+            "expires_at": repr(self.expires_at),
+            "ip": self.ip,
+            "user_agent": self.user_agent,
+            "scanner_sub": self.scanner_sub,
+            "scanner_name": self.scanner_name,
+        }
+        if self.confirmed_at is not None:
+            written["confirmed_at"] = repr(self.confirmed_at)
+        return written
+
+    def state_at(self, now: float) -> QrState:
+        if self.state in OPEN and now >= self.expires_at:
+            return QrState.EXPIRED
+        return self.state
+
+    def expires_in(self, now: float) -> int:
+        """Whole seconds left, rounded up (0 once expired)."""
+        return max(0, int(self.expires_at - now + 0.999))
 
 
-def expires_in(record: Fields, now: float) -> int:
-    return max(0, int(float(record["expires_at"]) - now + 0.999))
-
-
-def refusal(record: Fields | None, transition: Transition, now: float) -> errors.GatewayError:
+def refusal(record: QrRecord | None, transition: Transition, now: float) -> errors.GatewayError:
     """Why `transition` did not apply to `record` (None: the record does not exist)."""
     if record is None:
         return errors.NotFound("This QR code does not exist or has been purged.", code="qr_not_found")
-    state = effective_state(record, now)
+    state = record.state_at(now)
     event = transition.event
     if event is QrEvent.DELIVER and state is QrState.DELIVERED:
         return errors.Conflict("The login result was already delivered.", code="already_delivered")
@@ -114,6 +161,6 @@ def refusal(record: Fields | None, transition: Transition, now: float) -> errors
     if event is QrEvent.SCAN and state in (QrState.SCANNED, QrState.CONFIRMED, QrState.DELIVERED):
         return errors.Conflict("This QR code has already been scanned.", code="qr_already_scanned")
     scanner = transition.require.get("scanner_sub")
-    if scanner is not None and record.get("scanner_sub") not in ("", None, scanner):
+    if scanner is not None and record.scanner_sub not in ("", scanner):
         return errors.Forbidden("Only the person who scanned this QR code may do this.", code="not_scanner")
     return errors.Conflict(f"Cannot {event.value} a QR code that is {state.value}.", code="qr_wrong_state")

@@ -9,15 +9,22 @@ import ipaddress
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from gateway import errors, metrics
+from gateway.directory.persons import PersonDirectory
+from gateway.draining import Draining
 from gateway.qr import machine
-from gateway.qr.machine import QrEvent, QrState
-from gateway.qr.messages import MintResponse, ScanResponse, StateView
+from gateway.qr.machine import QrEvent, QrRecord, QrState
+from gateway.qr.messages import MintResponse, ScanResponse
+from gateway.qr.watch import QrWatch
+from gateway.rules import mask_name
 from gateway.settings import Settings
 from gateway.state.base import StateStore
+from gateway.tokens.bearer import Caller
 from gateway.tokens.claims import TokenResponse
 from gateway.tokens.sessions import SessionManager
 
@@ -63,136 +70,193 @@ def proximity_by_ipaddress(requester_ip: str, scanner_ip: str) -> str:
     return "same_network" if b in net else "different_network"
 
 
-@dataclass(frozen=True, slots=True)
-class Scanner:
-    person_id: str
-    display_name: str
-    ip: str
+class Scannable(NamedTuple):
+    """What a QR image shows, and until when it may be cached."""
+
+    content: str
+    expires_at: float
 
 
 class QrService:
-    def __init__(self, settings: Settings, store: StateStore, sessions: SessionManager) -> None:
+    """The QR login use cases: the desktop mints and waits, the phone scans and confirms. Owns the
+    records' keys and TTLs, which clients may do what, and the waiting limits."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        sessions: SessionManager,
+        directory: PersonDirectory,
+        draining: Draining,
+    ) -> None:
         self._settings = settings
         self._store = store
         self._sessions = sessions
+        self._directory = directory
+        self._draining = draining
+        self._clients = settings.client_policies()
         self._base = settings.public_url.rstrip("/")
+        self.hello_timeout = settings.hello_timeout  # seconds a WebSocket has to say hello
+        self.long_poll_max_wait = settings.long_poll_max_wait  # seconds, the bound of `?wait=`
 
     # desktop ---------------------------------------------------------------------------------------
     async def mint(
         self, *, client_id: str, device_name: str, dpop_jkt: str | None, ip: str, user_agent: str
     ) -> MintResponse:
+        policy = self._clients.get(client_id)
+        if policy is None:
+            raise errors.UnknownClient(f"Unknown client_id {client_id!r}.")
+        if not policy.may_mint_qr:
+            raise errors.Forbidden(f"Client {client_id!r} may not mint QR codes.", code="client_not_allowed")
         qr_id = secrets.token_urlsafe(16)
         waiter_token = secrets.token_urlsafe(32)
         now = time.time()
         ttl = self._settings.qr_ttl
-        record = {
-            "state": QrState.PENDING.value,
-            "client_id": client_id,
-            "device_name": device_name,
-            "dpop_jkt": dpop_jkt or "",
-            "waiter_hash": _hash(waiter_token),
-            "created_at": repr(now),
-            "expires_at": repr(now + ttl),
-            "ip": ip,
-            "user_agent": user_agent,
-            "scanner_sub": "",
-            "scanner_name": "",
-        }
-        await self._store.create_qr(qr_id, record, ttl + self._settings.qr_purge_after)
+        record = QrRecord(
+            state=QrState.PENDING,
+            expires_at=now + ttl,
+            created_at=now,
+            client_id=client_id,
+            device_name=device_name,
+            dpop_jkt=dpop_jkt or "",
+            waiter_hash=_hash(waiter_token),
+            ip=ip,
+            user_agent=user_agent,
+            scanner_sub="",
+            scanner_name="",
+        )
+        await self._store.create_qr(qr_id, record.fields(), ttl + self._settings.qr_purge_after)
         metrics.labelled(metrics.QR_EVENTS, "mint").inc()
         ws_base = "ws" + self._base.removeprefix("http")
         return {
             "qr_id": qr_id,
-            "qr_content": f"{self._base}/q/{qr_id}",
+            "qr_content": self.qr_content(qr_id),
             "expires_in": ttl,
             "waiter_token": waiter_token,
             "events_url": f"{ws_base}/v1/qr/{qr_id}/events",
             "image_url": f"{self._base}/v1/qr/{qr_id}.svg",
         }
 
-    async def record_for_waiter(self, qr_id: str, waiter_token: str) -> dict[str, str]:
+    def qr_content(self, qr_id: str) -> str:
+        """What the QR symbol encodes: a URL, so that a phone's own camera app opens our page."""
+        return f"{self._base}/q/{qr_id}"
+
+    async def scannable(self, qr_id: str) -> Scannable:
+        """The image's content, while the code may still be scanned (afterwards no one needs it)."""
+        record = await self.get(qr_id)
+        if record.state_at(time.time()) is not QrState.PENDING:
+            raise errors.NotFound("This QR code can no longer be scanned.", code="qr_not_found")
+        return Scannable(self.qr_content(qr_id), record.expires_at)
+
+    async def record_for_waiter(self, qr_id: str, waiter_token: str) -> QrRecord:
         """The record, if `waiter_token` is the one minted with it (compared in constant time)."""
         record = await self.get(qr_id)
-        if not hmac.compare_digest(record["waiter_hash"], _hash(waiter_token)):
+        if not hmac.compare_digest(record.waiter_hash, _hash(waiter_token)):
             raise errors.Unauthorized("The waiter token does not belong to this QR code.", code="invalid_waiter_token")
         return record
 
-    async def get(self, qr_id: str) -> dict[str, str]:
-        record = await self._store.get_qr(qr_id) if QR_ID_PATTERN.fullmatch(qr_id) else None
-        if record is None:
+    async def get(self, qr_id: str) -> QrRecord:
+        fields = await self._store.get_qr(qr_id) if QR_ID_PATTERN.fullmatch(qr_id) else None
+        if fields is None:
             raise machine.refusal(None, machine.plan(QrEvent.SCAN), time.time())
-        return record
+        return QrRecord.parse(fields)
+
+    @asynccontextmanager
+    async def watch(self, qr_id: str, waiter_token: str, *, wait: float | None = None) -> AsyncIterator[QrWatch]:
+        """The desktop's wait for its code to change (see `gateway/qr/watch.py`), for up to `wait`
+        seconds (None: as long as the code lives). On shutdown it is woken, to answer or close."""
+        deadline = None if wait is None else time.monotonic() + wait
+        async with self._store.subscribe(qr_id) as waiter:
+            self._draining.hold(waiter)
+            try:
+                yield QrWatch(
+                    read=lambda: self.record_for_waiter(qr_id, waiter_token),
+                    take_delivery=lambda: self.take_delivery(qr_id),
+                    waiter=waiter,
+                    closing=self._draining.closing,
+                    deadline=deadline,
+                )
+            finally:
+                self._draining.release(waiter)
 
     async def abandon(self, qr_id: str, waiter_token: str) -> None:
         await self.record_for_waiter(qr_id, waiter_token)
         await self._apply(qr_id, machine.plan(QrEvent.ABANDON))
         metrics.labelled(metrics.QR_EVENTS, "abandon").inc()
 
-    async def take_delivery(self, qr_id: str) -> tuple[TokenResponse | None, dict[str, str] | None]:
+    async def take_delivery(self, qr_id: str) -> tuple[TokenResponse | None, QrRecord | None]:
         """confirmed -> delivered, once: (tokens, record) for the one caller that wins. The tokens are
         minted only here, so no token ever rests in the store. Anyone else gets (None, the record as
         it is, None if gone): a refused attempt is also a read, so a waiter woken by a change makes
         this one call rather than a read and then an attempt."""
-        ok, record = await self._store.transition_qr(qr_id, machine.plan(QrEvent.DELIVER), time.time())
+        ok, fields = await self._store.transition_qr(qr_id, machine.plan(QrEvent.DELIVER), time.time())
+        record = QrRecord.parse(fields) if fields is not None else None
         if not ok or record is None:
             return None, record
         metrics.labelled(metrics.QR_EVENTS, "deliver").inc()
         tokens = await self._sessions.start(
-            subject=record["scanner_sub"],
-            client_id=record["client_id"],
+            subject=record.scanner_sub,
+            client_id=record.client_id,
             amr=["qr"],
-            device_name=record["device_name"],
-            jkt=record["dpop_jkt"] or None,
-            display_name=record["scanner_name"],
+            device_name=record.device_name,
+            jkt=record.dpop_jkt or None,
+            display_name=record.scanner_name,
         )
         return tokens, record
 
-    async def deliver(self, qr_id: str) -> TokenResponse | None:
-        """The tokens if this caller took delivery; None if someone else (another connection) did."""
-        return (await self.take_delivery(qr_id))[0]
-
-    # phone -----------------------------------------------------------------------------------------
-    async def scan(self, qr_id: str, scanner: Scanner) -> ScanResponse:
+    # phone (the caller authenticated by its access token) -----------------------------------------
+    async def scan(self, qr_id: str, phone: Caller, *, ip: str) -> ScanResponse:
+        person_id = self._scanning_person(phone)
+        display_name = await self._scanner_name(phone)
         now = time.time()
-        updates = {
-            "scanner_sub": scanner.person_id,
-            "scanner_name": scanner.display_name,
-            "scanned_at": repr(now),
-        }
+        updates = {"scanner_sub": person_id, "scanner_name": display_name, "scanned_at": repr(now)}
         record = await self._apply(qr_id, machine.plan(QrEvent.SCAN, updates=updates), now)
         metrics.labelled(metrics.QR_EVENTS, "scan").inc()
         return {
             "qr_id": qr_id,
-            "client_id": record["client_id"],
-            "device_name": record["device_name"],
-            "requested_at": datetime.fromtimestamp(float(record["created_at"]), UTC).isoformat(),
-            "requester": {"ip": record["ip"], "user_agent": record["user_agent"]},
-            "proximity": "unknown" if not record["ip"] else proximity(record["ip"], scanner.ip),  # type: ignore[typeddict-item]
-            "expires_in": machine.expires_in(record, now),
+            "client_id": record.client_id,
+            "device_name": record.device_name,
+            "requested_at": datetime.fromtimestamp(record.created_at, UTC).isoformat(),
+            "requester": {"ip": record.ip, "user_agent": record.user_agent},
+            "proximity": "unknown" if not record.ip else proximity(record.ip, ip),  # type: ignore[typeddict-item]
+            "expires_in": record.expires_in(now),
         }
 
-    async def confirm(self, qr_id: str, person_id: str) -> None:
+    async def confirm(self, qr_id: str, phone: Caller) -> None:
+        person_id = self._scanning_person(phone)
         confirmed_at = {"confirmed_at": repr(time.time())}  # for the confirm-to-push latency metric
         await self._apply(qr_id, machine.plan(QrEvent.CONFIRM, actor=person_id, updates=confirmed_at))
         metrics.labelled(metrics.QR_EVENTS, "confirm").inc()
 
-    async def cancel(self, qr_id: str, person_id: str) -> None:
+    async def cancel(self, qr_id: str, phone: Caller) -> None:
+        person_id = self._scanning_person(phone)
         await self._apply(qr_id, machine.plan(QrEvent.CANCEL, actor=person_id))
         metrics.labelled(metrics.QR_EVENTS, "cancel").inc()
 
-    async def _apply(self, qr_id: str, transition: machine.Transition, now: float | None = None) -> dict[str, str]:
+    def _scanning_person(self, phone: Caller) -> str:
+        """The person's id, if the token's client is one that may scan (the mobile app)."""
+        policy = self._clients.get(phone.claims["client_id"])
+        if policy is None or not policy.may_scan_qr:
+            raise errors.Forbidden("Only the mobile app may scan QR codes.", code="client_not_allowed")
+        return phone.claims["sub"]
+
+    async def _scanner_name(self, phone: Caller) -> str:
+        """The scanner's masked name, shown on the desktop: kept in the session since it began (sessions
+        from before that was so: read from the directory)."""
+        kept = phone.session.get("display_name")
+        if kept:
+            return kept
+        person = await self._directory.get(phone.claims["sub"])
+        if person is None:
+            raise errors.Unauthorized("The person of this token no longer exists.", code="invalid_token")
+        return mask_name(person.name)
+
+    async def _apply(self, qr_id: str, transition: machine.Transition, now: float | None = None) -> QrRecord:
         moment = time.time() if now is None else now
         if not QR_ID_PATTERN.fullmatch(qr_id):
             raise machine.refusal(None, transition, moment)
-        ok, record = await self._store.transition_qr(qr_id, transition, moment)
+        ok, fields = await self._store.transition_qr(qr_id, transition, moment)
+        record = QrRecord.parse(fields) if fields is not None else None
         if not ok or record is None:
             raise machine.refusal(record, transition, moment)
         return record
-
-
-def view(record: dict[str, str], now: float) -> StateView:
-    state = machine.effective_state(record, now)
-    result: StateView = {"state": state.value, "expires_in": machine.expires_in(record, now)}
-    if state in (QrState.SCANNED, QrState.CONFIRMED) and record.get("scanner_name"):
-        result["scanner"] = {"display_name": record["scanner_name"]}
-    return result

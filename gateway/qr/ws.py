@@ -2,8 +2,8 @@
 
 After `hello` the server sends `state` (always first, also on every reconnect), then `scanned`,
 then one terminal message (`confirmed` with the tokens, `cancelled` or `expired`) and closes 1000.
-The socket never trusts a pub/sub message's content: a wake-up only makes it read the record again,
-so nothing is lost to a reconnect, an instance change or a pub/sub gap.
+The waiting itself (wake-ups, re-reads, taking delivery once) is `gateway/qr/watch.py`, shared with
+the long-poll; this module speaks the socket's messages and close codes.
 """
 
 from __future__ import annotations
@@ -17,13 +17,11 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway import errors, metrics
-from gateway.components import Gateway, gateway_of
+from gateway.draining import Draining
 from gateway.jsonutil import JSONDecodeError, dumps, loads
-from gateway.qr import machine
 from gateway.qr.machine import QrState
-from gateway.qr.service import view
-from gateway.state.base import Waiter
-from gateway.tokens.claims import TokenResponse
+from gateway.qr.service import QrService
+from gateway.qr.watch import QrWatch, Sighting, WatchEnd
 
 log = logging.getLogger("qrgate.ws")
 
@@ -67,23 +65,41 @@ async def _read_hello(ws: WebSocket, timeout: float) -> str | None:
     return token if isinstance(token, str) and 0 < len(token) <= 128 else None
 
 
-async def qr_events(ws: WebSocket) -> None:
-    gw = gateway_of(ws)
-    qr_id: str = ws.path_params["qr_id"]
-    await ws.accept()
-    try:
-        token = await _read_hello(ws, gw.settings.hello_timeout)
-        if token is None:
-            await ws.close(CLOSE_BAD_HELLO, "expected {type: hello, waiter_token} first")
+class QrSocket:
+    """`/v1/qr/{qr_id}/events`: hello, then the QR's events until one is final."""
+
+    def __init__(self, qr: QrService, draining: Draining) -> None:
+        self.qr = qr
+        self.draining = draining
+
+    async def events(self, ws: WebSocket) -> None:
+        qr_id: str = ws.path_params["qr_id"]
+        await ws.accept()
+        try:
+            token = await _read_hello(ws, self.qr.hello_timeout)
+            if token is None:
+                await ws.close(CLOSE_BAD_HELLO, "expected {type: hello, waiter_token} first")
+                return
+            await self._stream(ws, qr_id, token)
+        except (ClosedByClient, WebSocketDisconnect):
             return
-        await _stream(ws, gw, qr_id, token)
-    except (ClosedByClient, WebSocketDisconnect):
-        return
-    except errors.ServiceUnavailable as exc:
-        # The store is down: the client should come back shortly (to this or another process).
-        metrics.labelled(metrics.BACKEND_ERRORS, "store").inc()
-        log.warning("store unavailable on a waiting socket: %r", exc.__cause__)
-        await _close_quietly(ws, CLOSE_TRY_AGAIN, "temporarily unavailable, reconnect")
+        except errors.ServiceUnavailable as exc:
+            # The store is down: the client should come back shortly (to this or another process).
+            metrics.labelled(metrics.BACKEND_ERRORS, "store").inc()
+            log.warning("store unavailable on a waiting socket: %r", exc.__cause__)
+            await _close_quietly(ws, CLOSE_TRY_AGAIN, "temporarily unavailable, reconnect")
+
+    async def _stream(self, ws: WebSocket, qr_id: str, waiter_token: str) -> None:
+        async with self.qr.watch(qr_id, waiter_token) as watch:
+            watcher = asyncio.create_task(_watch_client(ws, watch))
+            metrics.WAITING_WEBSOCKETS.inc()
+            self.draining.socket_opened()  # shutdown waits (a while) for the sockets to close
+            try:
+                await _send_events(ws, watch)
+            finally:
+                metrics.WAITING_WEBSOCKETS.dec()
+                self.draining.socket_closed()
+                watcher.cancel()
 
 
 async def _close_quietly(ws: WebSocket, code: int, reason: str) -> None:
@@ -92,7 +108,7 @@ async def _close_quietly(ws: WebSocket, code: int, reason: str) -> None:
             await ws.close(code, reason)
 
 
-async def _watch_client(ws: WebSocket, waiter: Waiter, gone: asyncio.Event) -> None:
+async def _watch_client(ws: WebSocket, watch: QrWatch) -> None:
     """Read (and ignore) what the client sends after hello; notice when it leaves."""
     try:
         while True:
@@ -100,91 +116,51 @@ async def _watch_client(ws: WebSocket, waiter: Waiter, gone: asyncio.Event) -> N
             if message["type"] == "websocket.disconnect":
                 break
     finally:
-        gone.set()
-        waiter.wake()
+        watch.stop()
 
 
-async def _stream(ws: WebSocket, gw: Gateway, qr_id: str, waiter_token: str) -> None:
-    gone = asyncio.Event()
-    async with gw.store.subscribe(qr_id) as waiter:
-        watcher = asyncio.create_task(_watch_client(ws, waiter, gone))
-        metrics.WAITING_WEBSOCKETS.inc()
-        gw.draining.socket_opened()
-        gw.draining.hold(waiter)  # on shutdown, woken to close with 1001
-        try:
-            await _send_events(ws, gw, qr_id, waiter_token, waiter, gone)
-        finally:
-            metrics.WAITING_WEBSOCKETS.dec()
-            gw.draining.socket_closed()
-            gw.draining.release(waiter)
-            watcher.cancel()
-
-
-async def _send_events(
-    ws: WebSocket, gw: Gateway, qr_id: str, waiter_token: str, waiter: Waiter, gone: asyncio.Event
-) -> None:
+async def _send_events(ws: WebSocket, watch: QrWatch) -> None:
     try:
-        # One read, after registering the waiter (so no change can slip in between), that also
-        # checks the waiter token.
-        record = await gw.qr.record_for_waiter(qr_id, waiter_token)
+        seen = await watch.first()  # also checks the waiter token
     except errors.ServiceUnavailable:
         raise
     except errors.GatewayError as exc:
         await ws.close(CLOSE_BY_CAUSE.get(exc.code, CLOSE_BAD_HELLO), exc.detail[:120])
         return
-    now = time.time()
-    current = view(record, now)
-    state = QrState(current["state"])
-    if state is QrState.DELIVERED:
+    if seen.state is QrState.DELIVERED:
         await ws.close(CLOSE_DELIVERED, "the result was already delivered")
         return
-    await _send(ws, {"type": "state", **current})
-    announced = state
-    while True:
-        if state is QrState.CONFIRMED:  # at hello: confirmed while this desktop was away
-            tokens, _ = await gw.qr.take_delivery(qr_id)
-            if tokens is not None:
-                await _send_tokens(ws, tokens, record)
-                return
-            await ws.close(CLOSE_DELIVERED, "the result was already delivered")
-            return
-        if state in (QrState.CANCELLED, QrState.EXPIRED):
-            if state is QrState.EXPIRED:
-                metrics.labelled(metrics.QR_EVENTS, "expire").inc()
-            await _send(ws, {"type": state.value})
-            await ws.close(CLOSE_NORMAL)
-            return
-        if state is QrState.DELIVERED:
-            await ws.close(CLOSE_DELIVERED, "the result was already delivered")
-            return
-        if state is QrState.SCANNED and announced is not QrState.SCANNED:
-            await _send(ws, {"type": "scanned", "scanner": {"display_name": record.get("scanner_name", "")}})
-        announced = state
-        until_expiry = float(record["expires_at"]) - time.time()
-        await waiter.wait(max(0.0, until_expiry + 0.01))
-        if gone.is_set():
-            return
-        if gw.draining.closing.is_set():
-            await ws.close(CLOSE_GOING_AWAY, "server shutting down, reconnect")
-            return
-        # Something changed (or the code expired): one call that takes delivery if it is due,
-        # and otherwise reads the state.
-        tokens, found = await gw.qr.take_delivery(qr_id)
-        if tokens is not None:
-            await _send_tokens(ws, tokens, found or record)
-            return
-        if found is None:
+    await _send(ws, {"type": "state", **seen.view(time.time())})
+    announced = seen.state
+    while not seen.final:
+        if seen.state is QrState.SCANNED and announced is not QrState.SCANNED:
+            await _send(ws, {"type": "scanned", "scanner": {"display_name": seen.record.scanner_name}})
+        announced = seen.state
+        try:
+            changed = await watch.next()
+        except errors.NotFound:
             await ws.close(CLOSE_NOT_FOUND, "the QR code was purged")
             return
-        record = found
-        state = machine.effective_state(record, time.time())
-        if state is QrState.CONFIRMED:  # confirmed, yet delivery refused: delivered elsewhere
-            await ws.close(CLOSE_DELIVERED, "the result was already delivered")
-            return
+        if changed is None:
+            if watch.ended is WatchEnd.DRAINING:
+                await ws.close(CLOSE_GOING_AWAY, "server shutting down, reconnect")
+            return  # or the client left
+        seen = changed
+    await _send_final(ws, seen)
 
 
-async def _send_tokens(ws: WebSocket, tokens: TokenResponse, record: dict[str, str]) -> None:
-    await _send(ws, {"type": "confirmed", "token": tokens})
-    if record.get("confirmed_at"):
-        metrics.PUSH_LATENCY.observe(max(0.0, time.time() - float(record["confirmed_at"])))
+async def _send_final(ws: WebSocket, seen: Sighting) -> None:
+    """The one terminal message (`confirmed` with the tokens, `cancelled` or `expired`), then close."""
+    if seen.tokens is not None:
+        await _send(ws, {"type": "confirmed", "token": seen.tokens})
+        if seen.record.confirmed_at is not None:
+            metrics.PUSH_LATENCY.observe(max(0.0, time.time() - seen.record.confirmed_at))
+        await ws.close(CLOSE_NORMAL)
+        return
+    if seen.state is QrState.DELIVERED:  # to another connection
+        await ws.close(CLOSE_DELIVERED, "the result was already delivered")
+        return
+    if seen.state is QrState.EXPIRED:
+        metrics.labelled(metrics.QR_EVENTS, "expire").inc()
+    await _send(ws, {"type": seen.state.value})
     await ws.close(CLOSE_NORMAL)

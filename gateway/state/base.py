@@ -13,8 +13,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Literal, Protocol
 
 from gateway import errors
-from gateway.qr.machine import Transition
 from gateway.state import attempts
+from gateway.state.updates import ConditionalUpdate
 
 RotateOutcome = Literal["rotated", "reused", "unknown"]
 
@@ -103,8 +103,10 @@ class StateStore(Protocol):
 
     async def get_qr(self, qr_id: str) -> dict[str, str] | None: ...
 
-    async def transition_qr(self, qr_id: str, transition: Transition, now: float) -> tuple[bool, dict[str, str] | None]:
-        """Apply atomically. (True, record after) or (False, record as it is, None if absent).
+    async def transition_qr(
+        self, qr_id: str, update: ConditionalUpdate, now: float
+    ) -> tuple[bool, dict[str, str] | None]:
+        """Apply `update` atomically. (True, record after) or (False, record as it is, None if absent).
         A successful transition wakes the QR's waiters in every process."""
 
     def subscribe(self, qr_id: str) -> AbstractAsyncContextManager[Waiter]:

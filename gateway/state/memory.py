@@ -10,9 +10,9 @@ import time
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 
-from gateway.qr.machine import Transition
 from gateway.state import attempts
 from gateway.state.base import LocalWaiters, RotateOutcome, Waiter, waiting
+from gateway.state.updates import ConditionalUpdate
 
 SWEEP_INTERVAL = 30.0
 
@@ -68,14 +68,16 @@ class MemoryStore:
         record = self._read("qr:" + qr_id)
         return dict(record) if record is not None else None
 
-    async def transition_qr(self, qr_id: str, transition: Transition, now: float) -> tuple[bool, dict[str, str] | None]:
+    async def transition_qr(
+        self, qr_id: str, update: ConditionalUpdate, now: float
+    ) -> tuple[bool, dict[str, str] | None]:
         key = "qr:" + qr_id
         record = self._read(key)
         if record is None:
             return False, None
-        if not transition.applies_to(record, now):
+        if not update.applies_to(record, now):
             return False, dict(record)
-        changed = transition.apply(record)
+        changed = update.apply(record)
         self._data[key] = (self._data[key][0], changed)
         self.waiters.wake(qr_id)
         return True, dict(changed)

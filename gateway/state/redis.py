@@ -27,7 +27,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from gateway.jsonutil import dumps
-from gateway.qr.machine import Transition
 from gateway.state import attempts
 from gateway.state.base import LocalWaiters, RotateOutcome, StoreUnavailable, Waiter
 from gateway.state.connections import Arg, Opener, open_socket
@@ -42,6 +41,7 @@ from gateway.state.redis_clients import (
     parse_redis_url,
     text_of,
 )
+from gateway.state.updates import ConditionalUpdate
 from gateway.state.wire import Script, Wire
 
 log = logging.getLogger("qrgate.state.redis")
@@ -365,14 +365,16 @@ class RedisStore:
     async def get_qr(self, qr_id: str) -> dict[str, str] | None:
         return await self._hgetall(self.qr_key(qr_id), "get_qr")
 
-    async def transition_qr(self, qr_id: str, transition: Transition, now: float) -> tuple[bool, dict[str, str] | None]:
+    async def transition_qr(
+        self, qr_id: str, update: ConditionalUpdate, now: float
+    ) -> tuple[bool, dict[str, str] | None]:
         args: list[Arg] = [
             repr(float(now)),
-            dumps(sorted(state.value for state in transition.from_states)),
-            "1" if transition.before_expiry else "0",
-            dumps(dict(transition.require)),
-            dumps(dict(transition.updates)),
-            transition.to_state.value,
+            dumps(sorted(update.from_states)),
+            "1" if update.before_expiry else "0",
+            dumps(dict(update.require)),
+            dumps(dict(update.updates)),
+            update.to_state,
         ]
         with _Guard("transition_qr"):
             keys = [self.qr_key(qr_id), self.qr_channel(qr_id)]
