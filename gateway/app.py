@@ -74,7 +74,7 @@ class Services:
     rare_chars: rare_chars.RareChars
 
     @classmethod
-    def create(cls, settings: Settings) -> Services:
+    def create(cls, settings: Settings, draining: Draining | None = None) -> Services:
         store = create_store(settings)
         engine = create_engine(settings.database_url)
         hashing = password_hashing(settings)
@@ -90,7 +90,7 @@ class Services:
         dpop = DpopVerifier(StoreReplayCache(store))
         bearer = BearerAuth(verifier, sessions, dpop, settings.issuer)
         clients = settings.client_policies()
-        draining = Draining()
+        draining = draining or Draining()
         captchas = Captchas(settings, store)
         identity_ip = Throttle(
             store,
@@ -204,10 +204,11 @@ class Services:
             self.hashing.close()
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, *, draining: Draining | None = None) -> Starlette:
+    """`draining`: the server's shutdown steps (`qrgate serve` passes its own, to drain on SIGTERM)."""
     config = settings or Settings()
     units = create_units_app(config) if config.units_mount else None  # trusts us over HTTP, like any service
-    services = Services.create(config)
+    services = Services.create(config, draining)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -21,6 +21,7 @@ from gateway.backends import password_hashing
 from gateway.clients import commands as client_commands
 from gateway.directory.db import create_engine, migrate
 from gateway.directory.persons import PersonDirectory
+from gateway.draining import Draining
 from gateway.settings import Settings
 from gateway.tokens import keys
 from gateway.units import commands as unit_commands
@@ -31,20 +32,19 @@ class GatewayServer(uvicorn.Server):
     for `drain_delay` seconds (load balancers notice), then our WebSockets close with 1001 (uvicorn
     would close them with 1012) so desktops reconnect elsewhere, then uvicorn shuts down."""
 
-    drain_delay: float = 0.0
+    def __init__(self, config: uvicorn.Config, draining: Draining, drain_delay: float) -> None:
+        super().__init__(config)
+        self.draining = draining
+        self.drain_delay = drain_delay
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        app = self.config.loaded_app
-        gateway = getattr(getattr(getattr(app, "app", app), "state", None), "gateway", None)
-        if gateway is not None:
-            gateway.draining.not_ready.set()
-            await asyncio.sleep(self.drain_delay)
+        self.draining.not_ready.set()
+        await asyncio.sleep(self.drain_delay)
         for server in self.servers:
             server.close()
-        if gateway is not None:
-            gateway.draining.close_connections()
-            # Let every socket send its 1001 before uvicorn closes what is left (with 1012).
-            await gateway.draining.sockets_closed(timeout=5.0)
+        self.draining.close_connections()
+        # Let every socket send its 1001 before uvicorn closes what is left (with 1012).
+        await self.draining.sockets_closed(timeout=5.0)
         await super().shutdown(sockets)
 
 
@@ -52,7 +52,8 @@ def serve(settings: Settings, host: str, port: int) -> None:
     logs.configure(settings.log_level, settings.log_format)
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port, addr=host)
-    app = create_app(settings)
+    draining = Draining()
+    app = create_app(settings, draining=draining)
     config = uvicorn.Config(
         app,
         host=host,
@@ -71,8 +72,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
         access_log=False,
         log_config=None,
     )
-    server = GatewayServer(config)
-    server.drain_delay = settings.drain_delay
+    server = GatewayServer(config, draining, settings.drain_delay)
     server.run()
 
 

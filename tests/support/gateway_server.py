@@ -20,6 +20,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.cli import GatewayServer, add_person_record
+from gateway.draining import Draining
 from gateway.settings import Settings
 
 FAST_HASHING: dict[str, Any] = {"argon2_memory_kib": 1024, "argon2_time_cost": 1}
@@ -51,8 +52,9 @@ class ThreadedGateway:
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}"
+        draining = Draining()
         config = uvicorn.Config(
-            create_app(settings),
+            create_app(settings, draining=draining),
             host="127.0.0.1",
             port=port,
             ws="websockets-sansio",
@@ -62,7 +64,7 @@ class ThreadedGateway:
             lifespan="on",
             timeout_graceful_shutdown=3,
         )
-        self.server = GatewayServer(config)
+        self.server = GatewayServer(config, draining, drain_delay=0.0)
         self._thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> ThreadedGateway:
