@@ -63,6 +63,14 @@ def test_a_clean_record_admits_one_attempt_without_a_captcha_at_a_time() -> None
     assert admit(record, "e", CaptchaCheck.NONE, LIMITS, NOW).admission is Admission.ADMITTED
 
 
+def test_a_captcha_still_being_checked_is_admitted_and_told_whether_it_was_due() -> None:
+    record = AttemptRecord()
+    free = admit(record, "a", CaptchaCheck.PRESENTED, LIMITS, NOW)
+    assert (free.admission, free.captcha_due) == (Admission.ADMITTED, False)  # a clean record: not due
+    due = admit(record, "b", CaptchaCheck.PRESENTED, LIMITS, NOW)
+    assert (due.admission, due.captcha_due) == (Admission.ADMITTED, True)  # "a" is in flight
+
+
 def test_places_are_bounded_by_what_is_left_before_the_lock() -> None:
     record = AttemptRecord()
     outcomes = [admit(record, f"a{i}", CaptchaCheck.SOLVED, LIMITS, NOW).admission for i in range(8)]
@@ -111,7 +119,7 @@ steps = st.lists(
     st.tuples(
         st.sampled_from(["admit"] * 4 + ["settle-failed"] * 2 + ["settle-succeeded", "settle-abandoned"]),
         st.integers(0, 1),
-        st.sampled_from([CaptchaCheck.SOLVED, CaptchaCheck.SOLVED, CaptchaCheck.NONE, CaptchaCheck.WRONG]),
+        st.sampled_from([CaptchaCheck.SOLVED, CaptchaCheck.PRESENTED, CaptchaCheck.NONE, CaptchaCheck.WRONG]),
         st.sampled_from([0.0, 0.0, 0.0, 0.5, 4.0, 11.0]),
     ),
     max_size=60,

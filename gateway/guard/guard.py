@@ -1,10 +1,11 @@
 """`SecretGuard`: the one sequence every secret check goes through.
 
-    1. per-IP throttle (429) and the presented captcha consumed, together (one round trip);
-    2. admission, one atomic store step (gateway/state/attempts.py): lock (423), captcha rule
-       (400 `captcha_required` / `captcha_invalid`, not counted), a place for this attempt;
-    3. the secret checked (argon2id off the loop, or whatever `verify` does);
-    4. the verdict, one atomic store step: a failure answers 401 with `attempts_left`, the last one
+    1. admission, one atomic store step (gateway/state/attempts.py): lock (423), captcha rule
+       (400 `captcha_required` / `captcha_invalid`, not counted), a place for this attempt; sent in
+       one round trip with the per-IP throttle (429) and the presented captcha's check (consumed
+       whatever happens; should it prove wrong while one was due, the place is given back);
+    2. the secret checked (argon2id off the loop, or whatever `verify` does);
+    3. the verdict, one atomic store step: a failure answers 401 with `attempts_left`, the last one
        423 and the lock is reported to `on_lock`; a success clears the record.
 
 Password login, the declaration password and every other secret share it, each with its own scope
@@ -28,6 +29,7 @@ from gateway.guard.captcha import CaptchaInvalid, CaptchaRequired, Captchas
 from gateway.guard.throttle import Throttle, TooManyRequests
 from gateway.state.attempts import (
     Admission,
+    Admitted,
     AttemptLimits,
     AttemptStatus,
     CaptchaCheck,
@@ -105,9 +107,8 @@ class SecretGuard:
         on_lock: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Return when `verify()` says the secret is right; raise the answer otherwise."""
-        captcha = await self._throttle_and_take_captcha(attempt)
         key, attempt_id = self._key(subject), secrets.token_hex(8)
-        await self._admit(key, attempt_id, captcha)
+        await self._enter(key, attempt_id, attempt)
         try:
             right = await verify()
         except BaseException:
@@ -127,27 +128,43 @@ class SecretGuard:
             self.limits.max_failures - settled.failures, captcha_required=bool(self.limits.captcha_seconds)
         )
 
-    async def _throttle_and_take_captcha(self, attempt: Attempt) -> CaptchaCheck:
-        """Both at once (the store pipelines them into one round trip); a presented captcha is
-        consumed whatever happens next."""
-        steps: list[Awaitable[object]] = []
+    async def _enter(self, key: str, attempt_id: str, attempt: Attempt) -> None:
+        """Admit the attempt, with the per-IP throttle and the captcha checked in the same round trip
+        (the store pipelines the three). A presented captcha is admitted as if solved; should it prove
+        wrong while one was due, or the throttle refuse, the place is given back at once."""
+        presented = self._captchas is not None and bool(attempt.captcha_id and attempt.captcha_answer)
+        steps: list[Awaitable[object]] = [
+            self._store.admit_attempt(
+                key, attempt_id, CaptchaCheck.PRESENTED if presented else CaptchaCheck.NONE, self.limits, time.time()
+            )
+        ]
         if self._ip_throttle is not None:
             steps.append(self._ip_throttle.hit(attempt.ip))
-        if self._captchas is not None:
+        if self._captchas is not None:  # consumed whatever happens next
             steps.append(self._captchas.check(attempt.captcha_id, attempt.captcha_answer))
-        done = await asyncio.gather(*steps, return_exceptions=True)
-        for result in done:
-            if isinstance(result, BaseException):
-                raise result
-        captcha = done[-1] if self._captchas is not None else CaptchaCheck.NONE
+        admitted, *others = await asyncio.gather(*steps, return_exceptions=True)
+        if isinstance(admitted, BaseException):
+            raise admitted
+        assert isinstance(admitted, Admitted)
+        captcha = others[-1] if self._captchas is not None else CaptchaCheck.NONE
+        refused = next((result for result in others if isinstance(result, BaseException)), None)
+        if admitted.admission is Admission.ADMITTED:
+            if refused is None and admitted.captcha_due and captcha is CaptchaCheck.WRONG:
+                refused = self._captcha_invalid()
+            if refused is not None:
+                await self._release(key, attempt_id)
+                raise refused
+            return
+        if refused is not None:
+            raise refused
         assert isinstance(captcha, CaptchaCheck)
-        return captcha
+        await self._admit_after(admitted, key, attempt_id, captcha)
 
-    async def _admit(self, key: str, attempt_id: str, captcha: CaptchaCheck) -> None:
+    async def _admit_after(self, admitted: Admitted, key: str, attempt_id: str, captcha: CaptchaCheck) -> None:
+        """Answer a refusal, or wait for the verdicts in flight while every place is taken."""
         deadline = time.monotonic() + self.limits.reservation_seconds
         pause = FIRST_WAIT
         while True:
-            admitted = await self._store.admit_attempt(key, attempt_id, captcha, self.limits, time.time())
             match admitted.admission:
                 case Admission.ADMITTED:
                     return
@@ -158,7 +175,7 @@ class SecretGuard:
                         f"Answer a captcha (POST {self._refusals.captcha_path}) and send captcha_id and captcha_answer."
                     )
                 case Admission.CAPTCHA_INVALID:
-                    raise CaptchaInvalid("The captcha answer is wrong or the captcha has expired; request a new one.")
+                    raise self._captcha_invalid()
             if time.monotonic() + pause > deadline:
                 raise TooManyRequests(
                     "Other attempts at this secret are being checked; try again in a moment.",
@@ -167,6 +184,11 @@ class SecretGuard:
                 )
             await asyncio.sleep(pause)
             pause = min(pause * 2, LONGEST_WAIT)
+            admitted = await self._store.admit_attempt(key, attempt_id, captcha, self.limits, time.time())
+
+    @staticmethod
+    def _captcha_invalid() -> CaptchaInvalid:
+        return CaptchaInvalid("The captcha answer is wrong or the captcha has expired; request a new one.")
 
     async def _release(self, key: str, attempt_id: str) -> None:
         # If the store is unreachable too, the place lapses by itself within `reservation_seconds`.

@@ -7,6 +7,8 @@ memory; `ADMIT_LUA` / `SETTLE_LUA` in Redis, which make exactly the decisions wr
 
     admit:  locked?                          -> LOCKED (nothing else is looked at)
             captcha due and none / a wrong one -> CAPTCHA_REQUIRED / CAPTCHA_INVALID (not counted)
+            (a captcha still being checked, PRESENTED, is admitted as if solved, and the answer says
+            it was due: if it then proves wrong, the caller gives the place back at once)
             failures + attempts in flight >= max -> BUSY (the verdicts in flight decide; ask again)
             else the attempt holds a place for `reservation_seconds`  -> ADMITTED
     settle: succeeded -> failures and the captcha rule cleared
@@ -28,6 +30,7 @@ from enum import StrEnum
 
 class CaptchaCheck(StrEnum):
     NONE = "none"  # no captcha came with the attempt (or one without an answer)
+    PRESENTED = "presented"  # one came, checked in the same round trip: admitted as if solved (below)
     SOLVED = "solved"
     WRONG = "wrong"  # wrong, used or expired
 
@@ -69,6 +72,7 @@ class AttemptLimits:
 class Admitted:
     admission: Admission
     locked_until: float = 0.0  # with LOCKED
+    captcha_due: bool = False  # with ADMITTED: a captcha was due, so a PRESENTED one must prove right
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,15 +111,15 @@ def admit(record: AttemptRecord, attempt: str, captcha: CaptchaCheck, limits: At
     for held, until in list(record.in_flight.items()):
         if until <= now:
             del record.in_flight[held]
-    if limits.captcha_seconds and (record.captcha_until > now or record.in_flight):
-        if captcha is CaptchaCheck.NONE:
-            return Admitted(Admission.CAPTCHA_REQUIRED)
-        if captcha is CaptchaCheck.WRONG:
-            return Admitted(Admission.CAPTCHA_INVALID)
+    due = bool(limits.captcha_seconds) and (record.captcha_until > now or bool(record.in_flight))
+    if due and captcha is CaptchaCheck.NONE:
+        return Admitted(Admission.CAPTCHA_REQUIRED)
+    if due and captcha is CaptchaCheck.WRONG:
+        return Admitted(Admission.CAPTCHA_INVALID)
     if record.failures + len(record.in_flight) >= limits.max_failures:
         return Admitted(Admission.BUSY)
     record.in_flight[attempt] = now + limits.reservation_seconds
-    return Admitted(Admission.ADMITTED)
+    return Admitted(Admission.ADMITTED, captcha_due=due)
 
 
 def settle(record: AttemptRecord, attempt: str, outcome: Outcome, limits: AttemptLimits, now: float) -> Settled:

@@ -140,7 +140,7 @@ return flat
 # Guarded attempts: the decisions of gateway/state/attempts.py (`admit`, `settle`), in one script each.
 # KEYS: the subject's record hash, its sorted set of attempts in flight (scored by when their place lapses).
 # ARGV: now, attempt id, captcha check, max failures, reservation (s), '1' when a captcha rule applies,
-# reservation (ms). Returns {admission, locked_until}.
+# reservation (ms). Returns {admission, locked_until[, 1 when admitted with a captcha due]}.
 ADMIT_LUA = """
 local now = tonumber(ARGV[1])
 local r = redis.call('HMGET', KEYS[1], 'failures', 'failures_until', 'locked_until', 'captcha_until')
@@ -149,13 +149,13 @@ local failures = tonumber(r[1]) or 0
 if (tonumber(r[2]) or 0) <= now then failures = 0 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 local in_flight = redis.call('ZCARD', KEYS[2])
-if ARGV[6] == '1' and ((tonumber(r[4]) or 0) > now or in_flight > 0) then
-  if ARGV[3] == 'none' then return {'captcha_required', ''} end
-  if ARGV[3] == 'wrong' then return {'captcha_invalid', ''} end
-end
+local due = ARGV[6] == '1' and ((tonumber(r[4]) or 0) > now or in_flight > 0)
+if due and ARGV[3] == 'none' then return {'captcha_required', ''} end
+if due and ARGV[3] == 'wrong' then return {'captcha_invalid', ''} end
 if failures + in_flight >= tonumber(ARGV[4]) then return {'busy', ''} end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[7])
+if due then return {'admitted', '', 1} end
 return {'admitted', ''}
 """
 
@@ -468,8 +468,9 @@ class RedisStore:
         ]
         keys = self.attempt_keys(key)
         with _Guard("admit_attempt"):
-            admission, until = await self.wire.script(ADMIT, keys, args, idempotent=False)
-        return attempts.Admitted(attempts.Admission(text_of(admission)), float(text_of(until) or 0))
+            reply = await self.wire.script(ADMIT, keys, args, idempotent=False)
+        until = float(text_of(reply[1]) or 0)
+        return attempts.Admitted(attempts.Admission(text_of(reply[0])), until, captcha_due=len(reply) > 2)
 
     async def settle_attempt(
         self, key: str, attempt: str, outcome: attempts.Outcome, limits: attempts.AttemptLimits, now: float
