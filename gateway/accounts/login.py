@@ -1,6 +1,6 @@
 """Password login: `POST /v1/login/password` by phone, login name or resident ID number.
 
-The order of checks is the contract of DOMAIN.md and DESIGN.md:
+The order of checks follows the rules of docs/domain.md and the contract in protocols/openapi.yaml:
 1. per-IP throttle (429): spraying many accounts from one address;
 2. lock (423): a locked subject is refused before anything else is looked at;
 3. captcha (400 `captcha_required` / `captcha_invalid`) once the subject has had a wrong password;

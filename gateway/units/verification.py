@@ -125,7 +125,7 @@ async def verify(request: Request) -> Response:
 
 
 async def enter(request: Request) -> Response:
-    """An authorized person needs only the real-name login (DOMAIN.md, unit verification 4)."""
+    """An authorized person needs only the real-name login (docs/domain.md, unit verification 4)."""
     service = units_of(request)
     claims = caller(request)
     tin = path_tin(request)
