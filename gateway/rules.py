@@ -1,4 +1,4 @@
-"""The account rules of DOMAIN.md, as pure checks. Each broken rule has its own `code`."""
+"""The account rules of docs/domain.md, as pure checks. Each broken rule has its own `code`."""
 
 from __future__ import annotations
 

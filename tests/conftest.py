@@ -15,6 +15,39 @@ pytest_plugins = ("tests.support.fixtures", "tests.support.units_fixtures", "tes
 
 _counter = itertools.count(1)
 
+# The fast tier (`scripts/test --fast`, i.e. -m "not slow") runs in-process only: the memory store, SQLite,
+# and Starlette's TestClient or the in-thread uvicorn `ThreadedGateway`. A test is marked `slow` here when
+# it uses one of these fixtures (directly or through another fixture), or when it is a parametrized case
+# on a real server; modules that start servers themselves say `pytestmark = pytest.mark.slow`.
+SLOW_FIXTURES = frozenset(
+    {
+        # tests/support/fixtures.py: private redis-server processes
+        "redis_server",
+        "module_redis",
+        "redis_cluster",
+        "redis_sentinel",
+        # tests/support/browser_fixtures.py: headless Chromium
+        "browser",
+        "page",
+        # tests/support/units_fixtures.py: `qrgate serve` and `qrgate serve-units` subprocesses
+        "units_stack",
+        # fixtures of single modules that start `qrgate serve` or PostgreSQL databases
+        "logged_gateway",  # test_operations.py
+        "pg_gateway",  # test_database_failures.py
+        "topology",  # test_deploy.py
+    }
+)
+SLOW_PARAMS = frozenset({"postgresql", "redis", "cluster"})  # engine/kind/backend cases on real servers
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = list(callspec.params.values()) if callspec is not None else []
+        if fixtures & SLOW_FIXTURES or any(isinstance(v, str) and v in SLOW_PARAMS for v in params):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def anyio_backend() -> str:

@@ -1,4 +1,4 @@
-"""Lockout as DOMAIN.md says, through the real server: captcha after one wrong password, the 5th
+"""Lockout as docs/domain.md says, through the real server: captcha after one wrong password, the 5th
 failure locks for 120 minutes, one counter per person, unknown identifiers answered exactly like
 known ones (status, body, captcha behaviour, timing), atomic counting, the per-IP throttle, audit."""
 

@@ -111,6 +111,7 @@ async def test_a_reset_code_is_bound_to_the_identity_and_tries_are_limited(
     assert (too_late.status_code, too_late.json()["code"]) == (400, "sms_code_invalid")
 
 
+@pytest.mark.slow  # waits for the next two one-second resend windows
 async def test_daily_cap_per_phone(tmp_path: Path) -> None:
     port = free_port()
     settings = make_settings(tmp_path, port, sms_daily_cap=2, sms_resend_interval=1)
@@ -181,11 +182,15 @@ async def test_the_webhook_sender_against_a_fake_provider(tmp_path: Path) -> Non
             server.stop()
 
 
-def test_production_refuses_the_dev_sender(tmp_path: Path) -> None:
+def test_production_refuses_the_dev_sender() -> None:
     with pytest.raises(ValidationError, match="dev SMS sender"):
         Settings(production=True)
     with pytest.raises(ValidationError, match="SMS_WEBHOOK_URL"):
         Settings(sms_sender="webhook")
+
+
+@pytest.mark.slow  # a `qrgate serve` subprocess
+def test_qrgate_serve_in_production_refuses_the_dev_sender(tmp_path: Path) -> None:
     env = {**os.environ, "QRGATE_PRODUCTION": "true", "QRGATE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db"}
     served = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(free_port())],

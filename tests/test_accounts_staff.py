@@ -43,6 +43,7 @@ def claims_of(token: str) -> dict[str, Any]:
     return claims
 
 
+@pytest.mark.slow  # a `qrgate admin` subprocess
 async def test_cli_grants_the_role_and_tokens_carry_it(
     gateway: ThreadedGateway, http: httpx.AsyncClient, make_person: Person
 ) -> None:
@@ -55,6 +56,7 @@ async def test_cli_grants_the_role_and_tokens_carry_it(
     assert "roles" not in claims_of(await access_token(http, make_person()))
 
 
+@pytest.mark.slow  # a `qrgate admin` subprocess
 def test_cli_refuses_an_unknown_login_name(gateway: ThreadedGateway) -> None:
     refused = qrgate(gateway, "admin", "staff", "grant", "nobody_here")
     assert refused.returncode == 2

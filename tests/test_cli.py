@@ -15,6 +15,8 @@ import pytest
 from tests.support.clients import close_code, mint, next_message, open_events
 from tests.support.gateway_server import GatewayProcess, free_port
 
+pytestmark = pytest.mark.slow  # `qrgate` subprocesses, `qrgate serve` among them
+
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:

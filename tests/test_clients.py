@@ -21,6 +21,8 @@ from tests.conftest import new_identity
 from tests.support.gateway_server import ThreadedGateway, free_port, make_settings
 from tests.support.qr_decode import decode, require, terminal_picture
 
+pytestmark = pytest.mark.slow  # the clients and `qrgate serve --demo` as processes on pseudo-terminals
+
 pexpect = require("pexpect", "pexpect")
 
 Person = Callable[..., dict[str, str]]

@@ -27,6 +27,8 @@ from tests.support.databases import create_postgres_database, drop_postgres_data
 from tests.support.gateway_server import GatewayProcess, free_port
 from tests.support.redis_procs import RedisServer
 
+pytestmark = pytest.mark.slow  # the deploy tools as subprocesses, nginx, redis-server and PostgreSQL
+
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 BIN = Path(sys.executable).parent
 

@@ -35,7 +35,7 @@ from gateway.state.keys import Guarded
 from gateway.state.memory import MemoryStore
 from gateway.state.redis import RedisStore
 from tests.support.accounts import fresh_ip, login, solved_captcha
-from tests.support.redis_procs import RedisServer
+from tests.support.redis_procs import RedisClusterGroup, RedisServer
 from tests.support.units import DECLARATION_PASSWORD, Person, UnitsStack, captcha, new_person, new_unit
 
 LIMITS = AttemptLimits(max_failures=5, lock_seconds=7200, reservation_seconds=10, captcha_seconds=86400)
@@ -209,9 +209,9 @@ def test_fifty_concurrent_admissions_are_exact(kind: str, request: pytest.Fixtur
     assert (with_captchas.count(Admission.ADMITTED), with_captchas.count(Admission.BUSY)) == (5, 45)
 
 
-def test_the_guard_scripts_run_on_a_cluster(request: pytest.FixtureRequest) -> None:
+def test_the_guard_scripts_run_on_a_cluster(redis_cluster: RedisClusterGroup) -> None:
     """Both keys of a subject share a slot, so the scripts are legal on Redis Cluster."""
-    cluster = request.getfixturevalue("redis_cluster")
+    cluster = redis_cluster
 
     async def body() -> list[object]:
         store = RedisStore.from_url(cluster.url, prefix="g" + uuid.uuid4().hex[:8])

@@ -829,6 +829,7 @@ async def test_websocket_refusals_close_with_documented_codes(
     await ws.close()
 
 
+@pytest.mark.slow  # waits for 5 s QR codes to expire
 @pytest.mark.anyio
 async def test_missing_hello_and_expiry(quick_gateway: ThreadedGateway) -> None:
     """On a gateway with 5 s QR codes: no hello within the timeout is 4400; an open code expires
@@ -1397,6 +1398,7 @@ async def test_readiness_and_metrics(client: httpx.AsyncClient) -> None:
         assert f"# HELP {name} " in metrics.text, name
 
 
+@pytest.mark.slow  # a shutdown with a 2 s drain
 @pytest.mark.anyio
 async def test_readiness_fails_first_while_draining(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Shutdown begins with 503 `not_ready` (still served, same shape) before the server stops."""

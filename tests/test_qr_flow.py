@@ -201,6 +201,7 @@ async def test_fifty_concurrent_confirms_one_wins(gateway: ThreadedGateway, make
         assert await close_code(ws) == 1000
 
 
+@pytest.mark.slow  # waits for a 5 s QR code to expire
 async def test_expiry_is_pushed(quick_gateway: ThreadedGateway, tmp_path: Path) -> None:
     async with httpx.AsyncClient(base_url=quick_gateway.base_url) as client:
         minted = await mint(client)
@@ -214,6 +215,7 @@ async def test_expiry_is_pushed(quick_gateway: ThreadedGateway, tmp_path: Path) 
         assert state.json() == {"state": "expired", "expires_in": 0}
 
 
+@pytest.mark.slow  # waits for a 5 s QR code to expire
 async def test_scan_after_expiry_is_gone(quick_gateway: ThreadedGateway) -> None:
     async with httpx.AsyncClient(base_url=quick_gateway.base_url) as client:
         identity = __import__("tests.conftest", fromlist=["new_identity"]).new_identity()

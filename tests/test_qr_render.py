@@ -35,6 +35,7 @@ def reference_rows(payload: bytes, version: int, level: str, mask: int) -> tuple
     return tuple("".join("1" if module else "0" for module in row) for row in code.modules)
 
 
+@pytest.mark.slow  # 64 symbols encoded twice
 def test_every_version_and_level_matches_an_independent_encoder() -> None:
     """Each version at one level (in turn), and each level of the versions where the tables change."""
     rng = random.Random(7)
@@ -128,6 +129,7 @@ def random_contents(count: int) -> list[str]:
     return contents
 
 
+@pytest.mark.slow  # 300 images decoded
 def test_many_random_contents_read_back_as_png_and_svg() -> None:
     for content in random_contents(150):
         symbol = encode(content)

@@ -39,7 +39,7 @@ from tests.support.scale_out import (
     rest,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # slow: `qrgate serve` and redis-server processes
 
 
 @pytest.fixture(autouse=True)

@@ -32,6 +32,8 @@ from tests.support.redis_procs import (
     sync_client,
 )
 
+pytestmark = pytest.mark.slow  # redis-server processes (standalone, Cluster, Sentinel, TLS) it starts itself
+
 T = TypeVar("T")
 
 

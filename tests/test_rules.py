@@ -1,4 +1,4 @@
-"""The account rules of DOMAIN.md as pure checks."""
+"""The account rules of docs/domain.md as pure checks."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ from tests.support.scale_out import (
     rest,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # slow: several `qrgate serve` processes on redis-server
 
 
 @pytest.fixture(autouse=True)

@@ -214,6 +214,7 @@ def session_credentials_for(case: schemathesis.Case[Any], real: RealFlows, *, re
     return real.phone if real_session else real.bearer(real.desktop_session()["access_token"])
 
 
+@pytest.mark.slow  # about 30 s of generated requests
 @schema.parametrize()
 def test_gateway_conforms_to_openapi(case: schemathesis.Case[Any], fuzzed: ThreadedGateway, real: RealFlows) -> None:
     headers: dict[str, str] = {}

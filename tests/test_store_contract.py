@@ -127,6 +127,7 @@ def test_create_and_get_qr(backend: Backend) -> None:
     run(body)
 
 
+@pytest.mark.slow  # waits out TTLs of 1 and 2 s
 def test_keys_expire(backend: Backend) -> None:
     """QR records and data expire after their TTL; a counter's TTL runs from its first hit."""
 

@@ -169,6 +169,7 @@ async def rotating_http(rotating: ThreadedGateway) -> AsyncIterator[httpx.AsyncC
         yield client
 
 
+@pytest.mark.slow  # `qrgate keys` subprocesses and key activation delays
 @pytest.mark.anyio
 async def test_rotation_keeps_every_verifier_working(
     rotating: ThreadedGateway, rotating_http: httpx.AsyncClient, tmp_path: Path

@@ -1,4 +1,4 @@
-"""The cut-over policy for legacy logins, which let a unit in without a person (DOMAIN.md, unit
+"""The cut-over policy for legacy logins, which let a unit in without a person (docs/domain.md, unit
 verification 5): CA-certificate login and declaration-password-only login.
 
 Before `units_legacy_cutover` (00:00 China Standard Time; default 2020-01-01) they work and return a

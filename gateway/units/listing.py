@@ -1,7 +1,7 @@
 """`GET /units/v1/units`: the units the caller does tax work for, and how each can be entered.
 
 With one unit the desktop asks for its declaration password at once (or enters it, when an
-authorization applies); with several the person picks one first (DOMAIN.md, unit verification 2).
+authorization applies); with several the person picks one first (docs/domain.md, unit verification 2).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ class UnitRole(StrEnum):
     TAX_STAFF = "tax_staff"  # 办税人员
 
 
-# Who may reset the unit's declaration password through the app or WEB (DOMAIN.md).
+# Who may reset the unit's declaration password through the app or WEB (docs/domain.md).
 RESETTERS = frozenset({UnitRole.LEGAL_REP, UnitRole.FINANCE_MANAGER})
 
 

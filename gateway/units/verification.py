@@ -107,7 +107,7 @@ async def verify(service: UnitsService, request: Request) -> Response:
 
 
 async def enter(service: UnitsService, request: Request) -> Response:
-    """An authorized person needs only the real-name login (DOMAIN.md, unit verification 4)."""
+    """An authorized person needs only the real-name login (docs/domain.md, unit verification 4)."""
     claims = caller(request)
     tin = path_tin(request)
     membership = await require_member(service, tin, claims["sub"])

@@ -91,6 +91,7 @@ class FakeService:
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
+        self.server.force_exit = True  # do not wait for a request a test left hanging ("slow" verdicts)
         self._thread.join(timeout=10)
 
 
