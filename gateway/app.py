@@ -29,6 +29,9 @@ from gateway.guard.guard import SecretGuard
 from gateway.guard.hashing import PasswordHashing
 from gateway.guard.throttle import Throttle
 from gateway.middleware import BodyLimitMiddleware, ObserveMiddleware
+from gateway.oidc import http as oidc_http
+from gateway.oidc.clients import RelyingParties
+from gateway.oidc.provider import OidcProvider
 from gateway.qr import http as qr_http
 from gateway.qr.render import QrImages
 from gateway.qr.service import QrService
@@ -72,6 +75,8 @@ class Services:
     recovery: recovery.Recovery
     hall: admin.HallDesk
     rare_chars: rare_chars.RareChars
+    oidc: OidcProvider
+    dpop: DpopVerifier
 
     @classmethod
     def create(cls, settings: Settings, draining: Draining | None = None) -> Services:
@@ -134,6 +139,14 @@ class Services:
             audit=audit,
             identity_ip=identity_ip,
         )
+        oidc = OidcProvider(
+            settings,
+            store,
+            RelyingParties(engine, refresh=settings.oidc_clients_refresh),
+            sessions,
+            issuer,
+            directory,
+        )
         return cls(
             settings=settings,
             store=store,
@@ -151,6 +164,8 @@ class Services:
                 client_auth=ClientAuthenticator(settings, store),
                 bearer=bearer,
                 audiences=frozenset({settings.token_audience, *settings.exchange_audiences}),
+                grants={"authorization_code": oidc_http.token_grant(oidc, dpop)},
+                refreshing_client=oidc_http.refreshing_client(oidc),
             ),
             qr=QrService(settings, store, sessions, directory, draining),
             images=QrImages(),
@@ -162,6 +177,8 @@ class Services:
             recovery=recover,
             hall=admin.HallDesk(bearer, directory, records, registrations, recover, audit),
             rare_chars=rare_chars.RareChars(),
+            oidc=oidc,
+            dpop=dpop,
         )
 
     def routes(self, *, units_mounted: bool) -> list[BaseRoute]:
@@ -175,7 +192,8 @@ class Services:
             *recovery.routes(self.recovery),
             *admin.routes(self.hall),
             *rare_chars.routes(self.rare_chars),
-            *token_routes.routes(settings, self.issuer),
+            *token_routes.routes(self.issuer),
+            *oidc_http.routes(self.oidc, self.bearer, self.dpop),
             *token_endpoints.routes(self.tokens),
             *health.routes(
                 self.store,

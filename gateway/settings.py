@@ -219,6 +219,30 @@ class Settings(BaseSettings):
         True, description="Serve the phone simulator at /demo/app (a demo tool; never served when production=true)."
     )
 
+    # Browser single sign-on: the OpenID Connect provider (gateway/oidc/, docs/sso.md) ---------------
+    sso_session_ttl: int = Field(
+        8 * 3600, ge=60, description="How long a browser's sign-in gives single sign-on to further relying parties (s)."
+    )
+    oidc_request_ttl: int = Field(
+        600, ge=30, le=3600, description="How long a browser may take to sign in for one authorization request (s)."
+    )
+    oidc_code_ttl: int = Field(60, ge=5, le=60, description="Authorization-code lifetime (s); single use.")
+    oidc_par_ttl: int = Field(90, ge=10, le=600, description="Lifetime of a pushed authorization request (s).")
+    oidc_id_token_ttl: int = Field(600, ge=60, le=3600, description="id_token lifetime (s).")
+    oidc_clients_refresh: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="Relying parties are re-read from the database at most this often (s): "
+        "`qrgate admin client ...` takes effect in every process within it.",
+    )
+    backchannel_logout_timeout: float = Field(
+        5.0, gt=0, le=60, description="Time a relying party's back-channel logout endpoint has to answer (s)."
+    )
+    backchannel_logout_retries: int = Field(
+        5, ge=0, le=20, description="Tries after the first for a back-channel logout, with exponential backoff."
+    )
+
     # Units: the unit-verification service (gateway/units/, docs/units.md) ----------------------------
     units_mount: bool = Field(True, description="Mount the unit-verification service at /units in `qrgate serve`.")
     units_gateway_url: str = Field(

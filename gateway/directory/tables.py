@@ -70,3 +70,17 @@ person_registrations = sa.Table(
     sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("password_changed_at", sa.DateTime(timezone=True), nullable=True),
 )
+
+# Relying parties of the OpenID Connect provider (migration 0005) ----------------------------------
+relying_parties = sa.Table(
+    "relying_parties",
+    metadata,
+    sa.Column("client_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.Unicode(100), nullable=False),  # shown on the sign-in page: 登录到 {name}
+    sa.Column("secret_hash", sa.String(64), nullable=True),  # SHA-256 of the secret; NULL: a public client
+    sa.Column("redirect_uris", sa.Text, nullable=False),  # JSON lists, matched exactly
+    sa.Column("post_logout_redirect_uris", sa.Text, nullable=False),
+    sa.Column("backchannel_logout_uri", sa.String(2000), nullable=True),
+    sa.Column("scopes", sa.Text, nullable=False),  # space-separated: what it may ask for
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)

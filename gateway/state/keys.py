@@ -14,9 +14,15 @@ class Space(StrEnum):
     REGISTRATION = "registration"  # accounts/registration.py: an identity verified, not yet completed
     RESET_TICKET = "reset-ticket"  # accounts/recovery.py: a forgotten-password ticket (by its hash)
     PERSON_SESSIONS = "person-sessions"  # tokens/sessions.py: the session ids of a person
+    SESSION_CHILDREN = "session-children"  # tokens/sessions.py: the sessions made from a session
     DPOP_PROOF = "dpop"  # tokens/dpop.py: proofs seen (replay)
     CLIENT_ASSERTION = "client-assertion"  # tokens/client_auth.py: private_key_jwt assertions seen
     UNIT_CA_CHALLENGE = "unit-ca"  # units/ca.py: a CA challenge, single use
+    OIDC_REQUEST = "oidc-request"  # oidc/provider.py: an authorization waiting for its sign-in
+    OIDC_PAR = "oidc-par"  # oidc/provider.py: a pushed authorization request (RFC 9126)
+    OIDC_CODE = "oidc-code"  # oidc/provider.py: an authorization code (by its hash), single use
+    OIDC_CODE_SPENT = "oidc-code-spent"  # oidc/provider.py: what a used code issued (reuse revokes it)
+    SSO_SESSION = "sso-session"  # oidc/provider.py: a browser's sign-in (by its cookie's hash)
 
 
 class Guarded(StrEnum):

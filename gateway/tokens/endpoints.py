@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -38,6 +39,9 @@ def _oauth_error(error: str, detail: str, *, status: int = 400, code: str | None
     return kind(detail, code=code or error, status=status, error=error)
 
 
+Grant = Callable[[Request, dict[str, str]], Awaitable[Response]]
+
+
 @dataclass(frozen=True, slots=True)
 class TokenEndpoints:
     settings: Settings
@@ -48,6 +52,11 @@ class TokenEndpoints:
     client_auth: ClientAuthenticator
     bearer: BearerAuth
     audiences: frozenset[str]
+    # Grants other packages add (the OpenID provider's authorization_code), by grant_type.
+    grants: Mapping[str, Grant] = field(default_factory=dict)
+    # Who refreshes, when that client must authenticate (a confidential relying party): its client id,
+    # or None for the gateway's own public clients, which name themselves.
+    refreshing_client: Callable[[Request, dict[str, str]], Awaitable[str | None]] | None = None
 
     async def token(self, request: Request) -> Response:
         form = await read_form(request)
@@ -56,11 +65,16 @@ class TokenEndpoints:
             return await self._refresh(request, form)
         if grant == TOKEN_EXCHANGE:
             return await self._exchange(request, form)
-        raise _oauth_error("unsupported_grant_type", "grant_type must be refresh_token or token exchange.")
+        extra = self.grants.get(grant)
+        if extra is not None:
+            return await extra(request, form)
+        supported = ", ".join(["refresh_token", "token exchange", *self.grants])
+        raise _oauth_error("unsupported_grant_type", f"grant_type must be one of: {supported}.")
 
     async def _refresh(self, request: Request, form: dict[str, str]) -> Response:
         refresh_token = form.get("refresh_token", "")
-        client_id = form.get("client_id", "")
+        authenticated = await self.refreshing_client(request, form) if self.refreshing_client else None
+        client_id = authenticated or form.get("client_id", "")
         if not refresh_token or not client_id:
             raise _oauth_error("invalid_request", "refresh_token and client_id are required.")
 

@@ -8,6 +8,10 @@ a refresh must log in again, which the desktop does by showing a new QR code.
 
 Each session lives until its idle deadline (extended by every refresh) or its absolute deadline,
 whichever comes first. A person's session ids are indexed so they can be listed and ended together.
+
+Lineage: a session made from another (a relying party's session from the browser's single sign-on
+session) names it as `parent`, and ending a session ends its children, and theirs. Whoever must know
+when a session ends (the OpenID provider, to send back-channel logout tokens) registers a listener.
 """
 
 from __future__ import annotations
@@ -52,14 +56,25 @@ class SessionInfo:
     last_used: int
 
 
+Ended = Callable[[str, dict[str, str]], Awaitable[None]]  # (sid, the session as it was)
+
+
 class SessionManager:
     def __init__(self, settings: Settings, store: StateStore, issuer: TokenIssuer) -> None:
         self._settings = settings
         self._store = store
         self._issuer = issuer
+        self._listeners: list[Ended] = []
 
     def _index(self, subject: str) -> str:
         return keys.key(keys.Space.PERSON_SESSIONS, subject)
+
+    def _children(self, sid: str) -> str:
+        return keys.key(keys.Space.SESSION_CHILDREN, sid)
+
+    def on_end(self, listener: Ended) -> None:
+        """Call `listener` for every session that ends through `end` (its children included)."""
+        self._listeners.append(listener)
 
     async def start(
         self,
@@ -71,10 +86,14 @@ class SessionManager:
         jkt: str | None = None,
         roles: Sequence[str] = (),
         display_name: str = "",
+        auth_time: int | None = None,
+        parent: str | None = None,
+        scope: str = "",
     ) -> TokenResponse:
         """One login = one session with its first refresh token. `display_name` is the person's
         masked name (shown on a desktop this session's phone scans), kept so a scan needs no
-        directory read."""
+        directory read. `auth_time`: when the person authenticated, if not now (single sign-on);
+        `parent`: the session this one is made from; `scope`: carried by its access tokens."""
         now = int(time.time())
         sid = secrets.token_urlsafe(16)
         secret = secrets.token_urlsafe(32)
@@ -88,15 +107,20 @@ class SessionManager:
             "roles": " ".join(roles),
             "display_name": display_name,
             "created_at": str(now),
-            "auth_time": str(now),
+            "auth_time": str(now if auth_time is None else auth_time),
+            "parent": parent or "",
+            "scope": scope,
             "last_used": str(now),
             "expires_at": str(now + absolute),
             "refresh_hash": _hash(secret),
         }
-        await asyncio.gather(  # independent writes: one round trip
+        writes = [
             self._store.create_session(sid, session, min(absolute, self._settings.session_idle_ttl)),
             self._store.add_member(self._index(subject), sid, absolute),
-        )
+        ]
+        if parent:
+            writes.append(self._store.add_member(self._children(parent), sid, absolute))
+        await asyncio.gather(*writes)  # independent writes: one round trip
         metrics.labelled(metrics.TOKENS_ISSUED, "+".join(amr) or "login").inc()
         return self._response(sid, session, f"{sid}.{secret}", now)
 
@@ -110,6 +134,7 @@ class SessionManager:
             auth_time=int(session["auth_time"]),
             jkt=jkt,
             roles=session["roles"].split(),
+            extra={"scope": session["scope"]} if session.get("scope") else None,
             now=now,
         )
         return {
@@ -152,6 +177,7 @@ class SessionManager:
         metrics.labelled(metrics.REFRESHES, outcome if rotated is not None or outcome == "reused" else "invalid").inc()
         if outcome == "reused":
             logs.event("refresh_token_reused", sid_hash=_hash(sid)[:12])
+            await self._ended(sid, session)  # the store deleted it; what was made from it goes too
             raise InvalidGrant(
                 "This refresh token was already used; the session has been ended for safety. Log in again.",
                 error="invalid_grant",
@@ -168,11 +194,21 @@ class SessionManager:
         return await self._store.get_session(sid)
 
     async def end(self, sid: str) -> bool:
+        """End the session and every session made from it; True if it was alive."""
         session = await self._store.get_session(sid)
         ended = await self._store.end_session(sid)
+        await self._ended(sid, session)
+        return ended
+
+    async def _ended(self, sid: str, session: dict[str, str] | None) -> None:
+        """What follows a session's end, whoever ended it: the index, the listeners, the children."""
         if session is not None:
             await self._store.remove_member(self._index(session["sub"]), sid)
-        return ended
+            for listener in self._listeners:
+                await listener(sid, session)
+        for child in sorted(await self._store.members(self._children(sid))):
+            await self._store.remove_member(self._children(sid), child)
+            await self.end(child)
 
     async def list_of(self, subject: str) -> list[SessionInfo]:
         result = []
@@ -199,6 +235,6 @@ class SessionManager:
         for sid in await self._store.members(self._index(subject)):
             session = await self._store.get_session(sid)
             if session is not None and session["sub"] == subject:
-                ended += await self._store.end_session(sid)
+                ended += await self.end(sid)
             await self._store.remove_member(self._index(subject), sid)
         return ended

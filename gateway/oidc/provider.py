@@ -1,0 +1,391 @@
+"""The OpenID Connect provider: authorization requests, the browser's single sign-on session, codes,
+the authorization_code grant, UserInfo.
+
+Theory of operation.
+
+    RP ──/authorize──▶ checked (requests.py) ──▶ a live browser session? ──yes──▶ code ──▶ RP
+                                                      │no
+                                                      ▼
+                       pending request (state store) + a cookie binding it to this browser
+                                                      ▼
+                       /signin: QR or password (oidc/signin.py) ──▶ `complete` ──▶ code ──▶ RP
+    RP ──/v1/token (code, verifier)──▶ the code taken once ──▶ a session of its own, child of the
+                                       browser's, ──▶ access token, id_token, refresh token
+
+The browser session is a gateway session (`sid`, listed by `GET /v1/sessions`, ended by `DELETE`),
+kept behind an HttpOnly cookie whose hash names a small record: who signed in, when, and how, so a
+second relying party gets the original `auth_time` and `amr`. Each relying party's session is made
+from it (`parent`): ending the browser session ends theirs, and the id_tokens carry the browser
+session's `sid`, as back-channel logout needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway import errors
+from gateway.directory.persons import PersonDirectory
+from gateway.oidc import id_tokens
+from gateway.oidc.clients import RelyingParties, RelyingParty
+from gateway.oidc.requests import (
+    PAR_PREFIX,
+    AuthorizationRequest,
+    RefusedHere,
+    RefusedToClient,
+    client_and_redirect,
+    parse,
+    redirect_to,
+    verifier_matches,
+)
+from gateway.settings import Settings
+from gateway.state import keys
+from gateway.state.base import StateStore
+from gateway.tokens.issuer import TokenIssuer
+from gateway.tokens.keys import KeyRing
+from gateway.tokens.sessions import SessionManager
+
+BROWSER_CLIENT = "web"  # the browser session's client id (a built-in client)
+SPENT_CODE_MEMORY = 3600  # s a used code is remembered, so a second use revokes what the first issued
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class OAuthError(errors.BadRequest):
+    """An RFC 6749 error at the token endpoint (`error` beside our `code`)."""
+
+    def __init__(self, error: str, detail: str, *, status: int = 400) -> None:
+        super().__init__(detail, code=error, status=status, error=error)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """Who signed in on the sign-in page, and how."""
+
+    subject: str
+    amr: tuple[str, ...]
+    auth_time: int
+    display_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserSession:
+    sid: str
+    subject: str
+    auth_time: int
+    amr: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """Send the browser to `url`; set the cookies named (value "" deletes one)."""
+
+    url: str
+    cookies: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An authorization waiting for its sign-in, as the sign-in page needs it."""
+
+    request_id: str
+    request: AuthorizationRequest
+    party: RelyingParty
+
+
+class OidcProvider:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        parties: RelyingParties,
+        sessions: SessionManager,
+        issuer: TokenIssuer,
+        directory: PersonDirectory,
+    ) -> None:
+        self.settings = settings
+        self._store = store
+        self.parties = parties
+        self._sessions = sessions
+        self._issuer = issuer
+        self._directory = directory
+        secure = settings.issuer.startswith("https://")
+        # __Host- cookies must be Secure, with Path=/ and no Domain: only on https.
+        self.session_cookie = "__Host-qrgate-sso" if secure else "qrgate-sso"
+        self.binding_cookie = "__Host-qrgate-signin" if secure else "qrgate-signin"
+        self.secure_cookies = secure
+
+    @property
+    def ring(self) -> KeyRing:
+        return self._issuer.ring
+
+    # The browser session ----------------------------------------------------------------------------
+    async def browser_session(self, cookie: str | None) -> BrowserSession | None:
+        if not cookie or len(cookie) > 128:
+            return None
+        record = await self._store.get(keys.key(keys.Space.SSO_SESSION, _hash(cookie)))
+        if record is None or await self._sessions.alive(record["sid"]) is None:
+            return None
+        return BrowserSession(record["sid"], record["sub"], int(record["auth_time"]), tuple(record["amr"].split()))
+
+    async def _start_browser_session(self, who: SignedIn) -> tuple[BrowserSession, str]:
+        started = await self._sessions.start(
+            subject=who.subject,
+            client_id=BROWSER_CLIENT,
+            amr=who.amr,
+            device_name="browser single sign-on",
+            display_name=who.display_name,
+            auth_time=who.auth_time,
+        )
+        sid = started["refresh_token"].partition(".")[0]  # its tokens are never handed out
+        cookie = secrets.token_urlsafe(32)
+        record = {"sid": sid, "sub": who.subject, "auth_time": str(who.auth_time), "amr": " ".join(who.amr)}
+        await self._store.put(keys.key(keys.Space.SSO_SESSION, _hash(cookie)), record, self.settings.sso_session_ttl)
+        return BrowserSession(sid, who.subject, who.auth_time, who.amr), cookie
+
+    async def forget_browser_session(self, cookie: str | None) -> BrowserSession | None:
+        """The browser session behind `cookie`, ended (with every relying party's session made from it)."""
+        found = await self.browser_session(cookie)
+        if cookie:
+            await self._store.delete(keys.key(keys.Space.SSO_SESSION, _hash(cookie)))
+        if found is not None:
+            await self._sessions.end(found.sid)
+        return found
+
+    # The authorization endpoint ---------------------------------------------------------------------
+    async def authorize(self, params: Mapping[str, str], *, session_cookie: str | None) -> Redirect:
+        """Raises RefusedHere (an error page) or RefusedToClient (an error redirect)."""
+        params = await self._unpushed(params)
+        request = parse(params, await self.parties.get(params.get("client_id", "")))
+        session = None if "login" in request.prompt else await self.browser_session(session_cookie)
+        if session is not None and request.max_age is not None and time.time() - session.auth_time > request.max_age:
+            session = None
+        if session is not None:
+            return Redirect(await self._code_redirect(request, session))
+        if "none" in request.prompt:
+            raise RefusedToClient(
+                "login_required",
+                "The person is not signed in to qrgate here.",
+                redirect_uri=request.redirect_uri,
+                state=request.state,
+            )
+        request_id, binding = secrets.token_urlsafe(16), secrets.token_urlsafe(32)
+        record = {**request.record(), "binding": _hash(binding), "qr_id": ""}
+        await self._store.put(keys.key(keys.Space.OIDC_REQUEST, request_id), record, self.settings.oidc_request_ttl)
+        return Redirect(f"{self.settings.issuer}/signin?request={request_id}", {self.binding_cookie: binding})
+
+    async def _unpushed(self, params: Mapping[str, str]) -> Mapping[str, str]:
+        """A request by reference to a pushed one (RFC 9126 4) is that one, taken once."""
+        request_uri = params.get("request_uri")
+        if request_uri is None:
+            return params
+        client_id = params.get("client_id", "")
+        if not request_uri.startswith(PAR_PREFIX) or len(request_uri) > 128:
+            raise RefusedHere("The request_uri is not one this provider issued.", error="invalid_request_uri")
+        pushed = await self._store.take(keys.key(keys.Space.OIDC_PAR, request_uri.removeprefix(PAR_PREFIX)))
+        if pushed is None or pushed.get("client_id") != client_id:
+            raise RefusedHere("The pushed request has expired or was used already.", error="invalid_request_uri")
+        return pushed
+
+    async def push(self, params: Mapping[str, str], party: RelyingParty) -> dict[str, Any]:
+        """RFC 9126: the request checked now (errors answered to the client directly), kept briefly."""
+        if "request_uri" in params:
+            raise OAuthError("invalid_request", "A pushed request cannot itself refer to a request_uri.")
+        if params.get("client_id", party.client_id) != party.client_id:
+            raise OAuthError("invalid_request", "client_id does not match the authenticated client.")
+        values = {**params, "client_id": party.client_id}
+        try:
+            parse(values, party)
+        except RefusedHere as refused:
+            raise OAuthError(refused.error, refused.description) from refused
+        except RefusedToClient as refused:
+            raise OAuthError(refused.error, refused.description) from refused
+        reference = secrets.token_urlsafe(24)
+        ttl = self.settings.oidc_par_ttl
+        await self._store.put(keys.key(keys.Space.OIDC_PAR, reference), values, ttl)
+        return {"request_uri": PAR_PREFIX + reference, "expires_in": ttl}
+
+    # The sign-in page's side ------------------------------------------------------------------------
+    async def pending(self, request_id: str, binding: str | None) -> Pending:
+        """The authorization waiting in this browser (404 for any other browser)."""
+        record = await self._store.get(keys.key(keys.Space.OIDC_REQUEST, request_id[:64]))
+        if record is None or not binding or not secrets.compare_digest(record["binding"], _hash(binding)):
+            raise errors.NotFound(
+                "This sign-in has expired or belongs to another browser: go back to the application and try again.",
+                code="signin_not_found",
+            )
+        request = AuthorizationRequest.from_record(record)
+        party = await self.parties.get(request.client_id)
+        if party is None:
+            raise errors.NotFound("The application was removed meanwhile.", code="signin_not_found")
+        return Pending(request_id, request, party)
+
+    async def remember_qr(self, pending: Pending, qr_id: str) -> None:
+        """The QR code minted for this sign-in: only its result may complete it."""
+        key = keys.key(keys.Space.OIDC_REQUEST, pending.request_id)
+        record = await self._store.get(key)
+        if record is not None:
+            await self._store.put(key, {**record, "qr_id": qr_id}, self.settings.oidc_request_ttl)
+
+    async def qr_of(self, pending: Pending) -> str:
+        record = await self._store.get(keys.key(keys.Space.OIDC_REQUEST, pending.request_id))
+        return record["qr_id"] if record is not None else ""
+
+    async def complete(self, pending: Pending, who: SignedIn) -> Redirect:
+        """The person signed in for `pending`: a browser session, and the code back to the relying party."""
+        if await self._store.take(keys.key(keys.Space.OIDC_REQUEST, pending.request_id)) is None:
+            raise errors.NotFound("This sign-in was completed already.", code="signin_not_found")
+        session, cookie = await self._start_browser_session(who)
+        url = await self._code_redirect(pending.request, session)
+        return Redirect(url, {self.session_cookie: cookie, self.binding_cookie: ""})
+
+    async def cancel(self, pending: Pending) -> Redirect:
+        """The person declined: `access_denied` to the relying party."""
+        await self._store.delete(keys.key(keys.Space.OIDC_REQUEST, pending.request_id))
+        request = pending.request
+        url = redirect_to(
+            request.redirect_uri,
+            {"error": "access_denied", "error_description": "The person cancelled the sign-in.", **self._tail(request)},
+        )
+        return Redirect(url, {self.binding_cookie: ""})
+
+    def _tail(self, request: AuthorizationRequest) -> dict[str, str]:
+        return {"state": request.state, "iss": self.settings.issuer}
+
+    def refused_url(self, refused: RefusedToClient) -> str:
+        return redirect_to(
+            refused.redirect_uri,
+            {
+                "error": refused.error,
+                "error_description": refused.description,
+                "state": refused.state,
+                "iss": self.settings.issuer,
+            },
+        )
+
+    async def _code_redirect(self, request: AuthorizationRequest, session: BrowserSession) -> str:
+        code = secrets.token_urlsafe(32)
+        record = {
+            **request.record(),
+            "sub": session.subject,
+            "browser_sid": session.sid,
+            "auth_time": str(session.auth_time),
+            "amr": " ".join(session.amr),
+        }
+        await self._store.put(keys.key(keys.Space.OIDC_CODE, _hash(code)), record, self.settings.oidc_code_ttl)
+        return redirect_to(request.redirect_uri, {"code": code, **self._tail(request)})
+
+    # The token endpoint's authorization_code grant --------------------------------------------------
+    async def client_of(self, form: Mapping[str, str], basic: tuple[str, str] | None) -> RelyingParty | None:
+        """The relying party making a token request, authenticated as it registered; None when the
+        client is not a relying party (the gateway's own clients use other grants)."""
+        client_id = basic[0] if basic is not None else form.get("client_id", "")
+        party = await self.parties.get(client_id)
+        if party is None:
+            return None
+        secret = basic[1] if basic is not None else form.get("client_secret")
+        if party.public:
+            if secret:
+                raise OAuthError("invalid_client", "This client is public: it has no secret.", status=401)
+        elif secret is None or not party.secret_matches(secret):
+            raise OAuthError("invalid_client", "Client authentication failed.", status=401)
+        return party
+
+    async def exchange_code(self, form: Mapping[str, str], party: RelyingParty, *, jkt: str | None) -> dict[str, Any]:
+        code = form.get("code", "")
+        if not code or len(code) > 128:
+            raise OAuthError("invalid_request", "code is required.")
+        record = await self._store.take(keys.key(keys.Space.OIDC_CODE, _hash(code)))
+        if record is None:
+            spent = await self._store.take(keys.key(keys.Space.OIDC_CODE_SPENT, _hash(code)))
+            if spent is not None:  # RFC 6749 4.1.2: a code used twice revokes what it issued
+                await self._sessions.end(spent["sid"])
+                raise OAuthError("invalid_grant", "This code was used already; what it issued is revoked.")
+            raise OAuthError("invalid_grant", "The code is not valid or has expired.")
+        request = AuthorizationRequest.from_record(record)
+        if request.client_id != party.client_id:
+            raise OAuthError("invalid_grant", "The code was issued to another client.")
+        if form.get("redirect_uri") != request.redirect_uri:
+            raise OAuthError("invalid_grant", "redirect_uri differs from the authorization request's.")
+        if not verifier_matches(form.get("code_verifier", ""), request.code_challenge):
+            raise OAuthError("invalid_grant", "The PKCE code_verifier does not match the code_challenge.")
+        amr = tuple(record["amr"].split())
+        auth_time = int(record["auth_time"])
+        tokens = await self._sessions.start(
+            subject=record["sub"],
+            client_id=party.client_id,
+            amr=amr,
+            device_name=party.name,
+            jkt=jkt,
+            auth_time=auth_time,
+            parent=record["browser_sid"],
+            scope=request.scope,
+        )
+        sid = tokens["refresh_token"].partition(".")[0]
+        spent = {"sid": sid}
+        await self._store.put(keys.key(keys.Space.OIDC_CODE_SPENT, _hash(code)), spent, SPENT_CODE_MEMORY)
+        answer: dict[str, Any] = {
+            "access_token": tokens["access_token"],
+            "token_type": tokens["token_type"],
+            "expires_in": tokens["expires_in"],
+            "scope": request.scope,
+            "id_token": id_tokens.id_token(
+                self._issuer.ring,
+                issuer=self.settings.issuer,
+                subject=record["sub"],
+                client_id=party.client_id,
+                session_id=record["browser_sid"],
+                auth_time=auth_time,
+                amr=amr,
+                nonce=request.nonce,
+                access_token=tokens["access_token"],
+                ttl=self.settings.oidc_id_token_ttl,
+            ),
+        }
+        if "offline_access" in request.scopes:
+            answer["refresh_token"] = tokens["refresh_token"]
+        return answer
+
+    # UserInfo -------------------------------------------------------------------------------------------
+    async def userinfo(self, subject: str, scope: str) -> dict[str, Any]:
+        scopes = scope.split()
+        if "openid" not in scopes:
+            raise errors.Forbidden("This access token was not issued for OpenID Connect.", code="insufficient_scope")
+        person = await self._directory.get(subject)
+        if person is None:
+            raise errors.Unauthorized("The person of this access token no longer exists.", code="invalid_token")
+        return {"sub": subject, **self.identity_claims(person, scopes)}
+
+    @staticmethod
+    def identity_claims(person: Any, scopes: tuple[str, ...] | list[str]) -> dict[str, Any]:
+        """The claims `scopes` grant (Core 5.4): `profile` the real and the login name, `phone` the
+        number registered (verified by SMS at registration)."""
+        claims: dict[str, Any] = {}
+        if person is None:
+            return claims
+        if "profile" in scopes:
+            claims["name"] = person.name
+            claims["preferred_username"] = person.login_name
+        if "phone" in scopes:
+            claims["phone_number"] = "+86" + person.phone
+            claims["phone_number_verified"] = True
+        return claims
+
+
+__all__ = [
+    "BrowserSession",
+    "OAuthError",
+    "OidcProvider",
+    "Pending",
+    "Redirect",
+    "RefusedHere",
+    "RefusedToClient",
+    "SignedIn",
+    "client_and_redirect",
+]
