@@ -48,9 +48,9 @@ from gateway.tokens.endpoints import TokenEndpoints
 from gateway.tokens.issuer import TokenIssuer
 from gateway.tokens.keys import KeyFile
 from gateway.tokens.sessions import SessionManager
-from gateway.tokens.verifier import AccessTokenVerifier, StaticKeys
 from gateway.units.app import UnitsMount, create_units_app, mounted_lifespan
 from gateway.web import pages as web_pages
+from qrgate_verify.verifier import AccessTokenVerifier, StaticKeys
 
 
 @dataclass

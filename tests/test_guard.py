@@ -34,7 +34,7 @@ from gateway.state.base import StateStore
 from gateway.state.keys import Guarded
 from gateway.state.memory import MemoryStore
 from gateway.state.redis import RedisStore
-from tests.support.accounts import fresh_ip, login, solved_captcha
+from tests.support.accounts import fresh_ip, identity_fields, login, sms_challenge, sms_codes, solved_captcha
 from tests.support.redis_procs import RedisClusterGroup, RedisServer
 from tests.support.units import DECLARATION_PASSWORD, Person, UnitsStack, captcha, new_person, new_unit
 
@@ -356,3 +356,30 @@ def test_a_check_that_cannot_run_gives_its_place_back() -> None:
         await guard.check("s", Attempt("1.2.3.4"), right)  # its one place was given back at once
 
     asyncio.run(body())
+
+
+@pytest.mark.anyio
+async def test_ten_parallel_wrong_sms_codes_void_the_code_exactly(
+    http: httpx.AsyncClient, make_person: Factory
+) -> None:
+    """Five tries per code, each answered as a wrong code (4, 3, 2, 1, 0 left); the rest `sms_attempts_exceeded`."""
+    person = make_person()
+    with sms_codes() as codes:
+        challenge, code = await sms_challenge(
+            http, codes, {"purpose": "reset_password", "identity": identity_fields(person)}
+        )
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
+    forgot = {**identity_fields(person), "sms_challenge_id": challenge, "sms_code": wrong}
+    answers = await asyncio.gather(
+        *(http.post("/v1/password/forgot", json=forgot, headers=fresh_ip()) for _ in range(10))
+    )
+    assert all(a.status_code == 400 for a in answers), [a.text for a in answers]
+    checked = sorted(a.json()["attempts_left"] for a in answers if "attempts_left" in a.json())
+    others = sorted(a.json()["code"] for a in answers if "attempts_left" not in a.json())
+    assert checked == [0, 1, 2, 3, 4]  # exactly five tries were checked
+    # The rest were refused unchecked: every try used (`sms_attempts_exceeded`), or, once the last wrong
+    # try voided the code, no such challenge any more (`sms_code_invalid` without attempts, as before).
+    assert len(others) == 5
+    assert set(others) <= {"sms_attempts_exceeded", "sms_code_invalid"}
+    again = await http.post("/v1/password/forgot", json={**forgot, "sms_code": code}, headers=fresh_ip())
+    assert again.json()["code"] == "sms_code_invalid"  # the right code no longer works either

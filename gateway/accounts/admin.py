@@ -20,13 +20,12 @@ from gateway import errors
 from gateway.accounts.identity import IdentityFields, identity_of, person_with
 from gateway.accounts.records import AccountRecords, Identity
 from gateway.accounts.recovery import Recovery
-from gateway.accounts.registration import Registrations
+from gateway.accounts.registration import Registrations, identity_key
 from gateway.directory.audit import AuditLog
 from gateway.directory.persons import PersonDirectory
-from gateway.guard.throttle import key_part
 from gateway.inputs import read_json
 from gateway.jsonutil import dumps
-from gateway.rules import HALL_STAFF
+from gateway.rules import HALL_STAFF, IdType
 from gateway.tokens.bearer import BearerAuth
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -34,7 +33,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 def identity_subject(id_type: str, id_number: str) -> str:
     """How the audit log names an identity that has no person id yet (never the ID number itself)."""
-    return "identity:" + key_part(f"{id_type}:{id_number}")
+    return "identity:" + identity_key(Identity(IdType(id_type), id_number, "", ""))
 
 
 class HallPasswordReset(IdentityFields):

@@ -58,6 +58,7 @@ class PasswordLogins:
     async def login(self, body: PasswordLogin, *, ip: str) -> TokenResponse:
         if body.client_id not in self.clients:
             raise errors.UnknownClient(f"Unknown client_id {body.client_id!r}.")
+        await self.guard.throttle(ip)  # before the directory is asked anything
         person = await self.directory.find_by_identifier(body.identifier)
         subject = person.id if person is not None else unknown_subject(body.identifier)
 

@@ -34,7 +34,7 @@ from gateway.accounts.identity import IdentityFields, identity_of, same_name
 from gateway.accounts.records import AccountRecords, Conflict, Identity, new_registration_code
 from gateway.accounts.sms import SmsChallenges
 from gateway.directory.audit import AuditLog
-from gateway.guard.guard import Attempt, Refusals, SecretGuard
+from gateway.guard.guard import Attempt, CodeRefusals, SecretGuard
 from gateway.guard.hashing import PasswordHashing
 from gateway.guard.throttle import Throttle, key_part
 from gateway.inputs import StrictModel, client_ip, read_json
@@ -72,17 +72,15 @@ def identity_key(identity: Identity) -> str:
     return key_part(f"{identity.id_type.value}:{identity.id_number}")
 
 
-class HallCodeRefusals(Refusals):
-    def wrong(self, attempts_left: int, *, captcha_required: bool) -> errors.GatewayError:
+class HallCodeRefusals(CodeRefusals):
+    def wrong_code(self, attempts_left: int) -> errors.GatewayError:
         return errors.BadRequest(
             "The registration code does not match this identity (ID type, ID number and name).",
             code="registration_code_invalid",
             attempts_left=attempts_left,
         )
 
-    def locked(self, until: float, *, just_now: bool) -> errors.GatewayError:
-        if just_now:
-            return self.wrong(0, captcha_required=False)
+    def exhausted(self) -> errors.GatewayError:
         return errors.BadRequest(
             "Too many wrong registration codes for this identity: the code is void. Ask the hall for a new one.",
             code="registration_code_exhausted",

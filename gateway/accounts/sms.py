@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 from gateway import errors, rules
 from gateway.accounts.identity import IdentityFields, identity_of, person_with
 from gateway.accounts.records import AccountRecords, Identity
-from gateway.guard.guard import Attempt, Refusals, SecretGuard
+from gateway.guard.guard import Attempt, CodeRefusals, SecretGuard
 from gateway.guard.throttle import Throttle, key_part
 from gateway.inputs import StrictModel, client_ip, read_json
 from gateway.jsonutil import dumps
@@ -116,16 +116,14 @@ def _digest(salt: bytes, code: str) -> str:
     return hmac.new(salt, code.encode(), hashlib.sha256).hexdigest()
 
 
-class SmsCodeRefusals(Refusals):
-    def wrong(self, attempts_left: int, *, captcha_required: bool) -> errors.GatewayError:
+class SmsCodeRefusals(CodeRefusals):
+    def wrong_code(self, attempts_left: int) -> errors.GatewayError:
         return SmsCodeInvalid(
             "The SMS code is wrong." + (" Request a new one." if attempts_left == 0 else ""),
             attempts_left=attempts_left,
         )
 
-    def locked(self, until: float, *, just_now: bool) -> errors.GatewayError:
-        if just_now:  # the last try: the code is void from now on
-            return self.wrong(0, captcha_required=False)
+    def exhausted(self) -> errors.GatewayError:
         return SmsCodeInvalid("Too many wrong SMS codes: request a new one.", code="sms_attempts_exceeded")
 
 

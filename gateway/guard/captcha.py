@@ -54,7 +54,7 @@ class Captchas:
         self._store = store
         self._images = ImageCaptcha(width=160, height=60)
         # One renderer thread: ImageCaptcha caches fonts lazily and drawing is CPU work.
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="captcha")
+        self._pool: ThreadPoolExecutor | None = None
         self.throttle = Throttle(
             store,
             keys.Throttles.CAPTCHA_IP,
@@ -73,6 +73,8 @@ class Captchas:
 
     async def issue(self) -> dict[str, object]:
         text = self._text()
+        if self._pool is None:  # made on first use (again after `close`, should the app start a second time)
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="captcha")
         png = await asyncio.get_running_loop().run_in_executor(self._pool, self._render, text)
         captcha_id = secrets.token_urlsafe(16)
         salt = secrets.token_bytes(16)
@@ -104,7 +106,9 @@ class Captchas:
         return CaptchaCheck.SOLVED if await self.solved(captcha_id, answer) else CaptchaCheck.WRONG
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
 
 def route(captchas: Captchas, path: str = "/v1/captcha") -> Route:

@@ -1,17 +1,19 @@
 """`SecretGuard`: the one sequence every secret check goes through.
 
+    0. the per-IP throttle (429), where the secret has one: `throttle(ip)`, called by the handler
+       first, before it looks anything up;
     1. admission, one atomic store step (gateway/state/attempts.py): lock (423), captcha rule
        (400 `captcha_required` / `captcha_invalid`, not counted), a place for this attempt; sent in
-       one round trip with the per-IP throttle (429) and the presented captcha's check (consumed
-       whatever happens; should it prove wrong while one was due, the place is given back);
+       one round trip with the presented captcha's check (the captcha is consumed whatever happens;
+       should it prove wrong while one was due, the place is given back at once);
     2. the secret checked (argon2id off the loop, or whatever `verify` does);
     3. the verdict, one atomic store step: a failure answers 401 with `attempts_left`, the last one
        423 and the lock is reported to `on_lock`; a success clears the record.
 
-Password login, the declaration password and every other secret share it, each with its own scope
-(its own counters) and words. An attempt that finds every place taken by attempts in flight waits
-for their verdicts (they decide whether it is refused as locked or admitted) for as long as a place
-may be held, then answers 429.
+Password login, the declaration password, SMS codes and hall codes share it, each with its own scope
+(its own counters) and words (`Refusals`). An attempt that finds every place taken by attempts in
+flight waits for their verdicts (they decide whether it is refused as locked or admitted) for at most
+`BUSY_WAIT` seconds, then answers 429 `attempts_in_progress`.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ import contextlib
 import math
 import secrets
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from gateway import errors
+from gateway import errors, logs, metrics
 from gateway.guard.captcha import CaptchaInvalid, CaptchaRequired, Captchas
 from gateway.guard.throttle import Throttle, TooManyRequests
 from gateway.state.attempts import (
@@ -41,6 +44,7 @@ from gateway.state.keys import Guarded
 
 FIRST_WAIT = 0.005  # seconds; doubled up to LONGEST_WAIT while other attempts are in flight
 LONGEST_WAIT = 0.1
+BUSY_WAIT = 2.0  # the longest an attempt waits for the verdicts in flight (or a place's lifetime, if shorter)
 
 
 class Refusals:
@@ -64,6 +68,23 @@ class Refusals:
             headers={"Retry-After": str(retry_after)},
             retry_after=retry_after,
         )
+
+
+class CodeRefusals(Refusals, ABC):
+    """For a one-time code (SMS, hall registration code): the last wrong try still reads as a wrong
+    code (`attempts_left: 0`, the code is void from then on), and later tries as `exhausted`."""
+
+    @abstractmethod
+    def wrong_code(self, attempts_left: int) -> errors.GatewayError: ...
+
+    @abstractmethod
+    def exhausted(self) -> errors.GatewayError: ...
+
+    def wrong(self, attempts_left: int, *, captcha_required: bool) -> errors.GatewayError:
+        return self.wrong_code(attempts_left)
+
+    def locked(self, until: float, *, just_now: bool) -> errors.GatewayError:
+        return self.wrong_code(0) if just_now else self.exhausted()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +119,11 @@ class SecretGuard:
     def _key(self, subject: str) -> str:
         return f"{self._scope.value}:{subject}"
 
+    async def throttle(self, ip: str) -> None:
+        """Step 0: the per-IP throttle (429), before the handler looks anything up."""
+        if self._ip_throttle is not None:
+            await self._ip_throttle.hit(ip)
+
     async def check(
         self,
         subject: str,
@@ -121,48 +147,37 @@ class SecretGuard:
             return
         if settled.verdict is Verdict.LOCKED:
             just_now = settled.failures > 0  # this attempt's failure locked it
-            if just_now and on_lock is not None:
-                await on_lock()
+            if just_now:
+                metrics.labelled(metrics.LOCKOUTS, self._scope.value).inc()
+                logs.event("locked", scope=self._scope.value)
+                if on_lock is not None:
+                    await on_lock()
             raise self._refusals.locked(settled.locked_until, just_now=just_now)
         raise self._refusals.wrong(
             self.limits.max_failures - settled.failures, captcha_required=bool(self.limits.captcha_seconds)
         )
 
     async def _enter(self, key: str, attempt_id: str, attempt: Attempt) -> None:
-        """Admit the attempt, with the per-IP throttle and the captcha checked in the same round trip
-        (the store pipelines the three). A presented captcha is admitted as if solved; should it prove
-        wrong while one was due, or the throttle refuse, the place is given back at once."""
-        presented = self._captchas is not None and bool(attempt.captcha_id and attempt.captcha_answer)
-        steps: list[Awaitable[object]] = [
-            self._store.admit_attempt(
-                key, attempt_id, CaptchaCheck.PRESENTED if presented else CaptchaCheck.NONE, self.limits, time.time()
-            )
-        ]
-        if self._ip_throttle is not None:
-            steps.append(self._ip_throttle.hit(attempt.ip))
-        if self._captchas is not None:  # consumed whatever happens next
-            steps.append(self._captchas.check(attempt.captcha_id, attempt.captcha_answer))
-        admitted, *others = await asyncio.gather(*steps, return_exceptions=True)
-        if isinstance(admitted, BaseException):
-            raise admitted
-        assert isinstance(admitted, Admitted)
-        captcha = others[-1] if self._captchas is not None else CaptchaCheck.NONE
-        refused = next((result for result in others if isinstance(result, BaseException)), None)
-        if admitted.admission is Admission.ADMITTED:
-            if refused is None and admitted.captcha_due and captcha is CaptchaCheck.WRONG:
-                refused = self._captcha_invalid()
-            if refused is not None:
-                await self._release(key, attempt_id)
-                raise refused
-            return
-        if refused is not None:
-            raise refused
-        assert isinstance(captcha, CaptchaCheck)
-        await self._admit_after(admitted, key, attempt_id, captcha)
+        """Admit the attempt, with the captcha checked in the same round trip (the store pipelines
+        both): a presented captcha is admitted as if solved, and should it prove wrong while one was
+        due, the place is given back at once."""
+        if self._captchas is None:
+            admitted = await self._store.admit_attempt(key, attempt_id, CaptchaCheck.NONE, self.limits, time.time())
+            return await self._answer(admitted, key, attempt_id, CaptchaCheck.NONE)
+        presented = bool(attempt.captcha_id and attempt.captcha_answer)
+        first = CaptchaCheck.PRESENTED if presented else CaptchaCheck.NONE
+        admitted, captcha = await asyncio.gather(
+            self._store.admit_attempt(key, attempt_id, first, self.limits, time.time()),
+            self._captchas.check(attempt.captcha_id, attempt.captcha_answer),  # consumed whatever follows
+        )
+        if admitted.admission is Admission.ADMITTED and admitted.captcha_due and captcha is CaptchaCheck.WRONG:
+            await self._release(key, attempt_id)
+            raise self._captcha_invalid()
+        await self._answer(admitted, key, attempt_id, captcha)
 
-    async def _admit_after(self, admitted: Admitted, key: str, attempt_id: str, captcha: CaptchaCheck) -> None:
-        """Answer a refusal, or wait for the verdicts in flight while every place is taken."""
-        deadline = time.monotonic() + self.limits.reservation_seconds
+    async def _answer(self, admitted: Admitted, key: str, attempt_id: str, captcha: CaptchaCheck) -> None:
+        """Return when admitted; answer a refusal; wait for the verdicts in flight while every place is taken."""
+        deadline = time.monotonic() + min(BUSY_WAIT, self.limits.reservation_seconds)
         pause = FIRST_WAIT
         while True:
             match admitted.admission:

@@ -10,6 +10,7 @@ from enum import StrEnum
 class Space(StrEnum):
     CAPTCHA = "captcha"  # guard/captcha.py: a captcha's salted answer, single use
     THROTTLE = "throttle"  # guard/throttle.py: fixed-window counters, scoped by Throttles below
+    ATTEMPTS = "attempts"  # guard/guard.py: attempts at a secret, scoped by Guarded below
     SMS = "sms"  # accounts/sms.py: a challenge's salted code
     REGISTRATION = "registration"  # accounts/registration.py: an identity verified, not yet completed
     RESET_TICKET = "reset-ticket"  # accounts/recovery.py: a forgotten-password ticket (by its hash)

@@ -27,7 +27,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from gateway.jsonutil import dumps
-from gateway.state import attempts
+from gateway.state import attempts, keys
 from gateway.state.base import LocalWaiters, RotateOutcome, StoreUnavailable, Waiter
 from gateway.state.connections import Arg, Opener, open_socket
 from gateway.state.fanout import CONFIRM_TIMEOUT, HEALTH_INTERVAL, Fanout
@@ -333,7 +333,7 @@ class RedisStore:
 
     def attempt_keys(self, key: str) -> list[str]:
         """A subject's attempt record and its attempts in flight (one slot)."""
-        record = self.data_key("attempts:" + key)
+        record = self.data_key(keys.key(keys.Space.ATTEMPTS, key))
         return [record, record + ":in-flight"]
 
     def session_keys(self, sid: str) -> list[str]:
@@ -502,7 +502,8 @@ class RedisStore:
 
     async def clear_attempts(self, key: str, now: float) -> bool:
         with _Guard("clear_attempts"):
-            locked = await self.wire.script(CLEAR_ATTEMPTS, self.attempt_keys(key), [], idempotent=True)
+            # Not repeated after a lost reply: the second run would answer "was not locked".
+            locked = await self.wire.script(CLEAR_ATTEMPTS, self.attempt_keys(key), [], idempotent=False)
         return bool(locked) and float(text_of(locked)) > now
 
     async def _hgetall(self, key: str, operation: str) -> dict[str, str] | None:

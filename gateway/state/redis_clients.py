@@ -118,7 +118,7 @@ class TlsOptions:
     ca_data: str | None = None
     certfile: str | None = None
     keyfile: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     cert_reqs: ssl.VerifyMode = ssl.CERT_REQUIRED
     check_hostname: bool = True
     min_version: ssl.TLSVersion | None = None
@@ -155,7 +155,7 @@ class RedisTarget:
     # for the slot map first
     addresses: tuple[Address, ...]
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     db: int = 0
     tls: TlsOptions | None = None
     service: str = ""  # sentinel: the service name

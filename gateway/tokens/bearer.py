@@ -13,7 +13,7 @@ from gateway.inputs import bearer_token
 from gateway.tokens.claims import AccessTokenClaims
 from gateway.tokens.dpop import DpopVerifier, InvalidProof
 from gateway.tokens.sessions import SessionManager
-from gateway.tokens.verifier import AccessTokenVerifier, InvalidToken
+from qrgate_verify.verifier import AccessTokenVerifier, InvalidToken
 
 
 @dataclass(frozen=True, slots=True)

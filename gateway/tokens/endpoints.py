@@ -19,7 +19,7 @@ from gateway.tokens.client_auth import ClientAuthenticator, refuse
 from gateway.tokens.dpop import DpopVerifier, InvalidProof
 from gateway.tokens.issuer import TokenIssuer
 from gateway.tokens.sessions import SessionManager
-from gateway.tokens.verifier import AccessTokenVerifier, InvalidToken
+from qrgate_verify.verifier import AccessTokenVerifier, InvalidToken
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 (a URN)
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 (a URN)

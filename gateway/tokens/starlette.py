@@ -1,5 +1,5 @@
 """The Starlette middleware lives in the qrgate-verify package (verify/); these names stay here for
-the units service and older imports. Its refusals are `gateway.errors.Unauthorized` (the same class)."""
+code written against `gateway.tokens`. Its refusals are `gateway.errors.Unauthorized` (the same class)."""
 
 from __future__ import annotations
 

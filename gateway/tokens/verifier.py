@@ -1,5 +1,5 @@
 """The access-token verifier lives in the qrgate-verify package (verify/), which downstream services
-install without the server; these names stay here for the gateway's own code and older imports."""
+install without the server; `gateway.tokens` re-exports these names for code written against it."""
 
 from __future__ import annotations
 

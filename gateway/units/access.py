@@ -21,8 +21,8 @@ from gateway.directory.persons import PersonDirectory
 from gateway.rules import HALL_STAFF
 from gateway.settings import Settings
 from gateway.tokens.claims import AccessTokenClaims
-from gateway.tokens.starlette import require_claims
-from gateway.tokens.verifier import AccessTokenVerifier, InvalidToken, RemoteJwks
+from qrgate_verify.starlette import require_claims
+from qrgate_verify.verifier import AccessTokenVerifier, InvalidToken, RemoteJwks
 
 JWKS_PATH = "/.well-known/jwks.json"
 

@@ -29,10 +29,10 @@ from gateway.health import healthz
 from gateway.jsonutil import dumps
 from gateway.middleware import BodyLimitMiddleware
 from gateway.settings import Settings
-from gateway.tokens.starlette import TokenAuthMiddleware
 from gateway.units import admin, authorizations, ca, declaration, legacy, listing, verification
 from gateway.units.service import UnitsService
 from gateway.units.tokens import UNITS_PATH
+from qrgate_verify.starlette import TokenAuthMiddleware
 
 PUBLIC_PATHS = tuple(f"{UNITS_PATH}{path}" for path in ("/.well-known/", "/v1/captcha", "/v1/legacy/"))
 

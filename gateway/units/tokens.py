@@ -18,8 +18,8 @@ from gateway.settings import Settings
 from gateway.tokens import jws
 from gateway.tokens.claims import Confirmation
 from gateway.tokens.keys import KeyFile
-from gateway.tokens.verifier import AccessTokenVerifier, InvalidToken, StaticKeys
 from gateway.units.rules import LEGACY_ROLE, UnitRole, Via
+from qrgate_verify.verifier import AccessTokenVerifier, InvalidToken, StaticKeys
 
 UNIT_TOKEN_TYPE = "unit+jwt"  # noqa: S105 (a media type)
 UNITS_PATH = "/units"

@@ -23,12 +23,12 @@ from gateway.guard import captcha
 from gateway.guard.guard import Attempt
 from gateway.inputs import StrictModel, client_ip, read_json
 from gateway.tokens.claims import AccessTokenClaims
-from gateway.tokens.verifier import InvalidToken
 from gateway.units.access import caller
 from gateway.units.http import json_response, path_tin, require_member
 from gateway.units.rules import UnitRole, Via
 from gateway.units.service import UnitsService
 from gateway.units.tokens import UnitTokenResponse
+from qrgate_verify.verifier import InvalidToken
 
 MAX_UNIT_TOKEN = 8192
 
@@ -59,6 +59,7 @@ async def check_declaration_password(
     """Raise unless `body` carries the unit's declaration password (through the unit's guard).
     `password_hash` None (no such unit, no password set) is checked against a decoy and fails."""
     ip = client_ip(request)
+    await service.guard.throttle(ip)
 
     async def verify() -> bool:
         return await service.hashing.verify(password_hash, body.declaration_password)
