@@ -141,7 +141,7 @@ def token_grant(provider: OidcProvider, dpop: DpopVerifier) -> Callable[[Request
 
 
 SCOPES_SUPPORTED = ["openid", "profile", "phone", "offline_access", "unit"]
-CLAIMS_SUPPORTED = [
+CLAIMS_SUPPORTED = [  # of id_tokens and UserInfo, and of the access tokens (RFC 9068) downstream services read
     "iss",
     "sub",
     "aud",
@@ -159,6 +159,10 @@ CLAIMS_SUPPORTED = [
     "phone_number",
     "phone_number_verified",
     "unit",
+    "jti",
+    "client_id",
+    "cnf",
+    "scope",
 ]
 
 
