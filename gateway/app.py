@@ -222,11 +222,14 @@ class Services:
             self.hashing.close()
 
 
-def create_app(settings: Settings | None = None, *, draining: Draining | None = None) -> Starlette:
-    """`draining`: the server's shutdown steps (`qrgate serve` passes its own, to drain on SIGTERM)."""
-    config = settings or Settings()
+def create_app(
+    settings: Settings | None = None, *, draining: Draining | None = None, services: Services | None = None
+) -> Starlette:
+    """`draining`: the server's shutdown steps (`qrgate serve` passes its own, to drain on SIGTERM);
+    `services`: built by the caller (tests that drive a service's Python API beside its routes)."""
+    config = services.settings if services is not None else settings or Settings()
     units = create_units_app(config) if config.units_mount else None  # trusts us over HTTP, like any service
-    services = Services.create(config, draining)
+    services = services or Services.create(config, draining)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

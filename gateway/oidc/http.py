@@ -18,6 +18,7 @@ from gateway.jsonutil import dumps
 from gateway.oidc.provider import OAuthError, OidcProvider, Redirect
 from gateway.oidc.requests import RefusedHere, RefusedToClient, single
 from gateway.tokens.bearer import BearerAuth
+from gateway.tokens.client_auth import ASSERTION_ALGORITHMS
 from gateway.tokens.dpop import DpopVerifier, InvalidProof, thumbprint
 from gateway.tokens.verifier import InvalidToken
 from gateway.web.pages import page_headers, render
@@ -196,6 +197,7 @@ def discovery(base: str, algs: list[str]) -> dict[str, object]:
             "client_secret_post",
             "private_key_jwt",
         ],
+        "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
         "claims_supported": CLAIMS_SUPPORTED,
         "claims_parameter_supported": False,
         "request_parameter_supported": False,
