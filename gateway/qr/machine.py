@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from gateway import errors
 from gateway.state.updates import ConditionalUpdate, Fields
@@ -46,6 +47,7 @@ class QrEvent(StrEnum):
 
 
 TERMINAL = frozenset({QrState.DELIVERED, QrState.CANCELLED, QrState.EXPIRED})
+_STATE_OF = {state.value: state for state in QrState}  # a dict lookup: QrState(value) costs ten times more
 OPEN = frozenset({QrState.PENDING, QrState.SCANNED})
 
 # event -> (states it may start from, state it leads to, refused after expiry, only the scanner)
@@ -66,28 +68,41 @@ class Transition(ConditionalUpdate):
     event: QrEvent
 
 
-def plan(event: QrEvent, *, actor: str | None = None, updates: Mapping[str, str] | None = None) -> Transition:
-    """The transition for `event` by `actor` (the scanning person's id, where the table needs one)."""
-    from_states, to_state, before_expiry, only_scanner = TABLE[event]
-    require: dict[str, str] = {}
-    if only_scanner:
-        if actor is None:
-            raise ValueError(f"{event} needs the acting person")
-        require["scanner_sub"] = actor
+def _unplanned(event: QrEvent) -> Transition:
+    from_states, to_state, before_expiry, _ = TABLE[event]
     return Transition(
         event=event,
         from_states=frozenset(state.value for state in from_states),
         to_state=to_state.value,
         before_expiry=before_expiry,
-        require=require,
+    )
+
+
+# Each event's transition with no actor and no updates, made once: deliver runs twice per login.
+_PLAIN = {event: _unplanned(event) for event in QrEvent}
+
+
+def plan(event: QrEvent, *, actor: str | None = None, updates: Mapping[str, str] | None = None) -> Transition:
+    """The transition for `event` by `actor` (the scanning person's id, where the table needs one)."""
+    plain = _PLAIN[event]
+    only_scanner = TABLE[event][3]
+    if only_scanner and actor is None:
+        raise ValueError(f"{event} needs the acting person")
+    if not only_scanner and not updates:
+        return plain
+    return Transition(
+        event=event,
+        from_states=plain.from_states,
+        to_state=plain.to_state,
+        before_expiry=plain.before_expiry,
+        require={"scanner_sub": actor} if only_scanner and actor is not None else {},
         updates=dict(updates or {}),
     )
 
 
-@dataclass(frozen=True, slots=True)
-class QrRecord:
+class QrRecord(NamedTuple):
     """A QR session as the store keeps it, parsed once (the store holds every field as a string).
-    `fields` is the inverse: what minting writes."""
+    `fields` is the inverse: what minting writes. (A named tuple: it is parsed several times a login.)"""
 
     state: QrState  # as written; what it reads as now is `state_at`, since expiry is never written
     expires_at: float
@@ -106,7 +121,7 @@ class QrRecord:
     def parse(cls, fields: Fields) -> QrRecord:
         confirmed_at = fields.get("confirmed_at")
         return cls(
-            state=QrState(fields["state"]),
+            state=_STATE_OF[fields["state"]],
             expires_at=float(fields["expires_at"]),
             created_at=float(fields["created_at"]),
             client_id=fields["client_id"],

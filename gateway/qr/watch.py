@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from gateway.qr import machine
 from gateway.qr.machine import QrEvent, QrRecord, QrState
@@ -38,8 +38,7 @@ class WatchEnd(Enum):
     STOPPED = "stopped"  # `stop()`: the client left
 
 
-@dataclass(frozen=True, slots=True)
-class Sighting:
+class Sighting(NamedTuple):
     """The QR session as one read found it."""
 
     state: QrState  # as it read then; CONFIRMED when this watcher took delivery of `tokens`
