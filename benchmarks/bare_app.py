@@ -2,6 +2,7 @@
 
     python benchmarks/bare_app.py echo PORT    # a WebSocket that echoes (idle-waiter memory floor)
     python benchmarks/bare_app.py flow PORT    # the QR login request mix with no logic behind it
+    python benchmarks/bare_app.py sso PORT     # the single sign-on mix: authorize, token, userinfo
 
 `flow` answers the same requests as a login (mint, WebSocket hello -> state, scan, confirm ->
 `confirmed` pushed to the socket) from a dict in memory: no store, no tokens, no validation.
@@ -76,11 +77,37 @@ async def token(request: Request) -> Response:
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 
+async def authorize(request: Request) -> Response:
+    redirect_uri = request.query_params["redirect_uri"]
+    state = request.query_params["state"]
+    location = f"{redirect_uri}?code={secrets.token_urlsafe(32)}&state={state}&iss=http%3A%2F%2Fop"
+    return Response(status_code=302, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+async def code_token(request: Request) -> Response:
+    form = (await request.body()).decode()
+    assert "grant_type=authorization_code" in form
+    body = {"access_token": secrets.token_urlsafe(400), "token_type": "Bearer", "expires_in": 600,
+            "id_token": secrets.token_urlsafe(500), "scope": "openid profile"}  # fmt: skip
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+async def userinfo(request: Request) -> Response:
+    assert request.headers["authorization"].startswith("Bearer ")
+    return JSONResponse({"sub": "p_" + secrets.token_urlsafe(16), "name": "张三", "preferred_username": "zhang"})
+
+
 def main() -> None:
     kind, port = sys.argv[1], int(sys.argv[2])
     routes = [Route("/healthz", healthz)]
     if kind == "echo":
         routes.append(WebSocketRoute("/v1/qr/{qr_id}/events", echo))
+    elif kind == "sso":
+        routes += [
+            Route("/authorize", authorize, methods=["GET"]),
+            Route("/v1/token", code_token, methods=["POST"]),
+            Route("/userinfo", userinfo, methods=["GET"]),
+        ]
     else:
         routes += [
             Route("/v1/qr", mint, methods=["POST"]),

@@ -206,6 +206,20 @@ class RawHttp:
         content_type: str = "",
         headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
+        status, _, payload = await self.exchange(method, path, body=body, content_type=content_type, headers=headers)
+        return status, payload
+
+    async def exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes = b"",
+        content_type: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request; the status, the response's headers (lower-case names; the last of a repeated
+        one, but every Set-Cookie joined by newlines) and the body."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
@@ -216,13 +230,16 @@ class RawHttp:
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.lower() == b"content-length":
-                length = int(value)
+        found: dict[str, str] = {}
+        for line in head.decode("latin-1").split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            name, value = name.strip().lower(), value.strip()
+            if name == "set-cookie" and name in found:
+                value = found[name] + "\n" + value
+            found[name] = value
+        length = int(found.get("content-length", "0") or 0)
         payload = await self.reader.readexactly(length) if length else b""
-        return status, payload
+        return status, found, payload
 
     async def close(self) -> None:
         if self.writer is not None:
