@@ -39,6 +39,7 @@ from tests.conftest import new_identity
 from tests.support.browser import screenshot
 from tests.support.gateway_server import CAPTCHA_ANSWER, AppServer, ThreadedGateway, free_port, make_settings
 from tests.support.schemas import assert_valid
+from tests.test_protocols import assert_documented
 from tests.test_web_pages import Phone, wait_for_qr
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ with contextlib.suppress(ImportError):  # without Playwright the `browser` fixtu
     from playwright.sync_api import expect
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+PASSWORD, COMPLETE = "/signin/password", "/signin/qr/complete"
 CSRF = re.compile(r'data-csrf="([A-Za-z0-9_-]{43})"')
 
 
@@ -428,13 +430,14 @@ def signin(sso: ThreadedGateway, rp: RelyingPartySite) -> Iterator[SignInSession
 
 def test_the_page_headers(sso: ThreadedGateway, signin: SignInSession, rp: RelyingPartySite) -> None:
     page = signin.http.get(f"/signin?request={signin.request_id}")
+    assert_documented(page, "GET", "/signin")
     assert page.headers["cache-control"] == "no-store"
     assert page.headers["x-frame-options"] == "DENY"
     assert page.headers["referrer-policy"] == "no-referrer"
     assert page.headers["content-security-policy"].endswith(f"form-action 'self' {rp.base}; frame-ancestors 'none'")
     elsewhere = httpx.get(f"{sso.base_url}/signin?request={signin.request_id}")  # another browser
     assert elsewhere.status_code == 404
-    assert "text/html" in elsewhere.headers["content-type"]
+    assert_documented(elsewhere, "GET", "/signin")
     assert "返回您要登录的应用" in elsewhere.text
     assert elsewhere.headers["x-frame-options"] == "DENY"
 
@@ -442,7 +445,7 @@ def test_the_page_headers(sso: ThreadedGateway, signin: SignInSession, rp: Relyi
 def test_qr_result_is_kept_for_the_server_and_taken_once(sso: ThreadedGateway, signin: SignInSession) -> None:
     minted = signin.post("/signin/qr")
     assert minted.status_code == 201, minted.text
-    code = minted.json()
+    code = assert_documented(minted, "POST", "/signin/qr")
     assert_valid("mint-response.json", code)
     # Another client cannot mint such codes.
     foreign = httpx.post(f"{sso.base_url}/v1/qr", json={"client_id": SIGNIN_CLIENT})
@@ -451,6 +454,7 @@ def test_qr_result_is_kept_for_the_server_and_taken_once(sso: ThreadedGateway, s
     phone = Phone(sso, person(sso))
     too_early = signin.post("/signin/qr/complete", waiter_token=code["waiter_token"])
     assert (too_early.status_code, too_early.json()["code"]) == (409, "qr_wrong_state")
+    assert_documented(too_early, "POST", COMPLETE)
     assert phone.scan(code["qr_id"]).status_code == 200
     assert phone.confirm(code["qr_id"]).status_code == 204
 
@@ -471,9 +475,10 @@ def test_qr_result_is_kept_for_the_server_and_taken_once(sso: ThreadedGateway, s
 
     wrong = signin.post("/signin/qr/complete", waiter_token="w" * 43)
     assert (wrong.status_code, wrong.json()["code"]) == (401, "invalid_waiter_token")
+    assert_documented(wrong, "POST", COMPLETE)
     done = signin.post("/signin/qr/complete", waiter_token=code["waiter_token"])
     assert done.status_code == 200, done.text
-    assert done.headers["cache-control"] == "no-store"
+    assert_documented(done, "POST", COMPLETE)
     target = urlsplit(done.json()["redirect"])
     query = {name: values[0] for name, values in parse_qs(target.query).items()}
     assert f"{target.scheme}://{target.netloc}{target.path}" == signin.request.redirect_uri
@@ -483,6 +488,7 @@ def test_qr_result_is_kept_for_the_server_and_taken_once(sso: ThreadedGateway, s
     # Once only: the sign-in is finished, and the code's result is delivered.
     again = signin.post("/signin/qr/complete", waiter_token=code["waiter_token"])
     assert (again.status_code, again.json()["code"]) == (404, "signin_not_found")
+    assert_documented(again, "POST", COMPLETE)
     after = httpx.get(f"{sso.base_url}/v1/qr/{code['qr_id']}/state", headers=waiter).json()
     assert after["state"] == "delivered"
     phone.http.close()
@@ -504,12 +510,18 @@ def test_password_refusals_are_the_login_s(sso: ThreadedGateway, signin: SignInS
     someone = person(sso)
     wrong = signin.post("/signin/password", identifier=someone["phone"], password="Wrong-pass9")
     assert (wrong.status_code, wrong.json()["code"], wrong.json()["attempts_left"]) == (401, "invalid_credentials", 4)
+    forged = signin.http.post("/signin/password", data={"request": signin.request_id, "identifier": "x"}, headers=FORM)
+    assert (forged.status_code, forged.json()["code"]) == (403, "invalid_csrf_token")
+    for refused in (wrong, forged):
+        assert_documented(refused, "POST", PASSWORD)
     no_captcha = signin.post("/signin/password", identifier=someone["phone"], password=someone["password"])
     assert (no_captcha.status_code, no_captcha.json()["code"]) == (400, "captcha_required")
     unknown = signin.post("/signin/password", identifier="nobody_here", password="Wrong-pass9")
     assert (unknown.status_code, unknown.json()["code"]) == (401, "invalid_credentials")
     missing = signin.post("/signin/password", identifier=someone["phone"])
     assert (missing.status_code, missing.json()["code"]) == (400, "invalid_request")
+    for refused in (no_captcha, unknown, missing):
+        assert_documented(refused, "POST", PASSWORD)
     captcha = httpx.post(f"{sso.base_url}/v1/captcha").json()
     right = signin.post(
         "/signin/password",
@@ -519,7 +531,7 @@ def test_password_refusals_are_the_login_s(sso: ThreadedGateway, signin: SignInS
         captcha_answer=CAPTCHA_ANSWER,
     )
     assert right.status_code == 200, right.text
-    assert set(right.json()) == {"redirect"}
+    assert set(assert_documented(right, "POST", PASSWORD)) == {"redirect"}
     assert "access_token" not in right.text
 
 
@@ -528,9 +540,11 @@ def test_cancel_is_a_plain_form_post(signin: SignInSession) -> None:
     assert (forged.status_code, forged.json()["code"]) == (403, "invalid_csrf_token")
     cancelled = signin.post("/signin/cancel")
     assert cancelled.status_code == 303
+    for answer in (forged, cancelled):
+        assert_documented(answer, "POST", "/signin/cancel")
     query = parse_qs(urlsplit(cancelled.headers["location"]).query)
     assert (query["error"], query["state"]) == (["access_denied"], [signin.request.state])
     assert "qrgate-signin" not in signin.http.cookies
     gone = signin.post("/signin/cancel")
     assert gone.status_code == 404
-    assert "text/html" in gone.headers["content-type"]
+    assert_documented(gone, "POST", "/signin/cancel")
