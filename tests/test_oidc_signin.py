@@ -37,6 +37,7 @@ from gateway.oidc.clients import RelyingParties, RelyingParty, new_party
 from gateway.qr.service import SIGNIN_CLIENT
 from tests.conftest import new_identity
 from tests.support.browser import screenshot
+from tests.support.browser_fixtures import launched_browser
 from tests.support.gateway_server import CAPTCHA_ANSWER, AppServer, ThreadedGateway, free_port, make_settings
 from tests.support.schemas import assert_valid
 from tests.test_protocols import assert_documented
@@ -114,6 +115,13 @@ def add_party(gateway: ThreadedGateway, party: RelyingParty) -> None:
 
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, add()).result()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """This module's own Chromium, closed with the module: the session's would keep Playwright's event
+    loop running through the async test modules that come after this one (test_protocols, ...)."""
+    yield from launched_browser()
 
 
 @pytest.fixture(scope="module")
@@ -468,7 +476,8 @@ def test_qr_result_is_kept_for_the_server_and_taken_once(sso: ThreadedGateway, s
             await ws.send(json.dumps({"type": "hello", "waiter_token": code["waiter_token"]}))
             return [json.loads(await ws.recv()), json.loads(await ws.recv())]
 
-    state, confirmed = asyncio.run(socket())
+    with ThreadPoolExecutor(1) as pool:  # a loop of its own, whatever runs in this thread
+        state, confirmed = pool.submit(asyncio.run, socket()).result()
     assert_valid("ws-state.json", state)
     assert_valid("ws-confirmed.json", confirmed)
     assert confirmed == {"type": "confirmed"}
