@@ -325,6 +325,23 @@ def test_cancel_sends_access_denied(sso: ThreadedGateway, rp: RelyingPartySite, 
     expect(page.locator("#error-title")).to_contain_text("登录已失效")
 
 
+def test_a_finished_sign_in_says_so(sso: ThreadedGateway, rp: RelyingPartySite, page: Page) -> None:
+    someone = person(sso)
+    page.goto(authorization(sso, rp).url)
+    wait_for_qr(page)
+    form: dict[str, str | float | bool] = {
+        "request": page.get_attribute("body", "data-request") or "",
+        "csrf": page.get_attribute("body", "data-csrf") or "",
+    }
+    ended = page.request.post(f"{sso.base_url}/signin/cancel", form=form, max_redirects=0)  # e.g. in another tab
+    assert ended.status == 303
+    page.click("#tab-password")
+    password_attempt(page, someone["login_name"], someone["password"])
+    expect(page.locator("#password-message")).to_have_text("本次登录已过期或已完成，请返回应用重新登录")
+    page.click("#tab-qr")
+    expect(page.locator("#qr-status")).to_have_text("无法获取二维码：本次登录已过期或已完成，请返回应用重新登录")
+
+
 def test_english_and_a_small_window(sso: ThreadedGateway, rp: RelyingPartySite, page: Page) -> None:
     page.goto(authorization(sso, rp, ui_locales="en").url)
     wait_for_qr(page)

@@ -35,9 +35,11 @@ export class QrLogin {
    *   for codes whose result the server keeps (the sign-in page's), `current` the mint answer.
    * onMinted(current): a new code is shown (optional).
    * refreshWhenExpired(): whether an expired code is replaced by itself (default: always).
+   * describe(answer): a message for a refused mint (default: problemMessage).
    */
-  constructor({ mint, onConfirmed, onMinted = () => {}, refreshWhenExpired = () => true }) {
+  constructor({ mint, onConfirmed, onMinted = () => {}, refreshWhenExpired = () => true, describe = problemMessage }) {
     this.mint = mint;
+    this.describe = describe;
     this.onConfirmed = onConfirmed;
     this.onMinted = onMinted;
     this.refreshWhenExpired = refreshWhenExpired;
@@ -124,7 +126,7 @@ export class QrLogin {
     const minted = await this.mint();
     if (generation !== this.generation) return;
     if (!minted.ok) {
-      this.setStatus("qr_failed", { detail: problemMessage(minted) });
+      this.setStatus("qr_failed", { detail: this.describe(minted) });
       this.overlay("qr_failed");
       return;
     }

@@ -40,6 +40,7 @@ const qr = new QrLogin({
     else qr.lost("signin_failed", { detail: describe(answer) });
   },
   refreshWhenExpired: () => !leaving && tabs.active === "qr",
+  describe,
 });
 
 const password = new PasswordForm({
