@@ -30,6 +30,7 @@ from gateway.guard.hashing import PasswordHashing
 from gateway.guard.throttle import Throttle
 from gateway.middleware import BodyLimitMiddleware, ObserveMiddleware
 from gateway.oidc import http as oidc_http
+from gateway.oidc import signin as oidc_signin
 from gateway.oidc.clients import RelyingParties
 from gateway.oidc.provider import OidcProvider
 from gateway.qr import http as qr_http
@@ -194,6 +195,7 @@ class Services:
             *rare_chars.routes(self.rare_chars),
             *token_routes.routes(self.issuer),
             *oidc_http.routes(self.oidc, self.bearer, self.dpop),
+            *oidc_signin.routes(self.oidc, self.logins, self.qr),
             *token_endpoints.routes(self.tokens),
             *health.routes(
                 self.store,

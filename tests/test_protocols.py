@@ -259,6 +259,10 @@ def test_schema_files_are_json_schema_2020_12_and_resolve() -> None:
         "captcha.json",
         "token-request.json",
         "token-exchange-response.json",
+        "signin-form.json",
+        "signin-password-request.json",
+        "signin-qr-complete-request.json",
+        "signin-redirect.json",
         "revoke-request.json",
         "introspect-request.json",
         "introspection.json",
@@ -379,6 +383,12 @@ def test_openapi_is_a_valid_openapi_3_1_document() -> None:
         "POST /v1/logout",
         "GET /v1/sessions",
         "DELETE /v1/sessions/{sid}",
+        # the browser sign-in page of the OpenID provider (tests/test_oidc_signin.py holds its answers)
+        "GET /signin",
+        "POST /signin/password",
+        "POST /signin/qr",
+        "POST /signin/qr/complete",
+        "POST /signin/cancel",
         # accounts (tests/test_accounts_*.py hold their bodies against the schemas)
         "POST /v1/sms/challenges",
         "POST /v1/registrations",
@@ -429,11 +439,15 @@ def test_openapi_documents_every_error_as_problem_json() -> None:
     not_ready = document["paths"]["/readyz"]["get"]["responses"]["503"]["content"]
     assert list(not_ready) == ["application/json"]
     assert refs(not_ready)[0] == "./schemas/readiness.json"
+    # The sign-in page and its plain cancel form answer people: an unknown sign-in is a page, not a problem.
+    pages = {("get", "/signin", "404"), ("post", "/signin/cancel", "404")}
+    for method, path, status in pages:
+        assert list(document["paths"][path][method]["responses"][status]["content"]) == ["text/html"]
     for path, item in document["paths"].items():
         for method, operation in item.items():
             for status, response in operation["responses"].items():
                 resolved = pointer(document, response["$ref"]) if "$ref" in response else response
-                if (method, path, status) == ("get", "/readyz", "503"):
+                if (method, path, status) == ("get", "/readyz", "503") or (method, path, status) in pages:
                     continue
                 if int(status) >= 400:
                     assert list(resolved["content"]) == ["application/problem+json"], (method, path, status)
@@ -462,6 +476,11 @@ def test_openapi_request_bodies_match_the_schema_files() -> None:
         "/v1/token": "token-request.json",
         "/v1/revoke": "revoke-request.json",
         "/v1/introspect": "introspect-request.json",
+        # the sign-in page's posts (gateway/oidc/signin.py) are forms too
+        "/signin/password": "signin-password-request.json",
+        "/signin/qr": "signin-form.json",
+        "/signin/qr/complete": "signin-qr-complete-request.json",
+        "/signin/cancel": "signin-form.json",
     }
     for path, name in forms.items():
         content = document["paths"][path]["post"]["requestBody"]["content"]
@@ -479,10 +498,11 @@ def test_openapi_request_bodies_match_the_schema_files() -> None:
 
 # The parts of the HTTP surface this contract covers: QR login, password login (with its captcha),
 # tokens and sessions (refresh, exchange, revocation, introspection, logout, session lists),
-# discovery, liveness, readiness and metrics. Other parts are documented by their authors.
+# discovery, liveness, readiness, metrics and the browser sign-in page. Other parts are documented by
+# their authors.
 CONTRACT_PATHS = re.compile(
     r"^(/v1/qr(/|$)|/q/|/v1/login/password$|/v1/captcha$|/\.well-known/|/healthz$|/readyz$|/metrics$"
-    r"|/v1/(token|revoke|introspect|logout)$|/v1/sessions(/|$))"
+    r"|/v1/(token|revoke|introspect|logout)$|/v1/sessions(/|$)|/signin(/|$))"
 )
 
 

@@ -18,15 +18,16 @@ pytestmark = pytest.mark.anyio
 
 TOKENS: TokenResponse = {"access_token": "a", "token_type": "Bearer", "expires_in": 600, "refresh_token": "r"}
 Answer = tuple[TokenResponse | None, QrRecord | None]
+SIGNIN = "sso-signin"  # a client whose results are kept for the server
 
 
-def record(state: QrState, *, lifetime: float = 60.0) -> QrRecord:
+def record(state: QrState, *, lifetime: float = 60.0, client_id: str = "desktop") -> QrRecord:
     now = time.time()
     return QrRecord(
         state=state,
         expires_at=now + lifetime,
         created_at=now,
-        client_id="desktop",
+        client_id=client_id,
         device_name="PC-01",
         dpop_jkt="",
         waiter_hash="",
@@ -39,15 +40,19 @@ def record(state: QrState, *, lifetime: float = 60.0) -> QrRecord:
 
 
 class Store:
-    """Answers the watch's reads: `first` for the first, then `answers` in order."""
+    """Answers the watch's reads: `first` for the first, then `answers` in order (reads after the
+    first, as a kept code's watch makes them, answer `then`)."""
 
-    def __init__(self, first: QrRecord, *answers: Answer) -> None:
+    def __init__(self, first: QrRecord, *answers: Answer, then: QrRecord | None = None) -> None:
         self.first = first
         self.answers = list(answers)
+        self.then = then
         self.takes = 0
+        self.reads = 0
 
     async def read(self) -> QrRecord:
-        return self.first
+        self.reads += 1
+        return self.first if self.reads == 1 or self.then is None else self.then
 
     async def take_delivery(self) -> Answer:
         self.takes += 1
@@ -58,7 +63,12 @@ def watching(store: Store, *, wait: float | None = None) -> tuple[QrWatch, Waite
     waiter, closing = Waiter(), asyncio.Event()
     deadline = None if wait is None else time.monotonic() + wait
     watch = QrWatch(
-        read=store.read, take_delivery=store.take_delivery, waiter=waiter, closing=closing, deadline=deadline
+        read=store.read,
+        take_delivery=store.take_delivery,
+        waiter=waiter,
+        closing=closing,
+        deadline=deadline,
+        keeps=lambda found: found.client_id == SIGNIN,
     )
     return watch, waiter, closing
 
@@ -154,3 +164,36 @@ async def test_a_purged_code_is_not_found() -> None:
     waiter.wake()
     with pytest.raises(errors.NotFound):
         await watch.next()
+
+
+# --- codes whose result the server keeps (the browser sign-in page's) --------------------------------
+
+
+async def test_a_kept_result_is_announced_without_tokens_and_never_delivered() -> None:
+    store = Store(record(QrState.CONFIRMED, client_id=SIGNIN))
+    watch, _, _ = watching(store)
+    seen = await watch.first()
+    assert (seen.state, seen.kept, seen.final, seen.tokens) == (QrState.CONFIRMED, True, True, None)
+    assert seen.view(time.time()) == {"state": "confirmed", "expires_in": 60, "scanner": {"display_name": "张*"}}
+    assert await watch.next() is None
+    assert (watch.ended, store.takes) == (WatchEnd.FINAL, 0)
+
+
+async def test_a_wake_up_on_a_kept_code_only_reads() -> None:
+    store = Store(record(QrState.SCANNED, client_id=SIGNIN), then=record(QrState.CONFIRMED, client_id=SIGNIN))
+    watch, waiter, _ = watching(store)
+    await watch.first()
+    waiter.wake()
+    seen = await watch.next()
+    assert seen is not None
+    assert (seen.state, seen.kept, seen.final, store.takes, store.reads) == (QrState.CONFIRMED, True, True, 0, 2)
+
+
+async def test_a_kept_result_taken_by_the_server_reads_as_delivered() -> None:
+    store = Store(record(QrState.SCANNED, client_id=SIGNIN), then=record(QrState.DELIVERED, client_id=SIGNIN))
+    watch, waiter, _ = watching(store)
+    await watch.first()
+    waiter.wake()
+    seen = await watch.next()
+    assert seen is not None
+    assert (seen.state, seen.kept, seen.final, store.takes) == (QrState.DELIVERED, False, True, 0)

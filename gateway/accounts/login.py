@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway import errors
 from gateway.directory.audit import AuditLog
-from gateway.directory.persons import PersonDirectory
+from gateway.directory.persons import Person, PersonDirectory
 from gateway.guard.guard import Attempt, SecretGuard
 from gateway.guard.hashing import PasswordHashing
 from gateway.inputs import StrictModel, client_ip, read_json
@@ -32,12 +32,17 @@ from gateway.tokens.claims import TokenResponse
 from gateway.tokens.sessions import SessionManager
 
 
-class PasswordLogin(StrictModel):
+class PasswordCredentials(StrictModel):
+    """What a person types to sign in with a password (the login API and the sign-in page)."""
+
     identifier: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=128)
-    client_id: str = Field(min_length=1, max_length=64)
     captcha_id: str | None = Field(default=None, max_length=64)
     captcha_answer: str | None = Field(default=None, max_length=16)
+
+
+class PasswordLogin(PasswordCredentials):
+    client_id: str = Field(min_length=1, max_length=64)
 
 
 def unknown_subject(identifier: str) -> str:
@@ -58,6 +63,16 @@ class PasswordLogins:
     async def login(self, body: PasswordLogin, *, ip: str) -> TokenResponse:
         if body.client_id not in self.clients:
             raise errors.UnknownClient(f"Unknown client_id {body.client_id!r}.")
+        person = await self.authenticate(body, ip=ip)
+        roles = await self.directory.roles_of(person.id)
+        return await self.sessions.start(
+            subject=person.id, client_id=body.client_id, amr=["pwd"], roles=roles, display_name=mask_name(person.name)
+        )
+
+    async def authenticate(self, body: PasswordCredentials, *, ip: str) -> Person:
+        """The person whose password this is, after every check of the login guard (throttle, lock,
+        captcha, the decoy hash for unknown identifiers, the verdict); issues nothing. The login API
+        and the browser sign-in page (gateway/oidc/signin.py) both come through here."""
         await self.guard.throttle(ip)  # before the directory is asked anything
         person = await self.directory.find_by_identifier(body.identifier)
         subject = person.id if person is not None else unknown_subject(body.identifier)
@@ -70,11 +85,8 @@ class PasswordLogins:
             await self.audit.record("account_locked", subject, detail=f"wrong passwords; ip={ip}")
 
         await self.guard.check(subject, Attempt(ip, body.captcha_id, body.captcha_answer), verify, on_lock=audit_lock)
-        assert person is not None
-        roles = await self.directory.roles_of(person.id)
-        return await self.sessions.start(
-            subject=person.id, client_id=body.client_id, amr=["pwd"], roles=roles, display_name=mask_name(person.name)
-        )
+        assert person is not None  # a check that passed had a person's hash to pass
+        return person
 
 
 def routes(logins: PasswordLogins) -> list[BaseRoute]:

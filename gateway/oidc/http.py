@@ -66,7 +66,11 @@ def error_page(refused: RefusedHere, request: Request) -> Response:
 
 
 def redirect(target: Redirect, provider: OidcProvider, *, status: int = 302) -> Response:
-    response = RedirectResponse(target.url, status_code=status, headers=NO_STORE)
+    return with_cookies(RedirectResponse(target.url, status_code=status, headers=NO_STORE), target, provider)
+
+
+def with_cookies(response: Response, target: Redirect, provider: OidcProvider) -> Response:
+    """`response` setting (or deleting) the cookies `target` names: HttpOnly, SameSite=Lax, Path=/."""
     for name, value in target.cookies.items():
         if value:
             response.set_cookie(name, value, httponly=True, secure=provider.secure_cookies, samesite="lax", path="/")

@@ -55,7 +55,7 @@ class ScannedMessage(TypedDict):
 
 class ConfirmedMessage(TypedDict):
     type: Literal["confirmed"]
-    token: TokenResponse
+    token: NotRequired[TokenResponse]  # absent for codes of the browser sign-in page (kept for the server)
 
 
 class FinalMessage(TypedDict):

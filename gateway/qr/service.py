@@ -29,6 +29,10 @@ from gateway.tokens.claims import TokenResponse
 from gateway.tokens.sessions import SessionManager
 
 QR_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{22}")
+# The built-in client of the browser sign-in page (gateway/oidc/signin.py). Its codes are minted only by
+# the server for a pending authorization, and their result is kept for the server (`take_signin`): the
+# waiting page is told "confirmed", never given tokens, and no session of this client is ever started.
+SIGNIN_CLIENT = "sso-signin"
 
 
 def _hash(secret: str) -> str:
@@ -77,6 +81,13 @@ class Scannable(NamedTuple):
     expires_at: float
 
 
+class Confirmer(NamedTuple):
+    """Who confirmed a browser sign-in code."""
+
+    person_id: str
+    display_name: str  # masked, as the page showed it
+
+
 class QrService:
     """The QR login use cases: the desktop mints and waits, the phone scans and confirms. Owns the
     records' keys and TTLs, which clients may do what, and the waiting limits."""
@@ -104,10 +115,22 @@ class QrService:
         self, *, client_id: str, device_name: str, dpop_jkt: str | None, ip: str, user_agent: str
     ) -> MintResponse:
         policy = self._clients.get(client_id)
+        if client_id == SIGNIN_CLIENT:  # even if configured: only the sign-in page mints these
+            raise errors.Forbidden("Sign-in codes are minted by the sign-in page only.", code="client_not_allowed")
         if policy is None:
             raise errors.UnknownClient(f"Unknown client_id {client_id!r}.")
         if not policy.may_mint_qr:
             raise errors.Forbidden(f"Client {client_id!r} may not mint QR codes.", code="client_not_allowed")
+        return await self._mint(client_id, device_name, dpop_jkt, ip, user_agent)
+
+    async def mint_signin(self, *, device_name: str, ip: str, user_agent: str) -> MintResponse:
+        """A code for the browser sign-in page, whose result the server takes (`take_signin`);
+        `device_name` is the relying party's name, so the phone shows where the sign-in goes."""
+        return await self._mint(SIGNIN_CLIENT, device_name[:128], None, ip, user_agent)
+
+    async def _mint(
+        self, client_id: str, device_name: str, dpop_jkt: str | None, ip: str, user_agent: str
+    ) -> MintResponse:
         qr_id = secrets.token_urlsafe(16)
         waiter_token = secrets.token_urlsafe(32)
         now = time.time()
@@ -175,6 +198,7 @@ class QrService:
                     waiter=waiter,
                     closing=self._draining.closing,
                     deadline=deadline,
+                    keeps=self.keeps_result,
                 )
             finally:
                 self._draining.release(waiter)
@@ -203,6 +227,22 @@ class QrService:
             display_name=record.scanner_name,
         )
         return tokens, record
+
+    @staticmethod
+    def keeps_result(record: QrRecord) -> bool:
+        """Whether the code's result is kept for the server (a browser sign-in code): its waiters are
+        told it was confirmed, and `take_delivery` is never called for it."""
+        return record.client_id == SIGNIN_CLIENT
+
+    async def take_signin(self, qr_id: str, waiter_token: str) -> Confirmer:
+        """The result of a browser sign-in code, taken once (confirmed -> delivered, atomically): who
+        confirmed it. Starts no session and issues nothing: the caller signs the browser in."""
+        record = await self.record_for_waiter(qr_id, waiter_token)
+        if not self.keeps_result(record):
+            raise errors.Forbidden("This is not a sign-in code.", code="client_not_allowed")
+        taken = await self._apply(qr_id, machine.plan(QrEvent.DELIVER))  # of racing takers, one wins
+        metrics.labelled(metrics.QR_EVENTS, "deliver").inc()
+        return Confirmer(taken.scanner_sub, taken.scanner_name)
 
     # phone (the caller authenticated by its access token) -----------------------------------------
     async def scan(self, qr_id: str, phone: Caller, *, ip: str) -> ScanResponse:

@@ -5,6 +5,10 @@ lost to a reconnect, an instance change or a pub/sub gap. Every read after a wak
 also takes delivery when it is due (confirmed -> delivered, atomically in the store), so the result
 reaches exactly one waiter and a woken waiter makes one call, not a read and then an attempt.
 
+Codes minted for the browser sign-in page (gateway/oidc/signin.py) keep their result for the server:
+their waiter learns that the person confirmed, and nothing more (`Sighting.kept`); the sign-in page then
+asks the server to take the result, which signs the browser in without any token reaching the page.
+
 `QrService.watch` opens a `QrWatch` (registered on the wake-up channel, and woken on shutdown);
 `first` reads the record and checks the waiter token, each `next` waits for the next change and reads
 again. The adapters decide what to send: the WebSocket every sighting, the long-poll the first change.
@@ -44,10 +48,11 @@ class Sighting(NamedTuple):
     state: QrState  # as it read then; CONFIRMED when this watcher took delivery of `tokens`
     record: QrRecord
     tokens: TokenResponse | None = None  # the login result, delivered to this watcher and no other
+    kept: bool = False  # confirmed, and the result is kept for the server to take: final, without tokens
 
     @property
     def final(self) -> bool:
-        return self.tokens is not None or self.state in machine.TERMINAL
+        return self.tokens is not None or self.kept or self.state in machine.TERMINAL
 
     def view(self, now: float) -> StateView:
         """The long-poll answer, and the body of the WebSocket `state` message."""
@@ -68,8 +73,11 @@ class QrWatch:
         waiter: Waiter,
         closing: asyncio.Event,
         deadline: float | None,
+        keeps: Callable[[QrRecord], bool] = lambda record: False,
     ) -> None:
+        """`keeps(record)`: whether the code's result is kept for the server (never delivered here)."""
         self._read = read
+        self._keeps = keeps
         self._take_delivery = take_delivery
         self._waiter = waiter
         self._closing = closing
@@ -87,8 +95,12 @@ class QrWatch:
         """The record as it is, read after the waiter registered (so no change can slip in between);
         raises when the waiter token is not this code's or the code does not exist."""
         record = await self._read()
-        self._last = Sighting(record.state_at(time.time()), record)
+        self._last = self._seen(record)
         return self._last
+
+    def _seen(self, record: QrRecord) -> Sighting:
+        state = record.state_at(time.time())
+        return Sighting(state, record, kept=state is QrState.CONFIRMED and self._keeps(record))
 
     async def next(self) -> Sighting | None:
         """The record after the next change (or expiry), taking delivery when it is due; None when
@@ -100,6 +112,9 @@ class QrWatch:
             return None
         if last.state is not QrState.CONFIRMED and not await self._wait_for_change(last.record):
             return None  # confirmed: delivery is due now, no waiting
+        if self._keeps(last.record):  # the server takes this result: a wake-up only reads
+            self._last = self._seen(await self._read())
+            return self._last
         tokens, found = await self._take_delivery()
         if found is None:
             raise machine.refusal(None, machine.plan(QrEvent.DELIVER), time.time())

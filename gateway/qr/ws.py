@@ -2,6 +2,7 @@
 
 After `hello` the server sends `state` (always first, also on every reconnect), then `scanned`,
 then one terminal message (`confirmed` with the tokens, `cancelled` or `expired`) and closes 1000.
+A code of the browser sign-in page keeps its result for the server: its `confirmed` has no `token`.
 The waiting itself (wake-ups, re-reads, taking delivery once) is `gateway/qr/watch.py`, shared with
 the long-poll; this module speaks the socket's messages and close codes.
 """
@@ -151,8 +152,9 @@ async def _send_events(ws: WebSocket, watch: QrWatch) -> None:
 
 async def _send_final(ws: WebSocket, seen: Sighting) -> None:
     """The one terminal message (`confirmed` with the tokens, `cancelled` or `expired`), then close."""
-    if seen.tokens is not None:
-        await _send(ws, {"type": "confirmed", "token": seen.tokens})
+    if seen.tokens is not None or seen.kept:
+        # A kept result is announced only: the sign-in page then has the server take it.
+        await _send(ws, {"type": "confirmed", "token": seen.tokens} if seen.tokens else {"type": "confirmed"})
         if seen.record.confirmed_at is not None:
             metrics.PUSH_LATENCY.observe(max(0.0, time.time() - seen.record.confirmed_at))
         await ws.close(CLOSE_NORMAL)

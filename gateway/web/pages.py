@@ -1,10 +1,12 @@
 """The pages people see: the desktop login page (`/`), the phone simulator (`/demo/app`), the camera
-landing page (`/q/{qr_id}`) and their static files (`/web/...`).
+landing page (`/q/{qr_id}`) and their static files (`/web/...`). The browser sign-in page (`/signin`)
+is served by gateway/oidc/signin.py from the same templates, scripts and headers.
 
 Plain HTML, CSS and ES modules, no build step. Every page carries a strict Content-Security-Policy:
 scripts and styles only from this origin (no inline code), images from here or `data:` (captchas),
-connections only back to this origin (HTTP and WebSocket), no framing, no form posts. The scripts keep
-tokens in memory only, and nothing secret ever goes into a URL.
+connections only back to this origin (HTTP and WebSocket), no framing, no form posts (the sign-in page
+alone posts forms: to this origin, redirected to the relying party's). The scripts keep tokens in
+memory only, and nothing secret ever goes into a URL.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import html
 import re
 from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -36,19 +39,33 @@ BASE_HEADERS = {
 }
 
 
-def content_security_policy(host: str, secure: bool) -> str:
+def content_security_policy(host: str, secure: bool, form_action: str = "'none'") -> str:
     # 'self' covers ws:/wss: of this origin in CSP 3; the explicit origin serves older browsers.
     socket = f" {'wss' if secure else 'ws'}://{host}" if _HOST.fullmatch(host) else ""
     return (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        f"connect-src 'self'{socket}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        f"connect-src 'self'{socket}; base-uri 'none'; form-action {form_action}; frame-ancestors 'none'"
     )
 
 
-def page_headers(request: Request, cache_control: str = "no-cache") -> dict[str, str]:
+def origin_source(url: str) -> str | None:
+    """The origin of `url` as a CSP source expression (scheme://host[:port]), None when it is not a
+    plain http(s) origin: nothing of a URL but a checked host may reach a policy."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    if parts.scheme not in ("http", "https") or not _HOST.fullmatch(netloc):
+        return None
+    return f"{parts.scheme}://{netloc}"
+
+
+def page_headers(request: Request, cache_control: str = "no-cache", *, form_action: str = "'none'") -> dict[str, str]:
+    """`form_action`: where the page's forms may post, and be redirected after posting (browsers apply
+    form-action to the redirects of a form submission); no forms at all unless a page says so."""
     return {
         **BASE_HEADERS,
-        "Content-Security-Policy": content_security_policy(request.url.netloc, request.url.scheme == "https"),
+        "Content-Security-Policy": content_security_policy(
+            request.url.netloc, request.url.scheme == "https", form_action
+        ),
         "Cache-Control": cache_control,
     }
 

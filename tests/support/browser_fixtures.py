@@ -17,6 +17,13 @@ if TYPE_CHECKING:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
+    yield from launched_browser()
+
+
+def launched_browser() -> Iterator[Browser]:
+    """Playwright's Chromium until the generator is closed. Playwright's sync API keeps an event loop
+    running in the main thread meanwhile, so async tests (anyio) cannot run before it is closed: a
+    module whose browser tests come before async modules launches its own (module scope)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

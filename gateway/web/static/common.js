@@ -1,4 +1,4 @@
-// What the desktop and phone pages share: calling the gateway, captchas, messages for its problem
+// What the pages share: calling the gateway, captchas, messages for its problem
 // answers, and reading (not verifying: the page only shows them) a JWT's claims.
 
 import { t } from "./i18n.js";
@@ -9,8 +9,9 @@ export function show(node, visible = true) {
   node.hidden = !visible;
 }
 
-/** One call to the gateway on this origin. Never throws: a network failure is status 0. */
-export async function api(method, path, { json, form, token, signal, keepalive } = {}) {
+/** One call to the gateway on this origin. Never throws: a network failure is status 0. Cookies are
+ * neither sent nor accepted unless `credentials` is "same-origin" (the sign-in page's calls). */
+export async function api(method, path, { json, form, token, signal, keepalive, credentials = "omit" } = {}) {
   const headers = {};
   let body;
   if (json !== undefined) {
@@ -22,7 +23,7 @@ export async function api(method, path, { json, form, token, signal, keepalive }
   }
   if (token) headers.Authorization = `Bearer ${token}`;
   try {
-    const response = await fetch(path, { method, headers, body, signal, keepalive, cache: "no-store", credentials: "omit" });
+    const response = await fetch(path, { method, headers, body, signal, keepalive, cache: "no-store", credentials });
     const type = response.headers.get("content-type") || "";
     const data = type.includes("json") ? await response.json() : null;
     return { ok: response.ok, status: response.status, body: data || {}, retryAfter: response.headers.get("retry-after") };

@@ -1,4 +1,5 @@
-// Chinese by default, English on request (?lang=en or the switch). Elements name their text with
+// Chinese by default, English on request (?lang=en or the switch; a page may start in English with
+// <html lang="en">, as the sign-in page does for ui_locales=en). Elements name their text with
 // data-i18n (and data-i18n-alt / -placeholder / -title for attributes); scripts call t(key, values).
 
 const STRINGS = {
@@ -109,6 +110,14 @@ const STRINGS = {
     result_declined: "已拒绝",
     result_declined_text: "电脑端不会登录。",
     scan_again: "再扫一个",
+    signin_title: "登录到 {name}",
+    signin_brand: "统一身份认证",
+    signin_return: "登录后将返回 {origin}",
+    signin_cancel: "取消",
+    signin_cancel_hint: "不登录，返回应用",
+    signin_going: "登录成功，正在返回 {name}…",
+    signin_gone: "本次登录已过期或已完成，请返回应用重新登录",
+    signin_failed: "无法完成登录：{detail}",
   },
   en: {
     desktop_title: "Withholding client · Log in",
@@ -217,10 +226,20 @@ const STRINGS = {
     result_declined: "Declined",
     result_declined_text: "The computer will not be logged in.",
     scan_again: "Scan another",
+    signin_title: "Sign in to {name}",
+    signin_brand: "Single sign-on",
+    signin_return: "After signing in you return to {origin}",
+    signin_cancel: "Cancel",
+    signin_cancel_hint: "Do not sign in; go back to the application",
+    signin_going: "Signed in; returning to {name}…",
+    signin_gone: "This sign-in has expired or is finished: go back to the application and sign in again",
+    signin_failed: "Could not finish signing in: {detail}",
   },
 };
 
-let language = new URLSearchParams(location.search).get("lang") === "en" ? "en" : "zh";
+const pageLanguage = document.documentElement.lang.startsWith("en") ? "en" : "zh";
+const asked = new URLSearchParams(location.search).get("lang");
+let language = asked ? (asked === "en" ? "en" : "zh") : pageLanguage;
 const listeners = [];
 
 export function lang() {
@@ -255,8 +274,8 @@ export function installLanguageSwitch() {
   document.getElementById("lang")?.addEventListener("click", () => {
     language = language === "en" ? "zh" : "en";
     const url = new URL(location.href);
-    if (language === "en") url.searchParams.set("lang", "en");
-    else url.searchParams.delete("lang");
+    if (language === pageLanguage) url.searchParams.delete("lang");
+    else url.searchParams.set("lang", language);
     history.replaceState(null, "", url);
     applyTranslations();
     for (const listener of listeners) listener();

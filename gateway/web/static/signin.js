@@ -1,0 +1,70 @@
+// The browser sign-in page (/signin): sign in to an application (a relying party) with the QR code
+// (default) or the password, with the desktop page's own components (qrlogin.js, password.js, tabs.js).
+// Every post goes to this origin with the sign-in's id, its CSRF token and the browser's cookies; a
+// success answers {redirect}: the application's redirect URI with the code, where the page then goes.
+// The QR code's `confirmed` carries no token: the server takes the result when the page asks it to.
+// No token ever reaches this page.
+
+import { $, api, problemMessage } from "./common.js";
+import { installLanguageSwitch, onLanguageChange, t } from "./i18n.js";
+import { PasswordForm } from "./password.js";
+import { QrLogin } from "./qrlogin.js";
+import { LoginTabs } from "./tabs.js";
+
+const signin = document.body.dataset; // request, csrf, party (its name), returnTo (its origin)
+let leaving = false;
+
+function post(path, fields = {}) {
+  const form = { request: signin.request, csrf: signin.csrf, ...fields };
+  return api("POST", path, { form, credentials: "same-origin" });
+}
+
+/** The refusals only this page meets, then the ones every login meets. */
+function describe(answer) {
+  if (answer.status === 404 && answer.body.code === "signin_not_found") return t("signin_gone");
+  return problemMessage(answer);
+}
+
+function leave(answer) {
+  leaving = true;
+  $("signin-status").textContent = t("signin_going", { name: signin.party });
+  $("password-submit").disabled = true;
+  location.assign(answer.body.redirect);
+}
+
+const qr = new QrLogin({
+  mint: () => post("/signin/qr"),
+  onConfirmed: async (token, current) => {
+    const answer = await post("/signin/qr/complete", { waiter_token: current.waiter_token });
+    if (answer.ok) leave(answer);
+    else qr.lost("signin_failed", { detail: describe(answer) });
+  },
+  refreshWhenExpired: () => !leaving && tabs.active === "qr",
+  describe,
+});
+
+const password = new PasswordForm({
+  submit: (fields) => post("/signin/password", fields),
+  onSuccess: leave,
+  describe,
+});
+
+const tabs = new LoginTabs({ qr, password });
+
+function drawHeading() {
+  const title = t("signin_title", { name: signin.party });
+  $("signin-title").textContent = title;
+  document.title = title;
+  $("signin-return").textContent = signin.returnTo ? t("signin_return", { origin: signin.returnTo }) : "";
+  if (leaving) $("signin-status").textContent = t("signin_going", { name: signin.party });
+}
+
+installLanguageSwitch();
+drawHeading();
+onLanguageChange(() => {
+  drawHeading();
+  qr.redraw();
+  password.redraw();
+});
+window.addEventListener("pagehide", () => qr.stop());
+qr.refresh();
