@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway import errors
-from gateway.directory.persons import PersonDirectory
+from gateway.directory.persons import Person, PersonDirectory
 from gateway.oidc import id_tokens
 from gateway.oidc.clients import RelyingParties, RelyingParty
 from gateway.oidc.requests import (
@@ -50,6 +50,8 @@ from gateway.tokens.keys import KeyRing
 from gateway.tokens.sessions import SessionManager
 
 BROWSER_CLIENT = "web"  # the browser session's client id (a built-in client)
+PERSON_MEMORY = 30.0  # s UserInfo may answer from this process's memory of a person
+PEOPLE_REMEMBERED = 10_000
 SPENT_CODE_MEMORY = 3600  # s a used code is remembered, so a second use revokes what the first issued
 
 
@@ -115,6 +117,7 @@ class OidcProvider:
         self._sessions = sessions
         self._issuer = issuer
         self._directory = directory
+        self._people: dict[str, tuple[float, Person]] = {}
         secure = settings.issuer.startswith("https://")
         # __Host- cookies must be Secure, with Path=/ and no Domain: only on https.
         self.session_cookie = "__Host-qrgate-sso" if secure else "qrgate-sso"
@@ -357,10 +360,25 @@ class OidcProvider:
         scopes = scope.split()
         if "openid" not in scopes:
             raise errors.Forbidden("This access token was not issued for OpenID Connect.", code="insufficient_scope")
-        person = await self._directory.get(subject)
+        person = await self._person(subject)
         if person is None:
             raise errors.Unauthorized("The person of this access token no longer exists.", code="invalid_token")
         return {"sub": subject, **self.identity_claims(person, scopes)}
+
+    async def _person(self, subject: str) -> Person | None:
+        """The directory's record, remembered for `PERSON_MEMORY` seconds: a relying party asks for
+        UserInfo after every sign-in and refresh, and a read through the database costs more than the
+        rest of the request (names and phones change seldom; a change shows within that time)."""
+        now = time.monotonic()
+        kept = self._people.get(subject)
+        if kept is not None and kept[0] > now:
+            return kept[1]
+        person = await self._directory.get(subject)
+        if person is not None:
+            if len(self._people) >= PEOPLE_REMEMBERED:
+                self._people.clear()  # bounded; a rare refill is cheaper than an LRU on every hit
+            self._people[subject] = (now + PERSON_MEMORY, person)
+        return person
 
     @staticmethod
     def identity_claims(person: Any, scopes: tuple[str, ...] | list[str]) -> dict[str, Any]:
