@@ -30,6 +30,7 @@ from gateway.guard.hashing import PasswordHashing
 from gateway.guard.throttle import Throttle
 from gateway.middleware import BodyLimitMiddleware, ObserveMiddleware
 from gateway.oidc import http as oidc_http
+from gateway.oidc.backchannel import BackchannelSender
 from gateway.oidc.clients import RelyingParties
 from gateway.oidc.provider import OidcProvider
 from gateway.qr import http as qr_http
@@ -76,6 +77,7 @@ class Services:
     hall: admin.HallDesk
     rare_chars: rare_chars.RareChars
     oidc: OidcProvider
+    backchannel: BackchannelSender
     dpop: DpopVerifier
 
     @classmethod
@@ -139,14 +141,10 @@ class Services:
             audit=audit,
             identity_ip=identity_ip,
         )
-        oidc = OidcProvider(
-            settings,
-            store,
-            RelyingParties(engine, refresh=settings.oidc_clients_refresh),
-            sessions,
-            issuer,
-            directory,
-        )
+        parties = RelyingParties(engine, refresh=settings.oidc_clients_refresh)
+        oidc = OidcProvider(settings, store, parties, sessions, issuer, directory)
+        backchannel = BackchannelSender(settings, parties, lambda: issuer.ring)
+        sessions.on_end(backchannel.session_ended)
         return cls(
             settings=settings,
             store=store,
@@ -178,6 +176,7 @@ class Services:
             hall=admin.HallDesk(bearer, directory, records, registrations, recover, audit),
             rare_chars=rare_chars.RareChars(),
             oidc=oidc,
+            backchannel=backchannel,
             dpop=dpop,
         )
 
@@ -214,6 +213,7 @@ class Services:
             await self.store.start()
             yield
         finally:
+            await self.backchannel.close()  # pending logout tokens are cancelled, not waited for
             self.captchas.close()
             await self.sms.sender.close()
             await self.registrations.close()
@@ -222,11 +222,14 @@ class Services:
             self.hashing.close()
 
 
-def create_app(settings: Settings | None = None, *, draining: Draining | None = None) -> Starlette:
-    """`draining`: the server's shutdown steps (`qrgate serve` passes its own, to drain on SIGTERM)."""
+def create_app(
+    settings: Settings | None = None, *, draining: Draining | None = None, services: Services | None = None
+) -> Starlette:
+    """`draining`: the server's shutdown steps (`qrgate serve` passes its own, to drain on SIGTERM).
+    `services`: built already (a test that drives them directly too; its lifespan still runs them)."""
     config = settings or Settings()
     units = create_units_app(config) if config.units_mount else None  # trusts us over HTTP, like any service
-    services = Services.create(config, draining)
+    services = services or Services.create(config, draining)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
