@@ -30,6 +30,7 @@ from gateway.guard.hashing import PasswordHashing
 from gateway.guard.throttle import Throttle
 from gateway.middleware import BodyLimitMiddleware, ObserveMiddleware
 from gateway.oidc import http as oidc_http
+from gateway.oidc import logout as oidc_logout
 from gateway.oidc.backchannel import BackchannelSender
 from gateway.oidc.clients import RelyingParties
 from gateway.oidc.provider import OidcProvider
@@ -77,6 +78,7 @@ class Services:
     hall: admin.HallDesk
     rare_chars: rare_chars.RareChars
     oidc: OidcProvider
+    logouts: oidc_logout.Logouts
     backchannel: BackchannelSender
     dpop: DpopVerifier
 
@@ -176,6 +178,7 @@ class Services:
             hall=admin.HallDesk(bearer, directory, records, registrations, recover, audit),
             rare_chars=rare_chars.RareChars(),
             oidc=oidc,
+            logouts=oidc_logout.Logouts(oidc, store),
             backchannel=backchannel,
             dpop=dpop,
         )
@@ -193,6 +196,7 @@ class Services:
             *rare_chars.routes(self.rare_chars),
             *token_routes.routes(self.issuer),
             *oidc_http.routes(self.oidc, self.bearer, self.dpop),
+            *oidc_logout.routes(self.logouts, self.oidc),
             *token_endpoints.routes(self.tokens),
             *health.routes(
                 self.store,

@@ -158,6 +158,13 @@ class OidcProvider:
             await self._sessions.end(found.sid)
         return found
 
+    async def end_browser_session(self, sid: str, subject: str) -> bool:
+        """End the browser session an id_token names (its `sid`), if it is still one, of that person."""
+        session = await self._sessions.alive(sid)
+        if session is None or session["client_id"] != BROWSER_CLIENT or session["sub"] != subject:
+            return False
+        return await self._sessions.end(sid)
+
     # The authorization endpoint ---------------------------------------------------------------------
     async def authorize(self, params: Mapping[str, str], *, session_cookie: str | None) -> Redirect:
         """Raises RefusedHere (an error page) or RefusedToClient (an error redirect)."""
