@@ -61,7 +61,9 @@ class OAuthError(errors.BadRequest):
     """An RFC 6749 error at the token endpoint (`error` beside our `code`)."""
 
     def __init__(self, error: str, detail: str, *, status: int = 400) -> None:
-        super().__init__(detail, code=error, status=status, error=error)
+        # A client that failed to authenticate is told how to (RFC 6749 5.2), as the gateway's services are.
+        headers = {"WWW-Authenticate": 'Basic realm="qrgate"'} if status == 401 else None
+        super().__init__(detail, code=error, status=status, headers=headers, error=error)
 
 
 @dataclass(frozen=True, slots=True)
