@@ -30,7 +30,9 @@ from gateway.guard.hashing import PasswordHashing
 from gateway.guard.throttle import Throttle
 from gateway.middleware import BodyLimitMiddleware, ObserveMiddleware
 from gateway.oidc import http as oidc_http
+from gateway.oidc import logout as oidc_logout
 from gateway.oidc import signin as oidc_signin
+from gateway.oidc.backchannel import BackchannelSender
 from gateway.oidc.clients import RelyingParties
 from gateway.oidc.provider import OidcProvider
 from gateway.qr import http as qr_http
@@ -77,6 +79,8 @@ class Services:
     hall: admin.HallDesk
     rare_chars: rare_chars.RareChars
     oidc: OidcProvider
+    logouts: oidc_logout.Logouts
+    backchannel: BackchannelSender
     dpop: DpopVerifier
 
     @classmethod
@@ -140,14 +144,10 @@ class Services:
             audit=audit,
             identity_ip=identity_ip,
         )
-        oidc = OidcProvider(
-            settings,
-            store,
-            RelyingParties(engine, refresh=settings.oidc_clients_refresh),
-            sessions,
-            issuer,
-            directory,
-        )
+        parties = RelyingParties(engine, refresh=settings.oidc_clients_refresh)
+        oidc = OidcProvider(settings, store, parties, sessions, issuer, directory)
+        backchannel = BackchannelSender(settings, parties, lambda: issuer.ring)
+        sessions.on_end(backchannel.session_ended)
         return cls(
             settings=settings,
             store=store,
@@ -179,6 +179,8 @@ class Services:
             hall=admin.HallDesk(bearer, directory, records, registrations, recover, audit),
             rare_chars=rare_chars.RareChars(),
             oidc=oidc,
+            logouts=oidc_logout.Logouts(oidc, store),
+            backchannel=backchannel,
             dpop=dpop,
         )
 
@@ -196,6 +198,7 @@ class Services:
             *token_routes.routes(self.issuer),
             *oidc_http.routes(self.oidc, self.bearer, self.dpop),
             *oidc_signin.routes(self.oidc, self.logins, self.qr),
+            *oidc_logout.routes(self.logouts, self.oidc),
             *token_endpoints.routes(self.tokens),
             *health.routes(
                 self.store,
@@ -216,6 +219,7 @@ class Services:
             await self.store.start()
             yield
         finally:
+            await self.backchannel.close()  # pending logout tokens are cancelled, not waited for
             self.captchas.close()
             await self.sms.sender.close()
             await self.registrations.close()

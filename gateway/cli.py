@@ -22,6 +22,7 @@ from gateway.clients import commands as client_commands
 from gateway.directory.db import create_engine, migrate
 from gateway.directory.persons import PersonDirectory
 from gateway.draining import Draining
+from gateway.oidc import commands as oidc_commands
 from gateway.settings import Settings
 from gateway.tokens import keys
 from gateway.units import commands as unit_commands
@@ -184,6 +185,7 @@ def parser() -> argparse.ArgumentParser:
     grant = staff.add_parser("grant", help="give a person the hall_staff role (registration codes, hall resets)")
     grant.add_argument("login_name")
     unit_commands.add_parsers(commands, admin)
+    oidc_commands.add_parsers(admin)
     client_commands.add_parsers(commands)
     return top
 
@@ -214,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return unit_commands.serve_units(settings, args)
     if args.command == "admin" and args.admin_command == "unit":
         return unit_commands.run_admin(settings, args)
+    if args.command == "admin" and args.admin_command == "client":
+        return oidc_commands.run_admin(settings, args)
     if args.command == "admin" and args.admin_command == "person":
         password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else getpass.getpass("Password: ")
         try:

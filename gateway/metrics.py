@@ -25,6 +25,12 @@ PASSWORD_LOGINS = Counter(
 LOCKOUTS = Counter("qrgate_lockouts_total", "Subjects locked after too many wrong secrets.", ["scope"])
 TOKENS_ISSUED = Counter("qrgate_tokens_issued_total", "Access tokens issued, by grant.", ["grant"])
 REFRESHES = Counter("qrgate_refreshes_total", "Refresh-token grants by outcome: rotated, reused, invalid.", ["outcome"])
+BACKCHANNEL_LOGOUTS = Counter(
+    "qrgate_backchannel_logouts_total",
+    "Back-channel logout tokens by outcome: delivered, refused (4xx), failed (given up after the retries), "
+    "abandoned (pending at shutdown), dropped (too many pending).",
+    ["outcome"],
+)
 PUSH_LATENCY = Histogram(
     "qrgate_confirm_to_push_seconds",
     "From the phone's confirm to the desktop's `confirmed` message being sent.",

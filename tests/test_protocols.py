@@ -268,6 +268,14 @@ def test_schema_files_are_json_schema_2020_12_and_resolve() -> None:
         "introspection.json",
         "sessions.json",
         "readiness.json",
+        # OpenID Connect (tests/test_oidc_protocol.py holds real answers and tokens against them)
+        "authorization-request.json",
+        "par-response.json",
+        "oidc-token-response.json",
+        "id-token-claims.json",
+        "userinfo.json",
+        "logout-request.json",
+        "logout-token-claims.json",
     }
     assert expected <= names
     for name in sorted(names):
@@ -389,6 +397,14 @@ def test_openapi_is_a_valid_openapi_3_1_document() -> None:
         "POST /signin/qr",
         "POST /signin/qr/complete",
         "POST /signin/cancel",
+        # OpenID Connect
+        "GET /authorize",
+        "POST /authorize",
+        "POST /par",
+        "GET /userinfo",
+        "POST /userinfo",
+        "GET /logout",
+        "POST /logout",
         # accounts (tests/test_accounts_*.py hold their bodies against the schemas)
         "POST /v1/sms/challenges",
         "POST /v1/registrations",
@@ -433,8 +449,15 @@ def test_openapi_is_a_valid_openapi_3_1_document() -> None:
             assert (SCHEMAS.parent / ref).is_file(), f"$ref {ref} names no file"
 
 
+# The OpenID provider's browser endpoints answer the person, not a program, where a redirect would be
+# unsafe or nothing is left to redirect to (Core 1.0 3.1.2.6, RP-Initiated Logout 1.0 4): an HTML page.
+HTML_ERROR_PAGES = {("get", "/authorize", "400"), ("post", "/authorize", "400"), ("get", "/logout", "400"),
+                    ("post", "/logout", "400")}  # fmt: skip
+
+
 def test_openapi_documents_every_error_as_problem_json() -> None:
-    """Every 4xx/5xx is a problem, except the readiness probe's 503 (a probe answer, same shape as its 200)."""
+    """Every 4xx/5xx is a problem, except the readiness probe's 503 (a probe answer, same shape as its 200)
+    and the OpenID provider's error pages for people."""
     document = openapi()
     not_ready = document["paths"]["/readyz"]["get"]["responses"]["503"]["content"]
     assert list(not_ready) == ["application/json"]
@@ -448,6 +471,9 @@ def test_openapi_documents_every_error_as_problem_json() -> None:
             for status, response in operation["responses"].items():
                 resolved = pointer(document, response["$ref"]) if "$ref" in response else response
                 if (method, path, status) == ("get", "/readyz", "503") or (method, path, status) in pages:
+                    continue
+                if (method, path, status) in HTML_ERROR_PAGES:
+                    assert list(resolved["content"]) == ["text/html"], (method, path, status)
                     continue
                 if int(status) >= 400:
                     assert list(resolved["content"]) == ["application/problem+json"], (method, path, status)
@@ -481,6 +507,9 @@ def test_openapi_request_bodies_match_the_schema_files() -> None:
         "/signin/qr": "signin-form.json",
         "/signin/qr/complete": "signin-qr-complete-request.json",
         "/signin/cancel": "signin-form.json",
+        "/authorize": "authorization-request.json",
+        "/par": "authorization-request.json",
+        "/logout": "logout-request.json",
     }
     for path, name in forms.items():
         content = document["paths"][path]["post"]["requestBody"]["content"]
@@ -498,11 +527,11 @@ def test_openapi_request_bodies_match_the_schema_files() -> None:
 
 # The parts of the HTTP surface this contract covers: QR login, password login (with its captcha),
 # tokens and sessions (refresh, exchange, revocation, introspection, logout, session lists),
-# discovery, liveness, readiness, metrics and the browser sign-in page. Other parts are documented by
-# their authors.
+# discovery, liveness, readiness and metrics, the OpenID provider's endpoints and its sign-in page.
+# Other parts are documented by their authors.
 CONTRACT_PATHS = re.compile(
     r"^(/v1/qr(/|$)|/q/|/v1/login/password$|/v1/captcha$|/\.well-known/|/healthz$|/readyz$|/metrics$"
-    r"|/v1/(token|revoke|introspect|logout)$|/v1/sessions(/|$)|/signin(/|$))"
+    r"|/v1/(token|revoke|introspect|logout)$|/v1/sessions(/|$)|/(authorize|par|userinfo|logout)$|/signin(/|$))"
 )
 
 

@@ -63,7 +63,9 @@ class OAuthError(errors.BadRequest):
     """An RFC 6749 error at the token endpoint (`error` beside our `code`)."""
 
     def __init__(self, error: str, detail: str, *, status: int = 400) -> None:
-        super().__init__(detail, code=error, status=status, error=error)
+        # A client that failed to authenticate is told how to (RFC 6749 5.2), as the gateway's services are.
+        headers = {"WWW-Authenticate": 'Basic realm="qrgate"'} if status == 401 else None
+        super().__init__(detail, code=error, status=status, headers=headers, error=error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +162,13 @@ class OidcProvider:
         if found is not None:
             await self._sessions.end(found.sid)
         return found
+
+    async def end_browser_session(self, sid: str, subject: str) -> bool:
+        """End the browser session an id_token names (its `sid`), if it is still one, of that person."""
+        session = await self._sessions.alive(sid)
+        if session is None or session["client_id"] != BROWSER_CLIENT or session["sub"] != subject:
+            return False
+        return await self._sessions.end(sid)
 
     # The authorization endpoint ---------------------------------------------------------------------
     async def authorize(self, params: Mapping[str, str], *, session_cookie: str | None) -> Redirect:

@@ -24,6 +24,7 @@ class Space(StrEnum):
     OIDC_CODE = "oidc-code"  # oidc/provider.py: an authorization code (by its hash), single use
     OIDC_CODE_SPENT = "oidc-code-spent"  # oidc/provider.py: what a used code issued (reuse revokes it)
     SSO_SESSION = "sso-session"  # oidc/provider.py: a browser's sign-in (by its cookie's hash)
+    OIDC_LOGOUT = "oidc-logout"  # oidc/logout.py: a logout waiting for the person's confirmation
 
 
 class Guarded(StrEnum):

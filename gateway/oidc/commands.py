@@ -1,0 +1,139 @@
+"""`qrgate admin client add/list/remove`: the relying parties of the OpenID provider.
+
+Each command writes the `relying_parties` table directly; a running gateway reads it again at most
+every `oidc_clients_refresh` seconds, so a change takes effect without a restart. A confidential
+client's secret is read from standard input only (an argument would be in the shell history and in
+`ps`), and is never printed: `list` says only whether a client has one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gateway import errors
+from gateway.directory.db import create_engine, migrate
+from gateway.oidc.clients import SCOPES, InvalidRelyingParty, RelyingParties, RelyingParty, new_party
+from gateway.settings import Settings
+
+
+class ClientExists(errors.Conflict):
+    code = "client_exists"
+
+
+def add_parsers(admin: Any) -> None:
+    """Add `client` to the `admin` subcommands (argparse subparsers)."""
+    client = admin.add_parser("client", help="relying parties of the OpenID provider (browser single sign-on)")
+    commands = client.add_subparsers(dest="client_command", required=True)
+
+    add = commands.add_parser("add", help="register a relying party (a subsystem signing people in through qrgate)")
+    add.add_argument("client_id", metavar="CLIENT_ID", help="1-64 letters, digits, '-', '_' or '.'")
+    add.add_argument("--name", required=True, help="shown on the sign-in page (登录到 NAME)")
+    add.add_argument(
+        "--redirect-uri", dest="redirect_uris", action="append", required=True, metavar="URI",
+        help="where codes are sent, matched exactly (repeat for more than one)",
+    )  # fmt: skip
+    kind = add.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--public", action="store_true", help="no secret: a browser or native app (PKCE alone)")
+    kind.add_argument(
+        "--secret-stdin", action="store_true", help="confidential: read its secret (32+ characters) from stdin"
+    )
+    add.add_argument(
+        "--post-logout-redirect-uri", dest="post_logout_redirect_uris", action="append", default=[], metavar="URI",
+        help="where /logout may send the browser afterwards (repeatable)",
+    )  # fmt: skip
+    add.add_argument("--backchannel-logout-uri", default=None, metavar="URI", help="receives logout tokens")
+    add.add_argument(
+        "--scope", dest="scopes", action="append", choices=SCOPES, default=None, metavar="S",
+        help=f"a scope it may ask for, repeatable: {', '.join(SCOPES)} (default: openid profile offline_access)",
+    )  # fmt: skip
+    add.add_argument("--replace", action="store_true", help="replace a client registered under this id")
+
+    commands.add_parser("list", help="the registered relying parties (secrets are never shown)")
+
+    remove = commands.add_parser("remove", help="unregister a relying party (its sessions live on until they end)")
+    remove.add_argument("client_id", metavar="CLIENT_ID")
+
+
+def describe(party: RelyingParty) -> list[str]:
+    """A client as `list` prints it: a headline, then one line per URI."""
+    kind = "public" if party.public else "confidential"
+    lines = [f"{party.client_id}  {kind}  {party.name!r}  scopes: {' '.join(sorted(party.scopes))}"]
+    lines += [f"  redirect_uri: {uri}" for uri in party.redirect_uris]
+    lines += [f"  post_logout_redirect_uri: {uri}" for uri in party.post_logout_redirect_uris]
+    if party.backchannel_logout_uri:
+        lines.append(f"  backchannel_logout_uri: {party.backchannel_logout_uri}")
+    return lines
+
+
+async def _with_parties(settings: Settings, task: Callable[[RelyingParties], Awaitable[str]]) -> str:
+    engine = create_engine(settings.database_url)
+    try:
+        if settings.database_auto_migrate:
+            await migrate(engine)
+        return await task(RelyingParties(engine, refresh=0))
+    finally:
+        await engine.dispose()
+
+
+def _add(args: argparse.Namespace, secret: str | None) -> Callable[[RelyingParties], Awaitable[str]]:
+    scopes = args.scopes if args.scopes is not None else ("openid", "profile", "offline_access")
+    party = new_party(  # every rule checked before the database is touched
+        args.client_id,
+        name=args.name,
+        redirect_uris=args.redirect_uris,
+        secret=secret,
+        post_logout_redirect_uris=args.post_logout_redirect_uris,
+        backchannel_logout_uri=args.backchannel_logout_uri,
+        scopes=scopes,
+    )
+
+    async def add(parties: RelyingParties) -> str:
+        existing = await parties.get(party.client_id)
+        if existing is not None and not args.replace:
+            raise ClientExists(f"A client {party.client_id!r} is registered already (--replace to replace it).")
+        await parties.add(party)
+        return f"client {party.client_id} {'replaced' if existing is not None else 'added'}"
+
+    return add
+
+
+async def _list(parties: RelyingParties) -> str:
+    registered = await parties.all()
+    if not registered:
+        return "no relying parties are registered"
+    return "\n".join(line for party in registered for line in describe(party))
+
+
+def _remove(client_id: str) -> Callable[[RelyingParties], Awaitable[str]]:
+    async def remove(parties: RelyingParties) -> str:
+        if not await parties.remove(client_id):
+            raise errors.NotFound(f"No client {client_id!r} is registered.", code="client_not_found")
+        return f"client {client_id} removed"
+
+    return remove
+
+
+def _task(args: argparse.Namespace) -> Callable[[RelyingParties], Awaitable[str]]:
+    if args.client_command == "add":
+        secret = None
+        if args.secret_stdin:
+            secret = sys.stdin.readline().rstrip("\r\n")
+            if not secret:
+                raise InvalidRelyingParty("--secret-stdin: standard input gave no secret.")
+        return _add(args, secret)
+    if args.client_command == "list":
+        return _list
+    return _remove(args.client_id)
+
+
+def run_admin(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        print(asyncio.run(_with_parties(settings, _task(args))))
+    except errors.GatewayError as exc:
+        print(f"qrgate: {exc.code}: {exc.detail}", file=sys.stderr)
+        return 2
+    return 0
