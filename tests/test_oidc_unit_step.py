@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -27,6 +28,8 @@ from tests.support.browser_fixtures import launched_browser
 from tests.support.gateway_server import CAPTCHA_ANSWER, AppServer, ThreadedGateway, free_port, make_settings
 from tests.support.units import DECLARATION_PASSWORD, claims_of, new_tin
 from tests.test_oidc_signin import (
+    CSRF,
+    FORM,
     Authorization,
     RelyingPartySite,
     add_party,
@@ -37,6 +40,7 @@ from tests.test_oidc_signin import (
     relying_party_app,
     returned,
 )
+from tests.test_protocols import assert_documented
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -232,3 +236,54 @@ def test_cancel_at_the_unit_step_sends_access_denied_and_keeps_the_browser_sessi
     claims = exchange(sso, plain, returned(page, rp, plain)["code"])
     assert claims["sub"] == clerk["id"]
     assert "unit" not in claims
+
+
+def test_the_unit_step_over_http_answers_as_documented(
+    sso: ThreadedGateway, rp: RelyingPartySite, hall: httpx.Client
+) -> None:
+    """As the page's script speaks: every answer held against openapi.yaml, refusals passed on."""
+    clerk = person(sso)
+    tin = new_unit(hall, ("tax_staff", clerk))
+    with httpx.Client(base_url=sso.base_url, timeout=20) as http:
+        request = authorization(sso, rp, CLIENT, scope=SCOPE)
+        location = http.get(request.url).headers["location"]
+        request_id = parse_qs(urlsplit(location).query)["request"][0]
+        found = CSRF.search(http.get(location).text)
+        assert found is not None
+
+        def post(path: str, **fields: str) -> httpx.Response:
+            data = {"request": request_id, "csrf": found.group(1), **fields}
+            return http.post(path, data=data, headers={**FORM, **fresh_ip()})
+
+        early = post("/signin/unit/list")
+        assert assert_documented(early, "post", "/signin/unit/list")["code"] == "unit_step_not_started"
+        forged = http.post("/signin/unit/list", data={"request": request_id, "csrf": "x" * 43}, headers=FORM)
+        assert assert_documented(forged, "post", "/signin/unit/list")["code"] == "invalid_csrf_token"
+
+        signed = post("/signin/password", identifier=clerk["login_name"], password=clerk["password"])
+        assert assert_documented(signed, "post", "/signin/password") == {"unit_step": True}
+        assert "qrgate-sso" in http.cookies
+
+        listed = assert_documented(post("/signin/unit/list"), "post", "/signin/unit/list")
+        assert [unit["tin"] for unit in listed["units"]] == [tin]
+        wrong = post("/signin/unit/verify", tin=tin, declaration_password="Wrong-0001")
+        assert assert_documented(wrong, "post", "/signin/unit/verify")["attempts_left"] == 4
+        no_captcha = post("/signin/unit/verify", tin=tin, declaration_password=DECLARATION_PASSWORD)
+        assert assert_documented(no_captcha, "post", "/signin/unit/verify")["code"] == "captcha_required"
+        refused = assert_documented(post("/signin/unit/enter", tin=tin), "post", "/signin/unit/enter")
+        assert refused["code"] == "declaration_password_required"
+        bad_tin = post("/signin/unit/enter", tin="../../v1/admin")
+        assert assert_documented(bad_tin, "post", "/signin/unit/enter")["code"] == "invalid_request"
+
+        captcha = http.post("/units/v1/captcha").json()
+        entered = post(
+            "/signin/unit/verify",
+            tin=tin,
+            declaration_password=DECLARATION_PASSWORD,
+            captcha_id=captcha["captcha_id"],
+            captcha_answer=CAPTCHA_ANSWER,
+        )
+        target = assert_documented(entered, "post", "/signin/unit/verify")["redirect"]
+        assert target.startswith(rp.callback + "?code=")
+        gone = post("/signin/unit/cancel")
+        assert assert_documented(gone, "post", "/signin/unit/cancel")["code"] == "signin_not_found"
