@@ -26,6 +26,7 @@ from tests.support.accounts import fresh_ip
 from tests.support.browser import screenshot
 from tests.support.browser_fixtures import launched_browser
 from tests.support.gateway_server import CAPTCHA_ANSWER, AppServer, ThreadedGateway, free_port, make_settings
+from tests.support.schemas import assert_valid
 from tests.support.units import DECLARATION_PASSWORD, claims_of, new_tin
 from tests.test_oidc_signin import (
     CSRF,
@@ -185,6 +186,9 @@ def test_declaration_password_with_captcha_then_tokens_carry_the_unit(
     info = httpx.get(f"{sso.base_url}/userinfo", headers={"Authorization": f"Bearer {answer['access_token']}"})
     assert info.status_code == 200, info.text
     assert info.json()["unit"] == expected
+    assert_valid("id-token-claims.json", id_claims)
+    assert_valid("access-token-claims.json", access)
+    assert_valid("userinfo.json", info.json())
 
     refreshed = httpx.post(
         f"{sso.base_url}/v1/token",
