@@ -109,7 +109,7 @@ def routes(provider: OidcProvider, bearer: BearerAuth, dpop: DpopVerifier) -> li
 
     async def userinfo(request: Request) -> Response:
         claims = await bearer.claims(request)
-        body = await provider.userinfo(claims["sub"], str(claims.get("scope", "")))
+        body = await provider.userinfo(claims["sub"], str(claims.get("scope", "")), claims.get("unit"))
         return Response(dumps(body), media_type="application/json", headers=NO_STORE)
 
     async def configuration(request: Request) -> Response:

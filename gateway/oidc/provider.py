@@ -30,6 +30,7 @@ from typing import Any
 
 from gateway import errors
 from gateway.directory.persons import Person, PersonDirectory
+from gateway.jsonutil import dumps, loads
 from gateway.oidc import id_tokens
 from gateway.oidc.clients import RelyingParties, RelyingParty
 from gateway.oidc.requests import (
@@ -53,6 +54,8 @@ BROWSER_CLIENT = "web"  # the browser session's client id (a built-in client)
 PERSON_MEMORY = 30.0  # s UserInfo may answer from this process's memory of a person
 PEOPLE_REMEMBERED = 10_000
 SPENT_CODE_MEMORY = 3600  # s a used code is remembered, so a second use revokes what the first issued
+UNIT_SCOPE = "unit"  # the relying party wants the unit step after the login (oidc/units_step.py)
+UNIT_STEP_TOKEN_TTL = 60  # s the gateway's own token for its calls to the units service lives
 
 
 def _hash(value: str) -> str:
@@ -101,6 +104,11 @@ class Pending:
     request_id: str
     request: AuthorizationRequest
     party: RelyingParty
+    session: BrowserSession | None = None  # signed in already: the unit step is under way
+
+    @property
+    def wants_unit(self) -> bool:
+        return UNIT_SCOPE in self.request.scopes
 
 
 class OidcProvider:
@@ -178,6 +186,15 @@ class OidcProvider:
         session = None if "login" in request.prompt else await self.browser_session(session_cookie)
         if session is not None and request.max_age is not None and time.time() - session.auth_time > request.max_age:
             session = None
+        if session is not None and UNIT_SCOPE in request.scopes:
+            if "none" in request.prompt:  # the unit step needs the person
+                raise RefusedToClient(
+                    "interaction_required",
+                    "The unit step needs the person.",
+                    redirect_uri=request.redirect_uri,
+                    state=request.state,
+                )
+            return await self._new_pending(request, session)
         if session is not None:
             return Redirect(await self._code_redirect(request, session))
         if "none" in request.prompt:
@@ -187,8 +204,13 @@ class OidcProvider:
                 redirect_uri=request.redirect_uri,
                 state=request.state,
             )
+        return await self._new_pending(request, None)
+
+    async def _new_pending(self, request: AuthorizationRequest, session: BrowserSession | None) -> Redirect:
+        """A pending request and the cookie binding it to this browser: to the sign-in page (which starts
+        at the unit step when `session`, the browser's live session, is given)."""
         request_id, binding = secrets.token_urlsafe(16), secrets.token_urlsafe(32)
-        record = {**request.record(), "binding": _hash(binding), "qr_id": ""}
+        record = {**request.record(), "binding": _hash(binding), "qr_id": "", **_session_facts(session)}
         await self._store.put(keys.key(keys.Space.OIDC_REQUEST, request_id), record, self.settings.oidc_request_ttl)
         return Redirect(f"{self.settings.issuer}/signin?request={request_id}", {self.binding_cookie: binding})
 
@@ -236,7 +258,14 @@ class OidcProvider:
         party = await self.parties.get(request.client_id)
         if party is None:
             raise errors.NotFound("The application was removed meanwhile.", code="signin_not_found")
-        return Pending(request_id, request, party)
+        session = None
+        if record.get("browser_sid"):
+            if await self._sessions.alive(record["browser_sid"]) is None:
+                raise errors.NotFound("The sign-in ended meanwhile (logged out).", code="signin_not_found")
+            session = BrowserSession(
+                record["browser_sid"], record["sub"], int(record["auth_time"]), tuple(record["amr"].split())
+            )
+        return Pending(request_id, request, party, session)
 
     async def remember_qr(self, pending: Pending, qr_id: str) -> None:
         """The QR code minted for this sign-in: only its result may complete it."""
@@ -256,6 +285,39 @@ class OidcProvider:
         session, cookie = await self._start_browser_session(who)
         url = await self._code_redirect(pending.request, session)
         return Redirect(url, {self.session_cookie: cookie, self.binding_cookie: ""})
+
+    async def begin_unit_step(self, pending: Pending, who: SignedIn) -> Redirect:
+        """The person signed in for a request with scope `unit`: the browser session starts now, and the
+        pending request remembers it until the unit step completes it (`complete_unit`) or is cancelled.
+        The answer's URL is empty: the page stays, with the binding cookie, for the unit step."""
+        key = keys.key(keys.Space.OIDC_REQUEST, pending.request_id)
+        record = await self._store.get(key)
+        if record is None or record.get("browser_sid"):
+            raise errors.NotFound("This sign-in was completed already.", code="signin_not_found")
+        session, cookie = await self._start_browser_session(who)
+        await self._store.put(key, {**record, **_session_facts(session)}, self.settings.oidc_request_ttl)
+        return Redirect("", {self.session_cookie: cookie})
+
+    def unit_step_token(self, session: BrowserSession) -> str:
+        """A short-lived gateway access token of the browser session, for the gateway's own calls to the
+        units service on the person's behalf. It never leaves the server."""
+        return self._issuer.access_token(
+            subject=session.subject,
+            client_id=BROWSER_CLIENT,
+            session_id=session.sid,
+            amr=session.amr,
+            auth_time=session.auth_time,
+            ttl=UNIT_STEP_TOKEN_TTL,
+        )
+
+    async def complete_unit(self, pending: Pending, unit: Mapping[str, str]) -> Redirect:
+        """The unit step done: the code, whose tokens carry `unit`, back to the relying party."""
+        if pending.session is None:
+            raise errors.Conflict("The person has not signed in yet.", code="unit_step_not_started")
+        if await self._store.take(keys.key(keys.Space.OIDC_REQUEST, pending.request_id)) is None:
+            raise errors.NotFound("This sign-in was completed already.", code="signin_not_found")
+        url = await self._code_redirect(pending.request, pending.session, unit=unit)
+        return Redirect(url, {self.binding_cookie: ""})
 
     async def cancel(self, pending: Pending) -> Redirect:
         """The person declined: `access_denied` to the relying party."""
@@ -281,14 +343,14 @@ class OidcProvider:
             },
         )
 
-    async def _code_redirect(self, request: AuthorizationRequest, session: BrowserSession) -> str:
+    async def _code_redirect(
+        self, request: AuthorizationRequest, session: BrowserSession, *, unit: Mapping[str, str] | None = None
+    ) -> str:
         code = secrets.token_urlsafe(32)
         record = {
             **request.record(),
-            "sub": session.subject,
-            "browser_sid": session.sid,
-            "auth_time": str(session.auth_time),
-            "amr": " ".join(session.amr),
+            **_session_facts(session),
+            "unit": dumps(dict(unit)).decode() if unit else "",
         }
         await self._store.put(keys.key(keys.Space.OIDC_CODE, _hash(code)), record, self.settings.oidc_code_ttl)
         return redirect_to(request.redirect_uri, {"code": code, **self._tail(request)})
@@ -329,6 +391,7 @@ class OidcProvider:
             raise OAuthError("invalid_grant", "The PKCE code_verifier does not match the code_challenge.")
         amr = tuple(record["amr"].split())
         auth_time = int(record["auth_time"])
+        unit = {"unit": loads(record["unit"])} if record.get("unit") else None  # kept by the session: refreshes too
         tokens = await self._sessions.start(
             subject=record["sub"],
             client_id=party.client_id,
@@ -338,6 +401,7 @@ class OidcProvider:
             auth_time=auth_time,
             parent=record["browser_sid"],
             scope=request.scope,
+            claims=unit,
         )
         sid = tokens["refresh_token"].partition(".")[0]
         spent = {"sid": sid}
@@ -358,6 +422,7 @@ class OidcProvider:
                 nonce=request.nonce,
                 access_token=tokens["access_token"],
                 ttl=self.settings.oidc_id_token_ttl,
+                extra=unit,
             ),
         }
         if "offline_access" in request.scopes:
@@ -365,14 +430,18 @@ class OidcProvider:
         return answer
 
     # UserInfo -------------------------------------------------------------------------------------------
-    async def userinfo(self, subject: str, scope: str) -> dict[str, Any]:
+    async def userinfo(self, subject: str, scope: str, unit: Any = None) -> dict[str, Any]:
+        """`unit`: the access token's `unit` claim, returned when the scope has `unit`."""
         scopes = scope.split()
         if "openid" not in scopes:
             raise errors.Forbidden("This access token was not issued for OpenID Connect.", code="insufficient_scope")
         person = await self._person(subject)
         if person is None:
             raise errors.Unauthorized("The person of this access token no longer exists.", code="invalid_token")
-        return {"sub": subject, **self.identity_claims(person, scopes)}
+        claims = {"sub": subject, **self.identity_claims(person, scopes)}
+        if UNIT_SCOPE in scopes and isinstance(unit, dict):
+            claims["unit"] = unit
+        return claims
 
     async def _person(self, subject: str) -> Person | None:
         """The directory's record, remembered for `PERSON_MEMORY` seconds: a relying party asks for
@@ -403,6 +472,18 @@ class OidcProvider:
             claims["phone_number"] = "+86" + person.phone
             claims["phone_number_verified"] = True
         return claims
+
+
+def _session_facts(session: BrowserSession | None) -> dict[str, str]:
+    """A browser session as the pending request and the code keep it (flat strings)."""
+    if session is None:
+        return {}
+    return {
+        "sub": session.subject,
+        "browser_sid": session.sid,
+        "auth_time": str(session.auth_time),
+        "amr": " ".join(session.amr),
+    }
 
 
 __all__ = [

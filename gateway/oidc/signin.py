@@ -6,6 +6,8 @@
                 POST /signin/qr/complete ──▶ the server takes the result, once ──▶ {"redirect": code URL}
       password: POST /signin/password ──▶ the password login's checks, nothing issued ──▶ {"redirect": ...}
       cancel:   POST /signin/cancel (a plain form) ──303──▶ the relying party, error=access_denied
+      scope `unit`: the sign-in answers {"unit_step": true} and the page goes on with the unit step
+                (oidc/units_step.py, POST /signin/unit/...), which answers the {"redirect"}
 
 Only the browser holding the binding cookie gets the page (any other: 404). Every post carries a CSRF
 token: an HMAC of the request id keyed with that cookie's value, a 256-bit secret only this browser
@@ -33,6 +35,7 @@ from gateway import errors
 from gateway.accounts.login import PasswordCredentials, PasswordLogins
 from gateway.inputs import client_ip, parse_model, read_form
 from gateway.jsonutil import dumps
+from gateway.oidc import units_step
 from gateway.oidc.http import NO_STORE, redirect, with_cookies
 from gateway.oidc.provider import OidcProvider, Pending, Redirect, SignedIn
 from gateway.qr.service import QrService
@@ -82,6 +85,7 @@ class SignInPage:
             return_to=back_to or "",
             return_hint=RETURNS[locale].format(origin=back_to) if back_to else "",
             login_hint=pending.request.login_hint,
+            unit_step="true" if pending.session is not None else "false",
         )
         # The page posts its forms here, and the cancel form's answer redirects to the relying party.
         form_action = "'self'" + (f" {back_to}" if back_to else "")
@@ -106,13 +110,19 @@ class SignInPage:
         response = Response(dumps({"redirect": target.url}), media_type="application/json", headers=NO_STORE)
         return with_cookies(response, target, self.provider)
 
+    async def _signed_in(self, pending: Pending, who: SignedIn) -> Response:
+        """The code to the relying party, or first the unit step when it asked for scope `unit`."""
+        if pending.wants_unit:
+            return units_step.started(await self.provider.begin_unit_step(pending, who), self.provider)
+        return self._go(await self.provider.complete(pending, who))
+
     async def password(self, request: Request) -> Response:
         form = await read_form(request)
         pending = await self._checked(request, form)
         credentials = parse_model(PasswordCredentials, {name: form[name] for name in CREDENTIALS if form.get(name)})
         person = await self.logins.authenticate(credentials, ip=client_ip(request))
         who = SignedIn(person.id, ("pwd",), int(time.time()), mask_name(person.name))
-        return self._go(await self.provider.complete(pending, who))
+        return await self._signed_in(pending, who)
 
     async def mint_qr(self, request: Request) -> Response:
         pending = await self._checked(request, await read_form(request))
@@ -133,7 +143,7 @@ class SignInPage:
         # The waiter token must be that of the code remembered for this sign-in, not of any other.
         confirmer = await self.qr.take_signin(qr_id, form.get("waiter_token", "")[:128])
         who = SignedIn(confirmer.person_id, ("qr",), int(time.time()), confirmer.display_name)
-        return self._go(await self.provider.complete(pending, who))
+        return await self._signed_in(pending, who)
 
     async def cancel(self, request: Request) -> Response:
         """A plain form post (it works without the script): 303 to the relying party."""
@@ -153,4 +163,5 @@ def routes(provider: OidcProvider, logins: PasswordLogins, qr: QrService) -> lis
         Route("/signin/qr", signin.mint_qr, methods=["POST"]),
         Route("/signin/qr/complete", signin.complete_qr, methods=["POST"]),
         Route("/signin/cancel", signin.cancel, methods=["POST"]),
+        *units_step.routes(provider, signin._checked),
     ]

@@ -35,13 +35,14 @@ class TokenIssuer:
         roles: Sequence[str] = (),
         extra: Mapping[str, Any] | None = None,
         now: float | None = None,
+        ttl: int | None = None,
     ) -> str:
         issued = int(time.time() if now is None else now)
         claims: AccessTokenClaims = {
             "iss": self._settings.issuer,
             "sub": subject,
             "aud": audience or self._settings.token_audience,
-            "exp": issued + self._settings.access_token_ttl,
+            "exp": issued + (ttl or self._settings.access_token_ttl),
             "iat": issued,
             "jti": secrets.token_urlsafe(16),
             "client_id": client_id,

@@ -20,10 +20,12 @@ import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gateway import errors, logs, metrics
+from gateway.jsonutil import dumps, loads
 from gateway.settings import Settings
 from gateway.state import keys
 from gateway.state.base import StateStore
@@ -37,6 +39,14 @@ class InvalidGrant(errors.BadRequest):
 
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _extra_claims(session: Mapping[str, str]) -> dict[str, Any] | None:
+    """What a session's access tokens carry beyond the standard claims: its `scope` and its `claims`."""
+    extra: dict[str, Any] = loads(session["claims"]) if session.get("claims") else {}
+    if session.get("scope"):
+        extra["scope"] = session["scope"]
+    return extra or None
 
 
 def split_refresh_token(token: str) -> tuple[str, str] | None:
@@ -89,11 +99,13 @@ class SessionManager:
         auth_time: int | None = None,
         parent: str | None = None,
         scope: str = "",
+        claims: Mapping[str, Any] | None = None,
     ) -> TokenResponse:
         """One login = one session with its first refresh token. `display_name` is the person's
         masked name (shown on a desktop this session's phone scans), kept so a scan needs no
         directory read. `auth_time`: when the person authenticated, if not now (single sign-on);
-        `parent`: the session this one is made from; `scope`: carried by its access tokens."""
+        `parent`: the session this one is made from; `scope`: carried by its access tokens;
+        `claims`: more claims all its access tokens carry (a relying party's `unit`), kept as JSON."""
         now = int(time.time())
         sid = secrets.token_urlsafe(16)
         secret = secrets.token_urlsafe(32)
@@ -110,6 +122,7 @@ class SessionManager:
             "auth_time": str(now if auth_time is None else auth_time),
             "parent": parent or "",
             "scope": scope,
+            "claims": dumps(dict(claims)).decode() if claims else "",
             "last_used": str(now),
             "expires_at": str(now + absolute),
             "refresh_hash": _hash(secret),
@@ -134,7 +147,7 @@ class SessionManager:
             auth_time=int(session["auth_time"]),
             jkt=jkt,
             roles=session["roles"].split(),
-            extra={"scope": session["scope"]} if session.get("scope") else None,
+            extra=_extra_claims(session),
             now=now,
         )
         return {

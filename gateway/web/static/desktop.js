@@ -7,7 +7,7 @@ import { installLanguageSwitch, onLanguageChange, t } from "./i18n.js";
 import { PasswordForm } from "./password.js";
 import { QrLogin } from "./qrlogin.js";
 import { LoginTabs } from "./tabs.js";
-import { UnitChooser } from "./units.js";
+import { UnitChooser, tokenBackend } from "./units.js";
 
 const CLIENT_ID = "withholding-desktop";
 
@@ -40,7 +40,7 @@ const tabs = new LoginTabs({ qr, password });
 
 // --- After login ------------------------------------------------------------------------------
 
-const units = new UnitChooser({ onEntered: (unit) => showDone(unit), session });
+const units = new UnitChooser({ onEntered: (unit) => showDone(unit), backend: tokenBackend(session) });
 
 function loggedIn(tokens, method) {
   session.tokens = tokens;

@@ -4,15 +4,22 @@
 // success answers {redirect}: the application's redirect URI with the code, where the page then goes.
 // The QR code's `confirmed` carries no token: the server takes the result when the page asks it to.
 // No token ever reaches this page.
+//
+// The unit step: when the application asked for scope `unit`, the sign-in answers {unit_step: true}
+// (or the page opens at it, for a person signed in already), and the desktop's UnitChooser (units.js)
+// runs with a backend of this page's server (/signin/unit/...), which calls the units service itself;
+// entering a unit answers {redirect}.
 
-import { $, api, problemMessage } from "./common.js";
+import { $, api, problemMessage, show } from "./common.js";
 import { installLanguageSwitch, onLanguageChange, t } from "./i18n.js";
 import { PasswordForm } from "./password.js";
 import { QrLogin } from "./qrlogin.js";
 import { LoginTabs } from "./tabs.js";
+import { UnitChooser } from "./units.js";
 
 const signin = document.body.dataset; // request, csrf, party (its name), returnTo (its origin)
 let leaving = false;
+let stepping = false; // at the unit step: the QR code is not wanted any more
 
 function post(path, fields = {}) {
   const form = { request: signin.request, csrf: signin.csrf, ...fields };
@@ -26,6 +33,7 @@ function describe(answer) {
 }
 
 function leave(answer) {
+  if (answer.body.unit_step) return unitStep();
   leaving = true;
   $("signin-status").textContent = t("signin_going", { name: signin.party });
   $("password-submit").disabled = true;
@@ -39,7 +47,7 @@ const qr = new QrLogin({
     if (answer.ok) leave(answer);
     else qr.lost("signin_failed", { detail: describe(answer) });
   },
-  refreshWhenExpired: () => !leaving && tabs.active === "qr",
+  refreshWhenExpired: () => !leaving && !stepping && tabs.active === "qr",
   describe,
 });
 
@@ -50,6 +58,31 @@ const password = new PasswordForm({
 });
 
 const tabs = new LoginTabs({ qr, password });
+
+const units = new UnitChooser({
+  backend: {
+    list: () => post("/signin/unit/list"),
+    enter: (tin) => post("/signin/unit/enter", { tin }),
+    verify: (tin, fields) => post("/signin/unit/verify", { tin, ...fields }),
+  },
+  onEntered: (unit) => {
+    if (unit?.answer?.redirect) leave({ body: unit.answer });
+  },
+});
+
+function unitStep() {
+  stepping = true;
+  qr.stop();
+  for (const id of ["panel-qr", "panel-password", "cancel"]) show($(id), false);
+  document.querySelector(".tabs").hidden = true;
+  units.start();
+}
+
+$("unit-cancel").addEventListener("click", async () => {
+  const answer = await post("/signin/unit/cancel");
+  if (answer.ok) leave(answer);
+  else $("units-message").textContent = describe(answer);
+});
 
 function drawHeading() {
   const title = t("signin_title", { name: signin.party });
@@ -65,6 +98,8 @@ onLanguageChange(() => {
   drawHeading();
   qr.redraw();
   password.redraw();
+  units.redraw();
 });
 window.addEventListener("pagehide", () => qr.stop());
-qr.refresh();
+if (signin.unitStep === "true") unitStep();
+else qr.refresh();

@@ -2,6 +2,10 @@
 // One unit: straight to it. Several: pick one (double-click, or select and press Enter). Authorized
 // staff enter directly; everyone else gives the unit's declaration password (captcha after a wrong
 // one, locked after five).
+//
+// The calls go through a `backend`: the desktop's (tokenBackend: the page holds the gateway access
+// token and calls /units itself) or the sign-in page's (its server calls /units; see signin.js).
+// backend.list() -> {units}; backend.enter(tin) and backend.verify(tin, fields) -> the entry's answer.
 
 import { $, Captcha, api, duration, problemMessage, show } from "./common.js";
 import { t } from "./i18n.js";
@@ -13,10 +17,21 @@ function unitStatus(unit) {
   return unit.locked ? "locked" : "password";
 }
 
+/** The desktop's backend: the units service called from the page, with the session's access token. */
+export function tokenBackend(session) {
+  const token = () => session.tokens?.access_token;
+  const path = (tin, action) => `/units/v1/units/${encodeURIComponent(tin)}/${action}`;
+  return {
+    list: () => api("GET", "/units/v1/units", { token: token() }),
+    enter: (tin) => api("POST", path(tin, "enter"), { token: token() }),
+    verify: (tin, fields) => api("POST", path(tin, "verify"), { token: token(), json: fields }),
+  };
+}
+
 export class UnitChooser {
-  constructor({ onEntered, session }) {
+  constructor({ onEntered, backend }) {
     this.onEntered = onEntered;
-    this.session = session;
+    this.backend = backend;
     this.units = [];
     this.selected = -1;
     this.chosen = null;
@@ -31,17 +46,14 @@ export class UnitChooser {
     list.addEventListener("dblclick", (event) => this.choose(this.indexOf(event)));
     $("declaration").addEventListener("submit", (event) => this.verify(event));
     $("declaration-back").addEventListener("click", () => this.back());
-  }
-
-  get token() {
-    return this.session.tokens?.access_token;
+    $("unit-enter")?.addEventListener("click", () => this.choose(this.selected));
   }
 
   async start() {
     this.reset();
     show($("units"), true);
     this.say("units_loading");
-    const answer = await api("GET", "/units/v1/units", { token: this.token });
+    const answer = await this.backend.list();
     if (answer.status === 404 && answer.body.code === "not_found") return this.onEntered(null); // no units service
     if (!answer.ok) return this.say(problemMessage(answer));
     this.units = answer.body.units;
@@ -53,6 +65,7 @@ export class UnitChooser {
     this.drawList();
     if (this.units.length === 1) return this.choose(0);
     this.select(0);
+    if ($("unit-enter")) show($("unit-enter"), true);
     $("unit-list").focus();
   }
 
@@ -63,6 +76,7 @@ export class UnitChooser {
     clearInterval(this.lockTimer);
     $("unit-list").replaceChildren();
     show($("unit-list"), true);
+    if ($("unit-enter")) show($("unit-enter"), false);
     show($("declaration"), false);
     this.captcha.hide();
     this.say(null);
@@ -136,12 +150,13 @@ export class UnitChooser {
     this.chosen = { tin: unit.tin, name: unit.name };
     if (unit.authorized) {
       this.say("unit_entering");
-      const answer = await api("POST", `/units/v1/units/${encodeURIComponent(unit.tin)}/enter`, { token: this.token });
+      const answer = await this.backend.enter(unit.tin);
       if (answer.ok) return this.entered(unit, answer.body);
       if (answer.body.code !== "declaration_password_required") return this.say("unit_refused", { detail: problemMessage(answer) });
     }
     this.say(null);
     show($("unit-list"), this.units.length > 1);
+    if ($("unit-enter")) show($("unit-enter"), false);
     show($("declaration"), true);
     show($("declaration-back"), this.units.length > 1);
     this.redraw();
@@ -154,6 +169,7 @@ export class UnitChooser {
     clearInterval(this.lockTimer);
     show($("declaration"), false);
     show($("unit-list"), true);
+    if ($("unit-enter")) show($("unit-enter"), true);
     $("declaration-message").textContent = "";
     this.captcha.hide();
     $("unit-list").focus();
@@ -166,10 +182,7 @@ export class UnitChooser {
     clearInterval(this.lockTimer);
     $("declaration-submit").disabled = true;
     const tin = this.chosen.tin;
-    const answer = await api("POST", `/units/v1/units/${encodeURIComponent(tin)}/verify`, {
-      token: this.token,
-      json: { declaration_password: password, ...this.captcha.take() },
-    });
+    const answer = await this.backend.verify(tin, { declaration_password: password, ...this.captcha.take() });
     $("declaration-submit").disabled = false;
     $("declaration-password").value = "";
     const unit = this.units.find((u) => u.tin === tin);
@@ -199,6 +212,6 @@ export class UnitChooser {
 
   entered(unit, answer) {
     clearInterval(this.lockTimer);
-    this.onEntered({ tin: unit.tin, name: unit.name, via: answer.unit.via, token: answer.unit_token });
+    this.onEntered({ tin: unit.tin, name: unit.name, via: answer.unit?.via, token: answer.unit_token, answer });
   }
 }
