@@ -117,9 +117,12 @@ class ServiceUnavailable(GatewayError):
 
 
 def problem_response(error: GatewayError) -> Response:
+    """An RFC 9457 problem. An OAuth endpoint's error (one that carries an RFC 6749 `error`) is the
+    same body served as `application/json`, as RFC 6749 5.2 requires: relying-party libraries read
+    the error of a token request only from that media type."""
     return Response(
         dumps(error.body()),
         status_code=error.status,
         headers=error.response_headers(),
-        media_type="application/problem+json",
+        media_type="application/json" if "error" in error.extra else "application/problem+json",
     )

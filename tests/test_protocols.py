@@ -120,7 +120,9 @@ def assert_problem(
     operation is named, documented by openapi.yaml for it: content type, headers, code). On the OAuth
     endpoints `error` is the OAuth error code the problem carries too."""
     assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
+    # An OAuth endpoint's error is the same problem as application/json (RFC 6749 5.2).
+    media_type = "application/json" if error is not None else "application/problem+json"
+    assert response.headers["content-type"] == media_type
     body = response.json()
     assert_valid("problem.json", body)
     assert body["status"] == status
@@ -132,7 +134,7 @@ def assert_problem(
         assert response.headers["www-authenticate"].startswith(expected)
     if operation is not None:
         documented = documented_response(*operation, status)
-        assert "application/problem+json" in documented["content"]
+        assert media_type in documented["content"]
         assert_documented(response, *operation)
 
 
@@ -479,7 +481,10 @@ def test_openapi_documents_every_error_as_problem_json() -> None:
                     assert list(resolved["content"]) == ["text/html"], (method, path, status)
                     continue
                 if int(status) >= 400:
-                    assert list(resolved["content"]) == ["application/problem+json"], (method, path, status)
+                    # OAuth endpoints' errors carry an RFC 6749 `error` and are served as application/json.
+                    oauth = '"error"' in json.dumps(resolved["content"])
+                    media_type = "application/json" if oauth else "application/problem+json"
+                    assert list(resolved["content"]) == [media_type], (method, path, status)
                     assert refs(resolved["content"])[0] == "./schemas/problem.json", (method, path, status)
 
 
