@@ -186,8 +186,11 @@ class Services:
 
     def routes(self, *, units_mounted: bool) -> list[BaseRoute]:
         settings = self.settings
+        # Starlette tries routes in order: the busiest (a login's, a relying party's) come first.
         return [
             *qr_http.routes(self.qr, images=self.images, bearer=self.bearer, draining=self.draining),
+            *token_endpoints.routes(self.tokens),
+            *oidc_http.routes(self.oidc, self.bearer, self.dpop),
             *login.routes(self.logins),
             captcha.route(self.captchas),
             *sms.routes(self.sms),
@@ -196,10 +199,8 @@ class Services:
             *admin.routes(self.hall),
             *rare_chars.routes(self.rare_chars),
             *token_routes.routes(self.issuer),
-            *oidc_http.routes(self.oidc, self.bearer, self.dpop),
             *oidc_signin.routes(self.oidc, self.logins, self.qr),
             *oidc_logout.routes(self.logouts, self.oidc),
-            *token_endpoints.routes(self.tokens),
             *health.routes(
                 self.store,
                 self.engine,
