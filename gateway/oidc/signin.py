@@ -77,6 +77,8 @@ class SignInPage:
         back_to = origin_source(pending.request.redirect_uri)
         body = render(
             "signin.html",
+            login_action="/signin/password",
+            declaration_action="/signin/unit/verify",
             lang=locale,
             title=TITLES[locale].format(name=name),
             party=name,

@@ -75,8 +75,13 @@ def template(name: str) -> str:
     return (PAGES / name).read_text(encoding="utf-8")
 
 
+INCLUDE = re.compile(r"\{\{> ([a-z0-9/_.-]+\.html)\}\}")
+
+
 def render(name: str, **values: str) -> str:
-    text = template(name)
+    """The template with its `{{> partials/...}}` included (the pieces pages share: the login panels,
+    the declaration-password form) and `{{key}}` replaced by escaped values."""
+    text = INCLUDE.sub(lambda found: template(found.group(1)), template(name))
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", html.escape(value, quote=True))
     return text
@@ -109,7 +114,15 @@ class StaticAssets:
 def routes(settings: Settings, *, units_mounted: bool) -> list[BaseRoute]:
     async def desktop(request: Request) -> Response:
         units = "true" if units_mounted else "false"
-        body = render("desktop.html", units=units, public_url=settings.issuer)
+        # Its forms never submit without the script (form-action 'none'); posting keeps a password out of URLs.
+        body = render(
+            "desktop.html",
+            units=units,
+            public_url=settings.issuer,
+            login_action="/",
+            declaration_action="/",
+            login_hint="",
+        )
         return HTMLResponse(body, headers=page_headers(request))
 
     async def phone(request: Request) -> Response:
