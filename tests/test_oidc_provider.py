@@ -28,6 +28,7 @@ from gateway.oidc.provider import SignedIn
 from gateway.oidc.requests import s256
 from gateway.rules import IdType
 from tests.conftest import new_identity
+from tests.support.dpop import DpopKey
 from tests.support.gateway_server import make_settings
 
 pytestmark = pytest.mark.anyio
@@ -350,3 +351,38 @@ async def test_pushed_requests_are_used_once_and_need_the_client(op: Provider) -
     assert (replay.status_code, "location" in replay.headers) == (400, False)
     bad = await op.http.post("/par", data={**params, "client_secret": SECRET, "code_challenge_method": "plain"})
     assert (bad.status_code, bad.json()["error"]) == (400, "invalid_request")
+
+
+async def test_a_dpop_proof_at_the_code_exchange_binds_the_tokens_to_its_key(op: Provider) -> None:
+    key = DpopKey()
+    verifier, challenge = pkce()
+    query = await sign_in(op, authorize_params(code_challenge=challenge))
+    proof = key.proof("POST", ISSUER + "/v1/token")
+    answer = await exchange(op, query["code"], verifier, client_id="payroll")
+    assert answer.json()["token_type"] == "Bearer"  # no proof: a plain bearer token
+    verifier, challenge = pkce()
+    query = await sign_in(op, authorize_params(code_challenge=challenge))
+    form = {"grant_type": "authorization_code", "code": query["code"], "redirect_uri": REDIRECT}
+    bound = await op.http.post(
+        "/v1/token", data={**form, "code_verifier": verifier, "client_id": "payroll"}, headers={"DPoP": proof}
+    )
+    assert bound.status_code == 200, bound.text
+    tokens = bound.json()
+    assert tokens["token_type"] == "DPoP"
+    access = jwt.decode(tokens["access_token"], await keys(op), algorithms=["ES256"]).claims
+    assert access["cnf"] == {"jkt": key.jkt}
+    plain = await op.http.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert plain.status_code == 401  # a bound token is refused without a proof by its key
+    url = ISSUER + "/userinfo"
+    proven = await op.http.get(
+        "/userinfo",
+        headers={
+            "Authorization": f"DPoP {tokens['access_token']}",
+            "DPoP": key.proof("GET", url, tokens["access_token"]),
+        },
+    )
+    assert proven.status_code == 200, proven.text
+    replay = await op.http.post(
+        "/v1/token", data={**form, "code_verifier": verifier, "client_id": "payroll"}, headers={"DPoP": proof}
+    )
+    assert replay.status_code == 400  # the code is spent (and the proof was used)
