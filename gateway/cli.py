@@ -117,6 +117,8 @@ def manage_keys(settings: Settings, args: argparse.Namespace) -> int:
             created = datetime.fromtimestamp(key.created_at, UTC).isoformat(timespec="seconds")
             active = datetime.fromtimestamp(key.active_from, UTC).isoformat(timespec="seconds")
             mark = "  signing" if key.kid == signing else ""
+            if key.alg == keys.ID_TOKEN_ONLY:
+                mark = "  id_tokens of RS256 relying parties"
             print(f"{key.kid}  {key.alg:6}  created {created}  active from {active}{mark}")
         return 0
     if args.keys_command == "rotate":
@@ -167,7 +169,12 @@ def parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="signing keys").add_subparsers(dest="keys_command", required=True)
     keys.add_parser("list", help="list the keys: kid, algorithm, created, active from, signing now")
     rotate = keys.add_parser("rotate", help="add a key; it is published at once and signs after a delay")
-    rotate.add_argument("--alg", choices=["ES256", "EdDSA"], default=None, help="default: QRGATE_SIGNING_ALG")
+    rotate.add_argument(
+        "--alg",
+        choices=["ES256", "EdDSA", "RS256"],
+        default=None,
+        help="default: QRGATE_SIGNING_ALG; RS256 adds a key for the id_tokens of relying parties registered for it",
+    )
     rotate.add_argument("--activation-delay", type=int, default=None, help="default: QRGATE_KEY_ACTIVATION_DELAY")
     retire = keys.add_parser("retire", help="remove a key once no token it signed can be alive")
     retire.add_argument("kid")

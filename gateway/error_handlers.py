@@ -29,7 +29,7 @@ async def on_gateway_error(request: Request, exc: Exception) -> Response:
     if backend is not None:
         metrics.labelled(metrics.BACKEND_ERRORS, backend).inc()
         log.warning("backend unavailable", extra={"backend": backend, "path": request.url.path})
-    return errors.problem_response(exc)
+    return errors.problem_response(exc, path=request.url.path)
 
 
 async def on_http_exception(request: Request, exc: Exception) -> Response:

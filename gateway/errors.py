@@ -116,13 +116,17 @@ class ServiceUnavailable(GatewayError):
         super().__init__(detail, code=code, headers={"Retry-After": str(retry_after)})
 
 
-def problem_response(error: GatewayError) -> Response:
-    """An RFC 9457 problem. An OAuth endpoint's error (one that carries an RFC 6749 `error`) is the
-    same body served as `application/json`, as RFC 6749 5.2 requires: relying-party libraries read
-    the error of a token request only from that media type."""
+# The OAuth endpoints: their errors (which carry RFC 6749's `error`) are the same problem body served
+# as application/json, as RFC 6749 5.2 requires; relying-party libraries read a token request's error
+# only from that media type.
+OAUTH_PATHS = frozenset({"/v1/token", "/v1/revoke", "/v1/introspect", "/par"})
+
+
+def problem_response(error: GatewayError, *, path: str = "") -> Response:
+    oauth = path in OAUTH_PATHS and "error" in error.extra
     return Response(
         dumps(error.body()),
         status_code=error.status,
         headers=error.response_headers(),
-        media_type="application/json" if "error" in error.extra else "application/problem+json",
+        media_type="application/json" if oauth else "application/problem+json",
     )

@@ -122,11 +122,15 @@ async def test_eddsa_keys(tmp_path: Path) -> None:
 
 def test_rotation_and_retirement_rules(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
-    first = load_or_create(path, "ES256").keys[0]
+    created = load_or_create(path, "ES256")
+    first = created.family(None)[0]
+    rsa = created.family("RS256")  # every ring has a key for the id_tokens of RS256 relying parties
+    assert [k.alg for k in created.keys] == ["ES256", "RS256"]
     now = time.time()
     second = rotate(path, "EdDSA", activation_delay=900, now=now)
     ring = load_or_create(path, "ES256")
-    assert {k.kid for k in ring.keys} == {first.kid, second.kid}
+    assert {k.kid for k in ring.family(None)} == {first.kid, second.kid}
+    assert ring.family("RS256") == rsa
     assert ring.signing_key(now + 10).kid == first.kid  # published, not signing yet
     assert ring.signing_key(now + 901).kid == second.kid
     with pytest.raises(RetireRefused, match="signing key"):
@@ -134,7 +138,7 @@ def test_rotation_and_retirement_rules(tmp_path: Path) -> None:
     with pytest.raises(RetireRefused, match="may live"):
         retire(path, first.kid, access_token_ttl=600, now=now + 1000)
     retire(path, first.kid, access_token_ttl=600, now=now + 900 + 600 + 61)
-    assert [k.kid for k in load_or_create(path, "ES256").keys] == [second.kid]
+    assert [k.kid for k in load_or_create(path, "ES256").family(None)] == [second.kid]
     with pytest.raises(RetireRefused):
         retire(path, second.kid, access_token_ttl=600, now=now + 5000)
 
@@ -187,7 +191,7 @@ async def test_rotation_keeps_every_verifier_working(
         assert (await downstream.verify(before))["sub"] == person_id
         response = await rotating_http.get("/.well-known/jwks.json")
         assert response.headers["cache-control"] == "public, max-age=300"
-        assert len(response.json()["keys"]) == 1
+        assert [key["kty"] for key in response.json()["keys"]] == ["EC", "RSA"]  # RSA: RS256 id_tokens only
 
         rotated = qrgate_keys(rotating, "rotate", "--activation-delay", "0")
         assert rotated.returncode == 0, rotated.stderr
@@ -203,8 +207,10 @@ async def test_rotation_keeps_every_verifier_working(
         await downstream.verify(before)  # tokens signed before the rotation still verify
 
         listed = qrgate_keys(rotating, "list")
-        assert listed.stdout.count("\n") == 2
-        assert "signing" in listed.stdout.splitlines()[1]
+        assert listed.stdout.count("\n") == 3
+        signing = [line for line in listed.stdout.splitlines() if "signing" in line]
+        assert len(signing) == 1
+        assert signing[0].startswith(new_kid)
         refused = qrgate_keys(rotating, "retire", header["kid"])
         assert refused.returncode == 2
     finally:

@@ -82,5 +82,6 @@ relying_parties = sa.Table(
     sa.Column("post_logout_redirect_uris", sa.Text, nullable=False),
     sa.Column("backchannel_logout_uri", sa.String(2000), nullable=True),
     sa.Column("scopes", sa.Text, nullable=False),  # space-separated: what it may ask for
+    sa.Column("id_token_alg", sa.String(16), nullable=True),  # "RS256"; NULL: the gateway's signing algorithm
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )

@@ -42,6 +42,7 @@ class RelyingParty:
     secret_hash: str | None = None  # None: a public client (PKCE alone)
     post_logout_redirect_uris: tuple[str, ...] = ()
     backchannel_logout_uri: str | None = None
+    id_token_alg: str | None = None  # "RS256" when registered for it; None: the gateway's signing algorithm
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -76,6 +77,7 @@ def new_party(
     post_logout_redirect_uris: Sequence[str] = (),
     backchannel_logout_uri: str | None = None,
     scopes: Sequence[str] = ("openid", "profile", "offline_access"),
+    id_token_alg: str | None = None,
 ) -> RelyingParty:
     """A relying party from what an administrator typed, every rule checked."""
     if not (1 <= len(client_id) <= 64 and set(client_id) <= CLIENT_ID_CHARS):
@@ -87,6 +89,8 @@ def new_party(
     unknown = set(scopes) - set(SCOPES)
     if unknown or "openid" not in scopes:
         raise InvalidRelyingParty(f"Scopes are among {' '.join(SCOPES)}, openid included.")
+    if id_token_alg not in (None, "RS256"):
+        raise InvalidRelyingParty("id_tokens are signed with the gateway's key, or with RS256 if asked for.")
     if secret is not None and len(secret) < 32:
         raise InvalidRelyingParty("A client secret has at least 32 characters.")
     return RelyingParty(
@@ -94,6 +98,7 @@ def new_party(
         name=name.strip(),
         redirect_uris=tuple(check_uri(u, what="redirect URI") for u in redirect_uris),
         scopes=frozenset(scopes),
+        id_token_alg=id_token_alg,
         secret_hash=secret_hash(secret) if secret is not None else None,
         post_logout_redirect_uris=tuple(
             check_uri(u, what="post-logout redirect URI") for u in post_logout_redirect_uris
@@ -114,6 +119,7 @@ def _party(row: sa.Row[tuple[object, ...]]) -> RelyingParty:
         secret_hash=str(values["secret_hash"]) if values["secret_hash"] else None,
         post_logout_redirect_uris=tuple(json.loads(str(values["post_logout_redirect_uris"]))),
         backchannel_logout_uri=str(values["backchannel_logout_uri"]) if values["backchannel_logout_uri"] else None,
+        id_token_alg=str(values["id_token_alg"]) if values["id_token_alg"] else None,
         created_at=values["created_at"],
     )
 
@@ -149,6 +155,7 @@ class RelyingParties:
             "post_logout_redirect_uris": json.dumps(list(party.post_logout_redirect_uris)),
             "backchannel_logout_uri": party.backchannel_logout_uri,
             "scopes": " ".join(sorted(party.scopes)),
+            "id_token_alg": party.id_token_alg,
             "created_at": party.created_at,
         }
         async with self._engine.begin() as conn:

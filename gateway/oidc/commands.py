@@ -50,6 +50,13 @@ def add_parsers(admin: Any) -> None:
         "--scope", dest="scopes", action="append", choices=SCOPES, default=None, metavar="S",
         help=f"a scope it may ask for, repeatable: {', '.join(SCOPES)} (default: openid profile offline_access)",
     )  # fmt: skip
+    add.add_argument(
+        "--id-token-alg",
+        choices=["RS256"],
+        default=None,
+        help="sign its id_tokens with RS256 (OpenID Connect's default, for libraries that expect it); "
+        "without it: the gateway's signing algorithm (QRGATE_SIGNING_ALG)",
+    )
     add.add_argument("--replace", action="store_true", help="replace a client registered under this id")
 
     commands.add_parser("list", help="the registered relying parties (secrets are never shown)")
@@ -66,6 +73,8 @@ def describe(party: RelyingParty) -> list[str]:
     lines += [f"  post_logout_redirect_uri: {uri}" for uri in party.post_logout_redirect_uris]
     if party.backchannel_logout_uri:
         lines.append(f"  backchannel_logout_uri: {party.backchannel_logout_uri}")
+    if party.id_token_alg:
+        lines.append(f"  id_token_alg: {party.id_token_alg}")
     return lines
 
 
@@ -89,6 +98,7 @@ def _add(args: argparse.Namespace, secret: str | None) -> Callable[[RelyingParti
         post_logout_redirect_uris=args.post_logout_redirect_uris,
         backchannel_logout_uri=args.backchannel_logout_uri,
         scopes=scopes,
+        id_token_alg=args.id_token_alg,
     )
 
     async def add(parties: RelyingParties) -> str:

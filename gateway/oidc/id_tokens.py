@@ -43,10 +43,12 @@ def id_token(
     access_token: str,
     ttl: int,
     extra: dict[str, Any] | None = None,
+    alg: str | None = None,
     now: float | None = None,
 ) -> str:
+    """`alg`: the relying party's registered algorithm (RS256), None for the gateway's own."""
     issued = int(time.time() if now is None else now)
-    key = ring.signing_key(issued)
+    key = ring.signing_key(issued, alg)
     claims: dict[str, Any] = {
         "iss": issuer,
         "sub": subject,

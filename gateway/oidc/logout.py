@@ -42,7 +42,7 @@ from gateway.tokens.keys import KeyRing
 from gateway.web.pages import page_headers, render
 from qrgate_verify.verifier import InvalidToken, unverified_header
 
-ALGORITHMS = ["ES256", "EdDSA"]
+ALGORITHMS = ["ES256", "EdDSA", "RS256"]  # every algorithm our id_tokens are signed with
 MAX_HINT = 8192
 CONFIRM_TTL = 600  # s a confirmation page stays good for
 

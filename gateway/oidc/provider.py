@@ -423,6 +423,7 @@ class OidcProvider:
                 access_token=tokens["access_token"],
                 ttl=self.settings.oidc_id_token_ttl,
                 extra=unit,
+                alg=party.id_token_alg,
             ),
         }
         if "offline_access" in request.scopes:

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from gateway.tokens.keys import SigningKey
@@ -43,6 +43,8 @@ def sign(header: Mapping[str, Any], payload: Mapping[str, Any], key: SigningKey)
         signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
     elif key.alg == "EdDSA" and isinstance(private, ed25519.Ed25519PrivateKey):
         signature = private.sign(signing_input)
+    elif key.alg == "RS256" and isinstance(private, rsa.RSAPrivateKey):  # id_tokens of parties that ask for it
+        signature = private.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
     else:
         raise ValueError(f"cannot sign {key.alg} with this key")
     return (signing_input + b"." + _b64(signature)).decode("ascii")

@@ -18,21 +18,26 @@ from pathlib import Path
 from typing import Any
 
 from joserfc.errors import SecurityWarning
-from joserfc.jwk import ECKey, KeySet, OKPKey
+from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
-ALGORITHMS = ("ES256", "EdDSA")
+ALGORITHMS = ("ES256", "EdDSA")  # what access tokens (and everything but some id_tokens) are signed with
+# RS256 only signs the id_tokens of relying parties registered for it: OpenID Connect's default and
+# baseline algorithm (Discovery 1.0 3 asks every provider to offer it). A ring holds one beside the
+# access-token keys, and `signing_key` picks it only when asked for it by name.
+ID_TOKEN_ONLY = "RS256"  # noqa: S105 (an algorithm name)
+RSA_BITS = 2048
 
 # We sign Ed25519 keys with the JOSE name "EdDSA" (RFC 8037), which every verifier knows; joserfc
 # warns that RFC 9864 prefers "Ed25519". Both are accepted by our verifier.
 warnings.filterwarnings("ignore", message="EdDSA is deprecated via RFC 9864", category=SecurityWarning)
-_PUBLIC_MEMBERS = ("kty", "crv", "x", "y", "kid")
+_PUBLIC_MEMBERS = ("kty", "crv", "x", "y", "n", "e", "kid")
 
 
 @dataclass(frozen=True, slots=True)
 class SigningKey:
     kid: str
     alg: str
-    key: ECKey | OKPKey
+    key: ECKey | OKPKey | RSAKey
     created_at: float
     active_from: float
 
@@ -53,20 +58,28 @@ class SigningKey:
 
 def generate_key(alg: str, *, now: float | None = None, activation_delay: float = 0.0) -> SigningKey:
     created = time.time() if now is None else now
-    key: ECKey | OKPKey
+    key: ECKey | OKPKey | RSAKey
     if alg == "ES256":
         key = ECKey.generate_key("P-256", auto_kid=True)
     elif alg == "EdDSA":
         key = OKPKey.generate_key("Ed25519", auto_kid=True)
+    elif alg == ID_TOKEN_ONLY:
+        key = RSAKey.generate_key(RSA_BITS, auto_kid=True)
     else:
-        raise ValueError(f"unsupported signing algorithm {alg!r}; choose one of {ALGORITHMS}")
+        raise ValueError(f"unsupported signing algorithm {alg!r}; choose one of {(*ALGORITHMS, ID_TOKEN_ONLY)}")
     return SigningKey(str(key.kid), alg, key, created, created + activation_delay)
 
 
 def _load_entry(entry: dict[str, Any]) -> SigningKey:
     alg = entry["alg"]
     jwk = {k: v for k, v in entry.items() if k not in ("alg", "use", "created_at", "active_from")}
-    key: ECKey | OKPKey = ECKey.import_key(jwk) if entry["kty"] == "EC" else OKPKey.import_key(jwk)
+    key: ECKey | OKPKey | RSAKey
+    if entry["kty"] == "EC":
+        key = ECKey.import_key(jwk)
+    elif entry["kty"] == "RSA":
+        key = RSAKey.import_key(jwk)
+    else:
+        key = OKPKey.import_key(jwk)
     return SigningKey(str(entry["kid"]), alg, key, float(entry["created_at"]), float(entry["active_from"]))
 
 
@@ -75,11 +88,26 @@ class KeyRing:
         if not keys:
             raise ValueError("a key ring needs at least one key")
         self.keys = sorted(keys, key=lambda k: k.active_from)
+        self._access = [k for k in self.keys if k.alg != ID_TOKEN_ONLY] or self.keys
 
-    def signing_key(self, now: float | None = None) -> SigningKey:
+    def signing_key(self, now: float | None = None, alg: str | None = None) -> SigningKey:
+        """The newest active key of `alg`, or (None) of the access-token algorithms."""
         moment = time.time() if now is None else now
-        active = [k for k in self.keys if k.active_from <= moment]
-        return active[-1] if active else self.keys[0]
+        family = self._access if alg is None else self.family(alg)
+        if not family:
+            raise LookupError(f"no {alg} key in the ring")
+        active = [k for k in family if k.active_from <= moment]
+        return active[-1] if active else family[0]
+
+    def family(self, alg: str | None) -> list[SigningKey]:
+        """The keys of `alg`, or (None) of the access-token algorithms, oldest first."""
+        if alg is None:
+            return self._access
+        return [k for k in self.keys if k.alg == alg]
+
+    @functools.cached_property
+    def algorithms(self) -> list[str]:
+        return sorted({k.alg for k in self.keys})
 
     def public_jwks(self) -> dict[str, Any]:
         return {"keys": [k.public_jwk() for k in self.keys]}
@@ -106,7 +134,7 @@ def load_or_create(path: str | Path, alg: str) -> KeyRing:
     one file: creation links a complete temporary file into place, and the loser reads the winner's."""
     target = Path(path)
     if not target.exists():
-        ring = KeyRing([generate_key(alg)])
+        ring = KeyRing([generate_key(alg), generate_key(ID_TOKEN_ONLY)])
         tmp = target.with_name(f".{target.name}.{os.getpid()}.new")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
@@ -118,7 +146,11 @@ def load_or_create(path: str | Path, alg: str) -> KeyRing:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-    return read_key_file(target)
+    ring = read_key_file(target)
+    if not ring.family(ID_TOKEN_ONLY):  # a file from before RS256 id_tokens: add their key once
+        ring = KeyRing([*ring.keys, generate_key(ID_TOKEN_ONLY)])
+        write_key_file(target, ring)
+    return ring
 
 
 class KeyFile:
@@ -172,9 +204,11 @@ def retire(path: Path, kid: str, *, access_token_ttl: int, leeway: int = 60, now
     target = next((k for k in ring.keys if k.kid == kid), None)
     if target is None:
         raise RetireRefused(f"no key {kid!r} in {path}")
-    if ring.signing_key(moment).kid == kid:
+    family_alg = ID_TOKEN_ONLY if target.alg == ID_TOKEN_ONLY else None
+    if ring.signing_key(moment, family_alg).kid == kid:
         raise RetireRefused(f"{kid} is the signing key now; rotate first and wait until its successor is active")
-    later = [k.active_from for k in ring.keys if k.active_from > target.active_from]
+    family = ring.family(family_alg)
+    later = [k.active_from for k in family if k.active_from > target.active_from]
     if not later and target.active_from <= moment:
         raise RetireRefused(f"{kid} still signs")
     if later:

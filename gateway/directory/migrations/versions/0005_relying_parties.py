@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("post_logout_redirect_uris", sa.Text, nullable=False),
         sa.Column("backchannel_logout_uri", sa.String(2000), nullable=True),
         sa.Column("scopes", sa.Text, nullable=False),
+        sa.Column("id_token_alg", sa.String(16), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
 
