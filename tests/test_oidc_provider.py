@@ -398,3 +398,21 @@ async def test_a_party_registered_for_rs256_gets_rs256_id_tokens_and_access_toke
     from qrgate_verify.verifier import DEFAULT_ALGORITHMS
 
     assert "RS256" not in DEFAULT_ALGORITHMS
+
+
+@pytest.mark.slow
+async def test_an_expired_code_gets_nothing(tmp_path: Path) -> None:
+    """Codes live `oidc_code_ttl` seconds (60 by default, 5 at the least): this one is 5."""
+    settings = make_settings(tmp_path, 0, public_url=ISSUER, units_mount=False, oidc_code_ttl=5)
+    services = Services.create(settings)
+    async with services.running():
+        await services.oidc.parties.add(new_party("payroll", name="薪酬系统", redirect_uris=[REDIRECT]))
+        transport = httpx.ASGITransport(app=create_app(services=services))
+        async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as http:
+            op = Provider(services, http, "p_nobody")
+            verifier, challenge = pkce()
+            query = await sign_in(op, authorize_params(code_challenge=challenge, scope="openid"))
+            await asyncio.sleep(5.5)
+            late = await exchange(op, query["code"], verifier, client_id="payroll")
+            assert (late.status_code, late.json()["error"]) == (400, "invalid_grant")
+            assert "access_token" not in late.json()
