@@ -11,7 +11,12 @@ from tests.support.accounts import SmsCodes, sms_codes
 from tests.support.gateway_server import ThreadedGateway, free_port, make_settings
 
 # Fixtures shared by many test modules: private Redis processes, the units stack, the browser.
-pytest_plugins = ("tests.support.fixtures", "tests.support.units_fixtures", "tests.support.browser_fixtures")
+pytest_plugins = (
+    "tests.support.fixtures",
+    "tests.support.units_fixtures",
+    "tests.support.browser_fixtures",
+    "tests.support.oidc",
+)
 
 _counter = itertools.count(1)
 

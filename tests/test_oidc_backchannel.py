@@ -8,8 +8,6 @@ The provider runs in the test's own event loop (tests/support/oidc.py)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -22,8 +20,6 @@ from tests.support.oidc import (
     add_person,
     alive,
     counted_since,
-    live_provider,
-    logout_receiver,
     outcomes,
     refresh,
     register,
@@ -35,18 +31,6 @@ from tests.support.oidc import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[LogoutReceiver, str]]:
-    with logout_receiver() as receiving:
-        yield receiving
-
-
-@pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[LiveProvider]:
-    async with live_provider(tmp_path) as provider:
-        yield provider
 
 
 async def test_every_way_a_relying_party_session_ends_sends_its_logout_token(

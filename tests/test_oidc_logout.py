@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,8 +28,6 @@ from tests.support.oidc import (
     alive,
     cleared,
     counted_since,
-    live_provider,
-    logout_receiver,
     outcomes,
     refresh,
     register,
@@ -42,18 +38,6 @@ from tests.support.oidc import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[LogoutReceiver, str]]:
-    with logout_receiver() as receiving:
-        yield receiving
-
-
-@pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[LiveProvider]:
-    async with live_provider(tmp_path) as provider:
-        yield provider
 
 
 async def test_logout_with_a_hint_ends_the_browser_session_and_every_relying_party_s(

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 import uvicorn
 from joserfc import jwt
 from joserfc.jwk import KeySet
@@ -300,3 +301,17 @@ def logout_receiver() -> Iterator[tuple[LogoutReceiver, str]]:
             yield recorder, service.url
         finally:
             recorder.hold.set()  # let a held request finish before the server stops
+
+
+# Fixtures (a plugin of the root conftest): a provider running in the test's event loop, and a relying
+# party's back-channel receiver.
+@pytest.fixture
+def receiver() -> Iterator[tuple[LogoutReceiver, str]]:
+    with logout_receiver() as receiving:
+        yield receiving
+
+
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[LiveProvider]:
+    async with live_provider(tmp_path) as provider:
+        yield provider
