@@ -99,6 +99,33 @@ async def test_full_flow_over_long_poll_delivers_once(http: httpx.AsyncClient, m
     assert await close_code(await open_events(minted)) == 4409
 
 
+async def test_long_poll_with_since_never_holds_a_change_back(http: httpx.AsyncClient, make_person: Person) -> None:
+    """A change between two polls is answered at once when the client says what it saw last."""
+    person = make_person()
+    phone = await phone_login(http, person)
+    minted = await mint(http)
+    state_url = f"/v1/qr/{minted['qr_id']}/state"
+    waiter = bearer(minted["waiter_token"])
+    await http.post(f"/v1/qr/{minted['qr_id']}/scan", headers=bearer(phone))  # while no poll is open
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answer = await http.get(state_url, params={"wait": 10, "since": "pending"}, headers=waiter)
+    assert answer.json()["state"] == "scanned"
+    assert loop.time() - started < 5  # not after the 10 s wait
+    # The same state as `since`: it waits for the next change, then answers it (the tokens, once).
+    waiting = asyncio.create_task(http.get(state_url, params={"wait": 10, "since": "scanned"}, headers=waiter))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    await http.post(f"/v1/qr/{minted['qr_id']}/confirm", headers=bearer(phone))
+    delivered = (await waiting).json()
+    assert (delivered["state"], "token" in delivered) == ("confirmed", True)
+    # `since` naming a state it never was in still answers the truth at once.
+    after = await http.get(state_url, params={"wait": 10, "since": "pending"}, headers=waiter)
+    assert after.json()["state"] == "delivered"
+    bad = await http.get(state_url, params={"since": "nonsense"}, headers=waiter)
+    assert (bad.status_code, bad.json()["code"]) == (400, "invalid_request")
+
+
 async def test_wrong_waiter_token_is_refused(http: httpx.AsyncClient) -> None:
     minted = await mint(http)
     assert await close_code(await open_events(minted, waiter_token="x" * 43)) == 4401

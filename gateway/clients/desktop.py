@@ -167,10 +167,12 @@ class DesktopLogin:
         minted = self.minted
         announced = None
         while True:
+            # `since`: the state last seen, so a change that came between two polls is answered at once.
+            params: dict[str, str | int] = {"wait": POLL_WAIT}
+            if announced is not None:
+                params["since"] = announced
             try:
-                answer = await self.http.get(
-                    f"/v1/qr/{minted['qr_id']}/state", params={"wait": POLL_WAIT}, headers=waiter(minted)
-                )
+                answer = await self.http.get(f"/v1/qr/{minted['qr_id']}/state", params=params, headers=waiter(minted))
             except httpx.TransportError:
                 await asyncio.sleep(1)
                 continue

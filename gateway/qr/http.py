@@ -15,6 +15,7 @@ from gateway import errors
 from gateway.draining import Draining
 from gateway.inputs import StrictModel, bearer_token, client_ip, read_json
 from gateway.jsonutil import dumps
+from gateway.qr.machine import QrState
 from gateway.qr.render import DEFAULT_SIZE, MEDIA_TYPES, SIZES, QrImages
 from gateway.qr.service import QrService
 from gateway.qr.ws import QrSocket
@@ -57,6 +58,20 @@ def parse_wait(request: Request, limit: int) -> float:
     return wait
 
 
+def parse_since(request: Request) -> QrState | None:
+    """`?since=`: the state the client last saw (the `state` of its previous answer)."""
+    raw = request.query_params.get("since")
+    if raw is None:
+        return None
+    try:
+        return QrState(raw)
+    except ValueError:
+        states = ", ".join(state.value for state in QrState)
+        raise errors.BadRequest(
+            f"since must be a state the client saw: one of {states}.", code="invalid_request"
+        ) from None
+
+
 class QrEndpoints:
     def __init__(self, qr: QrService, images: QrImages, bearer: BearerAuth) -> None:
         self.qr = qr
@@ -88,17 +103,21 @@ class QrEndpoints:
         )
 
     async def long_poll(self, request: Request) -> Response:
-        """Answer at once when there is a result to deliver or the QR is finished; otherwise wait for
-        the next change (or `wait` seconds) and answer the state then."""
+        """Answer at once when there is a result to deliver, the QR is finished, or its state differs
+        from `since` (what the client last saw); otherwise wait for the next change (or `wait` seconds)
+        and answer the state then. Without `since`, the state found now is the one waited away from."""
         wait = parse_wait(request, self.qr.long_poll_max_wait)
+        since = parse_since(request)
         qr_id: str = request.path_params["qr_id"]
         token = bearer_token(request)
         # Refuse a wrong token or an unknown code before subscribing: with the store down, subscribing
         # would wait for it, where a read fails at once.
         await self.qr.record_for_waiter(qr_id, token)
         async with self.qr.watch(qr_id, token, wait=wait) as watch:
-            first = seen = await watch.first()
-            while not seen.final and seen.state is first.state:
+            seen = await watch.first()
+            baseline = since or seen.state
+            # Confirmed: the next step takes the delivery at once (no waiting), whatever was seen.
+            while not seen.final and (seen.state is baseline or seen.state is QrState.CONFIRMED):
                 changed = await watch.next()
                 if changed is None:  # `wait` is up, or shutdown: answer what was seen last
                     break

@@ -278,8 +278,10 @@ export class QrLogin {
     const controller = new AbortController();
     this.poller = controller;
     let failures = 0;
+    let seen = null; // the state of the last answer: sent as `since`, so no change waits a whole poll
     while (generation === this.generation) {
-      const path = `/v1/qr/${encodeURIComponent(current.qr_id)}/state?wait=${POLL_WAIT}`;
+      const since = seen ? `&since=${encodeURIComponent(seen)}` : "";
+      const path = `/v1/qr/${encodeURIComponent(current.qr_id)}/state?wait=${POLL_WAIT}${since}`;
       const answer = await api("GET", path, { token: current.waiter_token, signal: controller.signal });
       if (generation !== this.generation || answer.aborted) return;
       if (!answer.ok) {
@@ -291,6 +293,7 @@ export class QrLogin {
       }
       failures = 0;
       const view = answer.body;
+      seen = view.state;
       if (view.state === "scanned") this.scanned(view.scanner?.display_name ?? "");
       else if (view.state === "confirmed") return this.confirmed(view.token); // no token: kept for the server
       else if (view.state === "cancelled") return this.cancelled();
