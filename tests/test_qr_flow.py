@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -356,3 +357,41 @@ async def test_camera_landing_page_reveals_nothing(http: httpx.AsyncClient) -> N
     assert "pending" not in page.text
     unknown = await http.get(f"/q/{'C' * 22}")
     assert unknown.text == page.text
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """A token's claims, read without a check (the gateway issued them a moment ago)."""
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return claims
+
+
+async def test_a_qr_login_keeps_the_phone_s_auth_time_and_ends_with_its_session(
+    http: httpx.AsyncClient, make_person: Person
+) -> None:
+    """Scanning is not authenticating again: the desktop's session keeps when the person last
+    authenticated on the phone (so a QR login cannot pass for a fresh login where one is required),
+    and is made from the phone's session, so it ends when that one ends."""
+    person = make_person()
+    phone = await phone_login(http, person)
+    phone_claims = unverified_claims(phone)
+    await asyncio.sleep(1.1)  # so that "now" and the phone's login differ
+    minted = await mint(http)
+    await http.post(f"/v1/qr/{minted['qr_id']}/scan", headers=bearer(phone))
+    await http.post(f"/v1/qr/{minted['qr_id']}/confirm", headers=bearer(phone))
+    state = await http.get(f"/v1/qr/{minted['qr_id']}/state", headers=bearer(minted["waiter_token"]))
+    tokens = state.json()["token"]
+    desktop = unverified_claims(tokens["access_token"])
+    assert desktop["auth_time"] == phone_claims["auth_time"] < desktop["iat"]
+    assert desktop["amr"] == ["qr"]
+    assert desktop["sid"] != phone_claims["sid"]
+    # The phone signs out: the desktop's session, made from it, ends too.
+    assert (await http.post("/v1/logout", headers=bearer(phone))).status_code == 204
+    refresh = {
+        "grant_type": "refresh_token",
+        "refresh_token": tokens["refresh_token"],
+        "client_id": "withholding-desktop",
+    }
+    assert (await http.post("/v1/token", data=refresh)).json()["error"] == "invalid_grant"
+    sessions = await http.get("/v1/sessions", headers=bearer(tokens["access_token"]))
+    assert (sessions.status_code, sessions.json()["code"]) == (401, "session_ended")

@@ -144,7 +144,7 @@ class SignInPage:
             raise errors.Conflict("No QR code was shown for this sign-in.", code="qr_wrong_state")
         # The waiter token must be that of the code remembered for this sign-in, not of any other.
         confirmer = await self.qr.take_signin(qr_id, form.get("waiter_token", "")[:128])
-        who = SignedIn(confirmer.person_id, ("qr",), int(time.time()), confirmer.display_name)
+        who = SignedIn(confirmer.person_id, ("qr",), confirmer.auth_time, confirmer.display_name)
         return await self._signed_in(pending, who)
 
     async def cancel(self, request: Request) -> Response:

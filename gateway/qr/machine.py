@@ -116,10 +116,15 @@ class QrRecord(NamedTuple):
     scanner_sub: str  # "" until scanned
     scanner_name: str  # masked; "" until scanned
     confirmed_at: float | None = None  # for the confirm-to-push latency metric
+    # The phone session that confirmed, and when its person authenticated: the desktop's session is
+    # made from it (it ends with it) and keeps that time, since scanning is not authenticating again.
+    confirmer_sid: str = ""
+    confirmer_auth_time: int | None = None
 
     @classmethod
     def parse(cls, fields: Fields) -> QrRecord:
         confirmed_at = fields.get("confirmed_at")
+        auth_time = fields.get("confirmer_auth_time")
         return cls(
             state=_STATE_OF[fields["state"]],
             expires_at=float(fields["expires_at"]),
@@ -133,6 +138,8 @@ class QrRecord(NamedTuple):
             scanner_sub=fields["scanner_sub"],
             scanner_name=fields["scanner_name"],
             confirmed_at=float(confirmed_at) if confirmed_at else None,
+            confirmer_sid=fields.get("confirmer_sid", ""),
+            confirmer_auth_time=int(auth_time) if auth_time else None,
         )
 
     def fields(self) -> dict[str, str]:

@@ -86,6 +86,7 @@ class Confirmer(NamedTuple):
 
     person_id: str
     display_name: str  # masked, as the page showed it
+    auth_time: int  # when the person authenticated on the phone (scanning is not authenticating again)
 
 
 class QrService:
@@ -225,6 +226,8 @@ class QrService:
             device_name=record.device_name,
             jkt=record.dpop_jkt or None,
             display_name=record.scanner_name,
+            auth_time=record.confirmer_auth_time,
+            parent=record.confirmer_sid or None,
         )
         return tokens, record
 
@@ -242,7 +245,8 @@ class QrService:
             raise errors.Forbidden("This is not a sign-in code.", code="client_not_allowed")
         taken = await self._apply(qr_id, machine.plan(QrEvent.DELIVER))  # of racing takers, one wins
         metrics.labelled(metrics.QR_EVENTS, "deliver").inc()
-        return Confirmer(taken.scanner_sub, taken.scanner_name)
+        auth_time = taken.confirmer_auth_time if taken.confirmer_auth_time is not None else int(time.time())
+        return Confirmer(taken.scanner_sub, taken.scanner_name, auth_time)
 
     # phone (the caller authenticated by its access token) -----------------------------------------
     async def scan(self, qr_id: str, phone: Caller, *, ip: str) -> ScanResponse:
@@ -264,8 +268,12 @@ class QrService:
 
     async def confirm(self, qr_id: str, phone: Caller) -> None:
         person_id = self._scanning_person(phone)
-        confirmed_at = {"confirmed_at": repr(time.time())}  # for the confirm-to-push latency metric
-        await self._apply(qr_id, machine.plan(QrEvent.CONFIRM, actor=person_id, updates=confirmed_at))
+        updates = {
+            "confirmed_at": repr(time.time()),  # for the confirm-to-push latency metric
+            "confirmer_sid": phone.claims["sid"],
+            "confirmer_auth_time": str(phone.claims["auth_time"]),
+        }
+        await self._apply(qr_id, machine.plan(QrEvent.CONFIRM, actor=person_id, updates=updates))
         metrics.labelled(metrics.QR_EVENTS, "confirm").inc()
 
     async def cancel(self, qr_id: str, phone: Caller) -> None:
