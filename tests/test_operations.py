@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import new_identity
+from tests.support.accounts import fresh_ip, login, solved_captcha
 from tests.support.clients import bearer, close_code, mint, next_message, open_events, phone_login
 from tests.support.gateway_server import GatewayProcess, ThreadedGateway, free_port
 
@@ -157,3 +158,29 @@ def test_settings_reference_is_in_sync() -> None:
 
     for name in Settings.model_fields:
         assert f"`QRGATE_{name.upper()}`" in document
+
+
+async def test_password_logins_and_lockouts_are_counted(gateway: ThreadedGateway, make_person: object) -> None:
+    """The Grafana panels' series move: every password-login outcome, and the lockout it ends in."""
+
+    def value(text: str, sample: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(sample + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    person = make_person()  # type: ignore[operator]
+    async with httpx.AsyncClient(base_url=gateway.base_url) as http:
+        before = (await http.get("/metrics")).text
+        ip = fresh_ip()
+        await login(http, person["phone"], "Wrong-pass1", ip)  # invalid
+        await login(http, person["phone"], "Wrong-pass1", ip)  # captcha_required
+        for _ in range(4):  # invalid x3, then locked
+            await login(http, person["phone"], "Wrong-pass1", ip, **await solved_captcha(http, ip))
+        await login(http, make_person()["phone"], "Passw0rd!x", fresh_ip())  # type: ignore[operator]  # success
+        after = (await http.get("/metrics")).text
+    for outcome, count in (("invalid", 4), ("captcha_required", 1), ("locked", 1), ("success", 1)):
+        sample = f'qrgate_password_logins_total{{outcome="{outcome}"}}'
+        assert value(after, sample) - value(before, sample) == count, outcome
+    lockouts = 'qrgate_lockouts_total{scope="login"}'
+    assert value(after, lockouts) - value(before, lockouts) == 1

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway import errors
+from gateway import errors, logs, metrics
 from gateway.directory.audit import AuditLog
 from gateway.directory.persons import Person, PersonDirectory
 from gateway.guard.guard import Attempt, SecretGuard
@@ -51,6 +51,16 @@ def unknown_subject(identifier: str) -> str:
     return "u_" + hashlib.sha256(normal.encode()).hexdigest()[:32]
 
 
+OUTCOME_OF_CODE = {
+    "invalid_credentials": "invalid",
+    "account_locked": "locked",
+    "captcha_required": "captcha_required",
+    "captcha_invalid": "captcha_invalid",
+    "too_many_requests": "throttled",
+    "attempts_in_progress": "throttled",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class PasswordLogins:
     directory: PersonDirectory
@@ -72,7 +82,21 @@ class PasswordLogins:
     async def authenticate(self, body: PasswordCredentials, *, ip: str) -> Person:
         """The person whose password this is, after every check of the login guard (throttle, lock,
         captcha, the decoy hash for unknown identifiers, the verdict); issues nothing. The login API
-        and the browser sign-in page (gateway/oidc/signin.py) both come through here."""
+        and the browser sign-in page (gateway/oidc/signin.py) both come through here. Every outcome is
+        counted in `qrgate_password_logins_total` and written as a `password_login` event."""
+        try:
+            person = await self._authenticate(body, ip=ip)
+        except errors.GatewayError as refused:
+            outcome = OUTCOME_OF_CODE.get(refused.code)
+            if outcome is not None:  # not a refusal of the password (a store or database outage)
+                metrics.labelled(metrics.PASSWORD_LOGINS, outcome).inc()
+                logs.event("password_login", outcome=outcome, ip=ip)
+            raise
+        metrics.labelled(metrics.PASSWORD_LOGINS, "success").inc()
+        logs.event("password_login", outcome="success", ip=ip, sub=person.id)
+        return person
+
+    async def _authenticate(self, body: PasswordCredentials, *, ip: str) -> Person:
         await self.guard.throttle(ip)  # before the directory is asked anything
         person = await self.directory.find_by_identifier(body.identifier)
         subject = person.id if person is not None else unknown_subject(body.identifier)
