@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     signing_alg: Literal["ES256", "EdDSA"] = Field("ES256", description="Algorithm of generated keys.")
 
     qr_ttl: int = Field(120, ge=5, le=600, description="Seconds a QR code lives from mint.")
+    qr_mint_ip_max: int = Field(
+        600,
+        ge=1,
+        description="QR codes one IP address may mint per qr_mint_ip_window: generous, since a tax hall's "
+        "desktops share one NAT address and each mints anew every qr_ttl seconds.",
+    )
+    qr_mint_ip_window: int = Field(60, ge=1, description="Window of qr_mint_ip_max (s).")
     qr_purge_after: int = Field(
         300, ge=10, le=3600, description="Seconds a finished QR is remembered (410 instead of 404)."
     )

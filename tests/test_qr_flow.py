@@ -395,3 +395,21 @@ async def test_a_qr_login_keeps_the_phone_s_auth_time_and_ends_with_its_session(
     assert (await http.post("/v1/token", data=refresh)).json()["error"] == "invalid_grant"
     sessions = await http.get("/v1/sessions", headers=bearer(tokens["access_token"]))
     assert (sessions.status_code, sessions.json()["code"]) == (401, "session_ended")
+
+
+async def test_minting_is_limited_per_address(tmp_path: Path) -> None:
+    port = free_port()
+    server = ThreadedGateway(make_settings(tmp_path, port, qr_mint_ip_max=3, qr_mint_ip_window=60), port).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            hall = {"X-Forwarded-For": "203.0.113.7"}
+            body = {"client_id": "withholding-desktop"}
+            minted = [await http.post("/v1/qr", json=body, headers=hall) for _ in range(3)]
+            assert [m.status_code for m in minted] == [201, 201, 201]
+            refused = await http.post("/v1/qr", json=body, headers=hall)
+            assert (refused.status_code, refused.json()["code"]) == (429, "too_many_requests")
+            assert 1 <= int(refused.headers["retry-after"]) <= 60
+            elsewhere = await http.post("/v1/qr", json=body, headers={"X-Forwarded-For": "203.0.113.8"})
+            assert elsewhere.status_code == 201
+    finally:
+        server.stop()

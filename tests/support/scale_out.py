@@ -85,6 +85,7 @@ class GatewayCluster:
             "QRGATE_ARGON2_TIME_COST": "1",
             "QRGATE_UNITS_MOUNT": "false",
             "QRGATE_LOG_LEVEL": "info",
+            "QRGATE_QR_MINT_IP_MAX": "1000000",
             **self.extra_env,
         }
 
