@@ -34,6 +34,9 @@ class Throttle:
     window: int
     what: str = "requests"
     code: str = "too_many_requests"
+    # A count one too high after a lost reply is acceptable (a generous limit): the hit is then sent
+    # again like a read, so a request on the hot path rides out a Redis hiccup instead of failing.
+    approximate: bool = False
 
     def _key(self, key: str, bucket: int) -> str:
         return keys.key(keys.Space.THROTTLE, self.scope.value, key_part(key), str(bucket))
@@ -42,7 +45,7 @@ class Throttle:
         """Count one; raise TooManyRequests once the window's limit is passed."""
         now = time.time()
         bucket = int(now // self.window)
-        count = await self.store.hit(self._key(key, bucket), self.window + 1)
+        count = await self.store.hit(self._key(key, bucket), self.window + 1, approximate=self.approximate)
         if count > self.limit:
             retry_after = max(1, int((bucket + 1) * self.window - now + 0.999))
             raise TooManyRequests(

@@ -114,6 +114,7 @@ class QrService:
             settings.qr_mint_ip_max,
             settings.qr_mint_ip_window,
             what="QR codes from this address",
+            approximate=True,
         )
         self._clients = settings.client_policies()
         self._base = settings.public_url.rstrip("/")

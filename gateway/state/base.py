@@ -136,8 +136,10 @@ class StateStore(Protocol):
     async def remove_member(self, key: str, member: str) -> None: ...
 
     # Generic expiring data ---------------------------------------------------------------------
-    async def hit(self, key: str, ttl: int) -> int:
-        """Increment a counter; its TTL starts at the first hit. Returns the new count."""
+    async def hit(self, key: str, ttl: int, *, approximate: bool = False) -> int:
+        """Increment a counter; its TTL starts at the first hit. Returns the new count. `approximate`:
+        the count may be one too high (a hit sent again after its reply was lost), as a generous rate
+        limit can afford; otherwise a lost reply is an error (503), never a double count."""
 
     async def put(self, key: str, value: Mapping[str, str], ttl: int) -> None: ...
 

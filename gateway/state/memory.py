@@ -141,7 +141,7 @@ class MemoryStore:
         self._read_set(key).discard(member)
 
     # Generic expiring data ---------------------------------------------------------------------
-    async def hit(self, key: str, ttl: int) -> int:
+    async def hit(self, key: str, ttl: int, *, approximate: bool = False) -> int:
         now = time.monotonic()
         deadline, count = self._counters.get(key, (0.0, 0))
         if deadline <= now:

@@ -432,9 +432,9 @@ class RedisStore:
             await self.wire.call(self.set_key(key), "SREM", self.set_key(key), member, idempotent=True)
 
     # Generic expiring data ---------------------------------------------------------------------
-    async def hit(self, key: str, ttl: int) -> int:
+    async def hit(self, key: str, ttl: int, *, approximate: bool = False) -> int:
         with _Guard("hit"):
-            return int(await self.wire.script(HIT, [self.counter_key(key)], [_ms(ttl)], idempotent=False))
+            return int(await self.wire.script(HIT, [self.counter_key(key)], [_ms(ttl)], idempotent=approximate))
 
     async def put(self, key: str, value: Mapping[str, str], ttl: int) -> None:
         with _Guard("put"):
