@@ -85,8 +85,9 @@ class Settings(BaseSettings):
     qr_mint_ip_max: int = Field(
         600,
         ge=1,
-        description="QR codes one IP address may mint per qr_mint_ip_window: generous, since a tax hall's "
-        "desktops share one NAT address and each mints anew every qr_ttl seconds.",
+        description="QR codes one IP address may mint per qr_mint_ip_window, per gateway process (a token "
+        "bucket in memory): generous, since a tax hall's desktops share one NAT address and each mints anew "
+        "every qr_ttl seconds.",
     )
     qr_mint_ip_window: int = Field(60, ge=1, description="Window of qr_mint_ip_max (s).")
     qr_purge_after: int = Field(

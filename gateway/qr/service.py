@@ -17,7 +17,7 @@ from typing import NamedTuple
 from gateway import errors, metrics
 from gateway.directory.persons import PersonDirectory
 from gateway.draining import Draining
-from gateway.guard.throttle import Throttle
+from gateway.guard.buckets import TokenBuckets
 from gateway.qr import machine
 from gateway.qr.machine import QrEvent, QrRecord, QrState
 from gateway.qr.messages import MintResponse, ScanResponse
@@ -25,7 +25,6 @@ from gateway.qr.watch import QrWatch
 from gateway.rules import mask_name
 from gateway.settings import Settings
 from gateway.state.base import StateStore
-from gateway.state.keys import Throttles
 from gateway.tokens.bearer import Caller
 from gateway.tokens.claims import TokenResponse
 from gateway.tokens.sessions import SessionManager
@@ -108,13 +107,9 @@ class QrService:
         self._sessions = sessions
         self._directory = directory
         self._draining = draining
-        self._mint_throttle = Throttle(
-            store,
-            Throttles.QR_MINT_IP,
-            settings.qr_mint_ip_max,
-            settings.qr_mint_ip_window,
-            what="QR codes from this address",
-            approximate=True,
+        # In this process's memory, not the store: it is on every login's path (docs/operations.md).
+        self._mint_buckets = TokenBuckets(
+            settings.qr_mint_ip_max, settings.qr_mint_ip_window, what="QR codes from this address"
         )
         self._clients = settings.client_policies()
         self._base = settings.public_url.rstrip("/")
@@ -142,7 +137,7 @@ class QrService:
     async def _mint(
         self, client_id: str, device_name: str, dpop_jkt: str | None, ip: str, user_agent: str
     ) -> MintResponse:
-        await self._mint_throttle.hit(ip)  # every code is kept qr_ttl + qr_purge_after seconds
+        self._mint_buckets.take(ip)  # every code is kept qr_ttl + qr_purge_after seconds
         qr_id = secrets.token_urlsafe(16)
         waiter_token = secrets.token_urlsafe(32)
         now = time.time()

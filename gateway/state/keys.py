@@ -45,7 +45,6 @@ class Throttles(StrEnum):
     SMS_RESEND = "sms-resend"
     SMS_DAY = "sms-day"
     FACE_IDENTITY = "face-identity"
-    QR_MINT_IP = "qr-mint-ip"
 
 
 def key(space: Space, *parts: str) -> str:
