@@ -47,7 +47,7 @@ from gateway.oidc.clients import new_party
 from tests.conftest import new_identity
 from tests.support.browser import PageProblems, screenshot
 from tests.support.browser_fixtures import launched_browser
-from tests.support.gateway_server import AppServer, ThreadedGateway, free_port, make_settings
+from tests.support.gateway_server import AppServer, ThreadedGateway, oidc_gateway
 from tests.support.redis_procs import in_ci
 from tests.test_oidc_signin import add_party
 from tests.test_web_pages import Phone, wait_for_qr
@@ -350,12 +350,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def sso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGateway]:
-    """A gateway (memory store, SQLite) that reads relying parties at once after they are registered."""
-    port = free_port()
-    settings = make_settings(tmp_path_factory.mktemp("relying-parties"), port, oidc_clients_refresh=0)
-    server = ThreadedGateway(settings, port).start()
-    yield server
-    server.stop()
+    yield from oidc_gateway(tmp_path_factory.mktemp("relying-parties"))
 
 
 @pytest.fixture(scope="module")

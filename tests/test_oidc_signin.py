@@ -38,7 +38,12 @@ from gateway.qr.service import SIGNIN_CLIENT
 from tests.conftest import new_identity
 from tests.support.browser import screenshot
 from tests.support.browser_fixtures import launched_browser
-from tests.support.gateway_server import CAPTCHA_ANSWER, AppServer, ThreadedGateway, free_port, make_settings
+from tests.support.gateway_server import (
+    CAPTCHA_ANSWER,
+    AppServer,
+    ThreadedGateway,
+    oidc_gateway,
+)
 from tests.support.schemas import assert_valid
 from tests.test_protocols import assert_documented
 from tests.test_web_pages import Phone, wait_for_qr
@@ -126,12 +131,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def sso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGateway]:
-    """A gateway that reads relying parties at once (no cache delay after registering one)."""
-    port = free_port()
-    settings = make_settings(tmp_path_factory.mktemp("signin"), port, oidc_clients_refresh=0)
-    server = ThreadedGateway(settings, port).start()
-    yield server
-    server.stop()
+    yield from oidc_gateway(tmp_path_factory.mktemp("signin"))
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,12 @@ from gateway.oidc.clients import new_party
 from tests.support.accounts import fresh_ip
 from tests.support.browser import screenshot
 from tests.support.browser_fixtures import launched_browser
-from tests.support.gateway_server import CAPTCHA_ANSWER, AppServer, ThreadedGateway, free_port, make_settings
+from tests.support.gateway_server import (
+    CAPTCHA_ANSWER,
+    AppServer,
+    ThreadedGateway,
+    oidc_gateway,
+)
 from tests.support.schemas import assert_valid
 from tests.support.units import DECLARATION_PASSWORD, claims_of, new_tin
 from tests.test_oidc_signin import (
@@ -62,12 +67,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def sso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGateway]:
-    """A gateway with the units service mounted at /units (the default), reading relying parties at once."""
-    port = free_port()
-    settings = make_settings(tmp_path_factory.mktemp("unit-step"), port, oidc_clients_refresh=0)
-    server = ThreadedGateway(settings, port).start()
-    yield server
-    server.stop()
+    yield from oidc_gateway(tmp_path_factory.mktemp("unit-step"))
 
 
 @pytest.fixture(scope="module")

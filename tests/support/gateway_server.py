@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -159,3 +160,12 @@ class GatewayProcess:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.terminate()
+
+
+def oidc_gateway(tmp: Path) -> Iterator[ThreadedGateway]:
+    """A gateway (memory store, SQLite, the units service mounted) that reads relying parties at once
+    after a test registers them (no cache delay): the OpenID provider's browser tests' server."""
+    port = free_port()
+    server = ThreadedGateway(make_settings(tmp, port, oidc_clients_refresh=0), port).start()
+    yield server
+    server.stop()
