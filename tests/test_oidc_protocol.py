@@ -11,8 +11,6 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,8 +29,6 @@ from tests.support.oidc import (
     Browser,
     LiveProvider,
     LogoutReceiver,
-    live_provider,
-    logout_receiver,
     register,
     sign_in,
 )
@@ -41,18 +37,6 @@ from tests.test_protocols import assert_documented, assert_problem
 
 pytestmark = pytest.mark.anyio
 CRM_SECRET = "crm-" + "q" * 40
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[LogoutReceiver, str]]:
-    with logout_receiver() as receiving:
-        yield receiving
-
-
-@pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[LiveProvider]:
-    async with live_provider(tmp_path) as provider:
-        yield provider
 
 
 def query(url: str) -> dict[str, str]:

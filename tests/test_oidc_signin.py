@@ -122,6 +122,18 @@ def add_party(gateway: ThreadedGateway, party: RelyingParty) -> None:
         pool.submit(asyncio.run, add()).result()
 
 
+def relying_party_site(sso: ThreadedGateway, parties: list[tuple[str, str, list[str]]]) -> Iterator[RelyingPartySite]:
+    """A relying party's web server on a free port, with each (client id, name, scopes) registered to
+    return to it, for as long as the caller holds it."""
+    site = RelyingPartySite("")
+    server = AppServer(relying_party_app(site, sso.base_url))
+    site.base = f"http://127.0.0.1:{server.port}"
+    with server:
+        for client_id, name, scopes in parties:
+            add_party(sso, new_party(client_id, name=name, redirect_uris=[site.callback], scopes=scopes))
+        yield site
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """This module's own Chromium, closed with the module: the session's would keep Playwright's event
@@ -137,13 +149,13 @@ def sso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGateway]:
 @pytest.fixture(scope="module")
 def rp(sso: ThreadedGateway) -> Iterator[RelyingPartySite]:
     """Two relying parties on one web server: `tax-portal` (税务门户) and `payroll-web` (工资系统)."""
-    site = RelyingPartySite("")
-    server = AppServer(relying_party_app(site, sso.base_url))
-    site.base = f"http://127.0.0.1:{server.port}"
-    with server:
-        for client_id, name in (("tax-portal", "税务门户"), ("payroll-web", "工资系统")):
-            add_party(sso, new_party(client_id, name=name, redirect_uris=[site.callback]))
-        yield site
+    yield from relying_party_site(
+        sso,
+        [
+            ("tax-portal", "税务门户", ["openid", "profile", "offline_access"]),
+            ("payroll-web", "工资系统", ["openid", "profile", "offline_access"]),
+        ],
+    )
 
 
 @dataclass

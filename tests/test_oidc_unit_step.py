@@ -21,13 +21,11 @@ import httpx
 import pytest
 
 from gateway import cli
-from gateway.oidc.clients import new_party
 from tests.support.accounts import fresh_ip
 from tests.support.browser import screenshot
 from tests.support.browser_fixtures import launched_browser
 from tests.support.gateway_server import (
     CAPTCHA_ANSWER,
-    AppServer,
     ThreadedGateway,
     oidc_gateway,
 )
@@ -38,12 +36,11 @@ from tests.test_oidc_signin import (
     FORM,
     Authorization,
     RelyingPartySite,
-    add_party,
     authorization,
     exchange,
     password_attempt,
     person,
-    relying_party_app,
+    relying_party_site,
     returned,
 )
 from tests.test_protocols import assert_documented
@@ -72,12 +69,7 @@ def sso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGateway]:
 
 @pytest.fixture(scope="module")
 def rp(sso: ThreadedGateway) -> Iterator[RelyingPartySite]:
-    site = RelyingPartySite("")
-    server = AppServer(relying_party_app(site, sso.base_url))
-    site.base = f"http://127.0.0.1:{server.port}"
-    with server:
-        add_party(sso, new_party(CLIENT, name="单位办税门户", redirect_uris=[site.callback], scopes=SCOPE.split()))
-        yield site
+    yield from relying_party_site(sso, [(CLIENT, "单位办税门户", SCOPE.split())])
 
 
 def login(sso: ThreadedGateway, identity: dict[str, str]) -> str:
