@@ -243,10 +243,12 @@ class RawHttp:
         return status, found, payload
 
     async def close(self) -> None:
+        """Close the connection (the next request opens a new one)."""
         if self.writer is not None:
             self.writer.close()
             with contextlib.suppress(Exception):
                 await self.writer.wait_closed()
+            self.reader = self.writer = None
 
 
 class InstructionCounter:
