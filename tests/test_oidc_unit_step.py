@@ -146,7 +146,7 @@ def test_declaration_password_with_captcha_then_tokens_carry_the_unit(
     expect(page.locator("#unit-captcha-row")).to_be_hidden()
     page.fill("#declaration-password", "Wrong-0001")
     page.click("#declaration-submit")
-    expect(page.locator("#declaration-message")).to_have_text("申报密码错误，还可尝试 4 次")
+    expect(page.locator("#declaration-message")).to_have_text("申报密码错误，还可尝试4次")
     expect(page.locator("#unit-captcha-row")).to_be_visible()
     expect(page.locator("#unit-captcha-image")).to_have_attribute("src", re.compile("^data:image/png;base64,"))
     screenshot(page, "signin-unit-step")
