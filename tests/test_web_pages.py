@@ -284,7 +284,9 @@ def test_the_fifth_wrong_password_shows_the_lock_and_the_time_left(
         password_attempt(page, person["phone"], "Wrong-pass9", CAPTCHA_ANSWER)
         expect(page.locator("#password-message")).to_have_text(f"账号或密码错误，还可尝试{left}次")
     password_attempt(page, person["phone"], "Wrong-pass9", CAPTCHA_ANSWER)
-    expect(page.locator("#password-message")).to_have_text(re.compile(r"^账号已锁定，请在119分\d{1,2}秒后重试，或通过【忘记密码】解锁$"))
+    expect(page.locator("#password-message")).to_have_text(
+        re.compile(r"^账号已锁定，请在119分\d{1,2}秒后重试，或通过【忘记密码】解锁$")
+    )
     expect(page.locator("#password-submit")).to_be_disabled()  # no login while the account is locked
     screenshot(page, "desktop-locked")
 
