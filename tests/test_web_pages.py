@@ -326,6 +326,8 @@ def phone_login(page: Page, gateway: ThreadedGateway, person: dict[str, str]) ->
     page.fill("#phone-password", person["password"])
     page.click("#phone-login-submit")
     expect(page.locator("#step-scan")).to_be_visible()
+    # The person's masked real name, not the login name typed.
+    expect(page.locator("#signed-in")).to_have_text(f"已登录：{person['name'][0]}*")
 
 
 def test_phone_page_shows_the_context_and_confirms(gateway: ThreadedGateway, page: Page, make_person: Person) -> None:
@@ -337,7 +339,11 @@ def test_phone_page_shows_the_context_and_confirms(gateway: ThreadedGateway, pag
     expect(page.locator("#step-confirm")).to_be_visible()
     expect(page.locator("#ctx-device")).to_have_text("财务室电脑")
     expect(page.locator("#ctx-ip")).to_have_text("203.0.113.9")
-    expect(page.locator("#ctx-agent")).to_have_text("WithholdingClient/3.1 (Windows 10)")
+    expect(page.locator("#ctx-client")).to_have_text("扣缴客户端")  # the client's name, not its id
+    expect(page.locator("#ctx-agent")).to_have_text("WithholdingClient 3.1 · Windows")  # in words
+    expect(page.locator("#ctx-agent-raw")).to_be_hidden()  # the raw user agent only behind "details"
+    page.click(".agent-details summary")
+    expect(page.locator("#ctx-agent-raw")).to_have_text("WithholdingClient/3.1 (Windows 10)")
     expect(page.locator("#ctx-network")).to_have_text("与手机不在同一网络")
     expect(page.locator("#proximity-warning")).to_be_visible()
     expect(page.locator("#decline")).to_be_focused()
@@ -395,6 +401,7 @@ def test_the_whole_journey_in_one_browser(gateway: ThreadedGateway, page: Page, 
     screenshot(phone, "phone-scan")
     phone.locator("#picker button").first.click()
     expect(phone.locator("#ctx-network")).to_have_text("与手机在同一网络")
+    expect(phone.locator("#ctx-agent")).to_have_text("Chrome 浏览器 · Linux")  # this headless Chromium, in words
     expect(phone.locator("#proximity-warning")).to_be_hidden()
     expect(page.locator("#qr-status")).to_contain_text("张*")
     phone.click("#accept")

@@ -126,6 +126,7 @@ class OnScreenKeyboard {
   /** Show the keyboard, its keys in a new order. */
   open() {
     this.layout = { letters: shuffled(LETTERS), digits: shuffled(DIGITS), symbols: shuffled(SYMBOLS) };
+    this.page = "letters";
     this.shift = false;
     this.panel.hidden = false;
     this.toggle.setAttribute("aria-expanded", "true");
@@ -157,6 +158,9 @@ class OnScreenKeyboard {
     }
     input.setRangeText(char, start, end, "end");
     input.dispatchEvent(new Event("input", { bubbles: true }));
+    // A pointer press leaves the focus where it was: bring it to the field typed into (a key pressed
+    // with Enter keeps it, so Tab goes on from that key).
+    if (!this.panel.contains(document.activeElement)) input.focus();
     if (this.shift) {
       this.shift = false;
       this.draw();
