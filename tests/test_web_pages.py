@@ -342,8 +342,6 @@ def test_phone_page_shows_the_context_and_confirms(gateway: ThreadedGateway, pag
     expect(page.locator("#ctx-client")).to_have_text("扣缴客户端")  # the client's name, not its id
     expect(page.locator("#ctx-agent")).to_have_text("WithholdingClient 3.1 · Windows")  # in words
     expect(page.locator("#ctx-agent-raw")).to_be_hidden()  # the raw user agent only behind "details"
-    page.click(".agent-details summary")
-    expect(page.locator("#ctx-agent-raw")).to_have_text("WithholdingClient/3.1 (Windows 10)")
     expect(page.locator("#ctx-network")).to_have_text("与手机不在同一网络")
     expect(page.locator("#proximity-warning")).to_be_visible()
     expect(page.locator("#decline")).to_be_focused()
@@ -353,6 +351,8 @@ def test_phone_page_shows_the_context_and_confirms(gateway: ThreadedGateway, pag
     assert accept["width"] == pytest.approx(decline["width"], abs=0.5)  # as prominent as "accept"
     assert accept["height"] == pytest.approx(decline["height"], abs=0.5)
     screenshot(page, "phone-confirm")
+    page.click(".agent-details summary")
+    expect(page.locator("#ctx-agent-raw")).to_have_text("WithholdingClient/3.1 (Windows 10)")
 
     waiter = {"Authorization": f"Bearer {minted['waiter_token']}"}
     state = httpx.get(f"{gateway.base_url}/v1/qr/{minted['qr_id']}/state", headers=waiter).json()
