@@ -48,7 +48,12 @@ def browser() -> Iterator[Browser]:
     yield from launched_browser()
 
 
-def test_desktop_login_states(gateway: ThreadedGateway, page: Page, make_person: Person, phone_for: PhoneFor) -> None:
+def test_desktop_login_states(
+    gateway: ThreadedGateway,
+    page: Page,
+    make_person: Person,
+    phone_for: PhoneFor,  # noqa: F811 (the fixture imported above)
+) -> None:
     person = make_person()
     page.goto(gateway.base_url + "/")
     expect(page.locator(".keyboard")).to_be_visible()
@@ -90,7 +95,8 @@ def test_desktop_login_states(gateway: ThreadedGateway, page: Page, make_person:
 
 
 def test_unit_list_declaration_password_and_done(
-    demo_gateway: tuple[ThreadedGateway, DemoAccount], page: Page
+    demo_gateway: tuple[ThreadedGateway, DemoAccount],  # noqa: F811 (the fixture imported above)
+    page: Page,
 ) -> None:
     gateway, account = demo_gateway
     page.goto(gateway.base_url + "/")
@@ -197,4 +203,3 @@ def test_sign_in_page_and_its_error_and_logout_pages(
     assert_no_axe_violations(page, "logout confirmation page")
     page.click("form[action='/logout'] button")
     expect(page.locator("h1")).to_contain_text("已退出登录")
-

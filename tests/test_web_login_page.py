@@ -15,12 +15,14 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 from PIL import Image
 
 from tests.support.browser import screenshot
 from tests.support.gateway_server import CAPTCHA_ANSWER, ThreadedGateway, free_port, make_settings
 from tests.support.qr_decode import decode
+from tests.test_protocols import assert_documented, assert_problem
 from tests.test_web_pages import Person, claims_table, password_attempt, wait_for_qr
 
 if TYPE_CHECKING:
@@ -161,6 +163,26 @@ def test_the_app_download_qr_decodes_to_the_setting(configured: ThreadedGateway,
     screenshot(page, "login-app-download-english")
     page.click("#app-download-toggle")
     expect(page.locator("#app-download")).to_be_hidden()
+
+
+def test_the_app_download_code_is_documented(
+    configured: ThreadedGateway, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    answer = httpx.get(f"{configured.base_url}/app-download.svg")
+    assert_documented(answer, "GET", "/app-download.svg")
+    assert answer.headers["content-type"] == "image/svg+xml"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    port = free_port()
+    settings = make_settings(tmp_path_factory.mktemp("no-dl"), port, demo_app=False)
+    server = ThreadedGateway(settings, port).start()
+    try:
+        assert_problem(
+            httpx.get(f"{server.base_url}/app-download.svg"), 404, "not_found", operation=("GET", "/app-download.svg")
+        )
+        page_html = httpx.get(f"{server.base_url}/").text
+        assert 'data-available="false"' in page_html  # the page hides 【手机端下载】
+    finally:
+        server.stop()
 
 
 def test_without_a_download_address_in_production_there_is_no_download_link(
