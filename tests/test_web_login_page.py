@@ -142,6 +142,7 @@ def test_the_links_go_where_they_should(configured: ThreadedGateway, page: Page)
     page.wait_for_url(f"{configured.base_url}/register")
     page.goto(configured.base_url + "/?lang=en")
     expect(page.locator("#forgot-link")).to_have_text("Forgot password")
+    screenshot(page, "login-keyboard-english")
     page.click("#forgot-link")
     page.wait_for_url(f"{configured.base_url}/forgot-password")
 
