@@ -269,7 +269,13 @@ def test_the_keyboard_closes_reopens_and_reshuffles(gateway: ThreadedGateway, pa
     again = page.eval_on_selector_all(".kb-keys [data-key]", "keys => keys.map(k => k.dataset.key).join('')")
     assert sorted(again) == sorted(LETTERS)
     assert again != first  # the same order twice: 1 in 26! by chance
-    page.click(".kb-toggle")  # and closes it
+    page.focus(key(page, "a"))
+    page.keyboard.press("Escape")  # Escape closes it too, back to the field
+    expect(page.locator(".keyboard")).to_be_hidden()
+    expect(page.locator("#password")).to_be_focused()
+    page.click(".kb-toggle")
+    expect(page.locator(".keyboard")).to_be_visible()
+    page.click(".kb-toggle")  # and the icon closes it
     expect(page.locator(".keyboard")).to_be_hidden()
     page.click("#lang")
     expect(page.locator(".kb-toggle")).to_have_attribute("aria-label", "Open the on-screen keyboard")

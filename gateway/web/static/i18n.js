@@ -64,7 +64,7 @@ const STRINGS = {
     unit_chosen: "单位：{name}（{tin}）",
     unit_entering: "正在进入…",
     unit_wrong_password: "申报密码错误，还可尝试{attempts}次",
-    unit_locked_message: "申报密码已锁定，请在{time}后重试，或由法定代表人或财务负责人重置",
+    unit_locked_message: "申报密码已锁定，请在{time}后重试，或由法定代表人或财务经理重置",
     unit_refused: "无法进入该单位：{detail}",
     done_title: "已登录",
     done_summary_qr: "通过扫码登录。",

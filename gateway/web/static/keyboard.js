@@ -4,7 +4,8 @@
 // beside the field closes it, the icon opens it again; typing on the real keyboard works either way.
 //
 // Every key is a <button> with a label a screen reader reads ("大写 A", "感叹号"), reachable by Tab
-// and pressed with Enter or Space. A pointer press does not take the focus from the field.
+// and pressed with Enter or Space; Escape closes the keyboard. A pointer press types into the field
+// and leaves the caret there.
 //
 //     import { attachKeyboard } from "/web/keyboard.js";
 //     attachKeyboard(passwordInput);                // shown at once
@@ -113,6 +114,12 @@ class OnScreenKeyboard {
     this.keys = document.createElement("div");
     this.keys.className = "kb-keys";
     this.panel.append(bar, this.keys);
+    this.panel.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") {
+        event.preventDefault();
+        this.close({ focusField: true });
+      }
+    });
 
     onLanguageChange(() => this.redraw());
     if (open) this.open();
