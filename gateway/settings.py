@@ -226,6 +226,18 @@ class Settings(BaseSettings):
     demo_app: bool = Field(
         True, description="Serve the phone simulator at /demo/app (a demo tool; never served when production=true)."
     )
+    app_download_url: str = Field(
+        "",
+        max_length=512,
+        pattern=r"^(https?://[^\s]+)?$",
+        description="Where the mobile app is downloaded: 【手机端下载】 on the login pages shows it as a QR code "
+        "(served at /app-download.svg). Empty: the phone simulator (/demo/app) where it is served, else no link.",
+    )
+    hotline: str = Field(
+        "12366",
+        pattern=r"^[0-9][0-9-]{2,19}$",
+        description="The taxpayer service hotline the login pages name (digits and hyphens).",
+    )
 
     # Browser single sign-on: the OpenID Connect provider (gateway/oidc/, docs/sso.md) ---------------
     sso_session_ttl: int = Field(
@@ -299,6 +311,15 @@ class Settings(BaseSettings):
         description="From this date (00:00 China Standard Time) the legacy logins without a person (CA login, "
         "declaration-password-only login) answer 410.",
     )
+
+    @property
+    def app_download_target(self) -> str:
+        """The address behind 【手机端下载】: the setting, else the phone simulator where it is served, else ""."""
+        if self.app_download_url:
+            return self.app_download_url
+        if self.demo_app and not self.production:
+            return f"{self.issuer}/demo/app"
+        return ""
 
     @property
     def issuer(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -337,6 +338,31 @@ def test_an_attempt_waits_for_the_verdicts_in_flight_then_gives_up_with_429() ->
     assert code == "attempts_in_progress"
     assert done == [None, None]
     assert unlocked
+
+
+def test_a_lock_set_on_a_clock_ahead_still_reads_as_the_lock_period() -> None:
+    """A 120-minute lock set by a process whose clock runs 3 s ahead reads "120 minutes", not 121."""
+    limits = AttemptLimits(max_failures=1, lock_seconds=7200, reservation_seconds=10)
+    store = MemoryStore()
+    guard = SecretGuard(store, scope=Guarded.LOGIN, limits=limits)
+
+    async def wrong() -> bool:
+        return False
+
+    async def body() -> errors.Locked:
+        ahead = time.time() + 3
+        key = f"{Guarded.LOGIN.value}:s"
+        await store.admit_attempt(key, "a1", CaptchaCheck.NONE, limits, ahead)
+        settled = await store.settle_attempt(key, "a1", Outcome.FAILED, limits, ahead)
+        assert settled.verdict is Verdict.LOCKED
+        with pytest.raises(errors.Locked) as refused:
+            await guard.check("s", Attempt("1.2.3.4"), wrong)
+        return refused.value
+
+    locked = asyncio.run(body())
+    assert "Try again in 120 minutes" in locked.detail
+    assert locked.headers is not None
+    assert 7190 <= int(locked.headers["Retry-After"]) <= 7200
 
 
 def test_a_check_that_cannot_run_gives_its_place_back() -> None:

@@ -250,7 +250,7 @@ def test_password_sign_in_then_single_sign_on(sso: ThreadedGateway, rp: RelyingP
     expect(page.locator("#captcha-row")).to_be_hidden()
 
     password_attempt(page, someone["login_name"], "Wrong-pass9")
-    expect(page.locator("#password-message")).to_have_text("账号或密码错误，还可尝试 4 次")
+    expect(page.locator("#password-message")).to_have_text("账号或密码错误，还可尝试4次")
     expect(page.locator("#captcha-row")).to_be_visible()
     expect(page.locator("#captcha-image")).to_have_attribute("src", re.compile("^data:image/png;base64,"))
     screenshot(page, "signin-password")
@@ -309,7 +309,7 @@ def test_qr_sign_in_completes_by_itself_and_no_token_reaches_the_page(
     scanned = phone.scan(qr_id)
     assert scanned.status_code == 200, scanned.text
     assert (scanned.json()["client_id"], scanned.json()["device_name"]) == (SIGNIN_CLIENT, "工资系统")
-    expect(page.locator("#qr-status")).to_have_text("已由 张* 扫描，请在手机上确认")
+    expect(page.locator("#qr-status")).to_have_text("已由张*扫描，请在手机上确认")
     screenshot(page, "signin-scanned")
     assert phone.confirm(qr_id).status_code == 204
 
@@ -359,7 +359,7 @@ def test_english_and_a_small_window(sso: ThreadedGateway, rp: RelyingPartySite, 
     wait_for_qr(page)
     expect(page.locator("#signin-title")).to_have_text("Sign in to 税务门户")
     expect(page.locator("html")).to_have_attribute("lang", "en")
-    expect(page.locator("#tab-qr")).to_have_text("Scan to log in")
+    expect(page.locator("#tab-qr")).to_have_text("QR code")
     expect(page.locator("#qr-status")).to_have_text("Waiting for a scan")
     expect(page.locator("#cancel-button")).to_have_text("Cancel")
     screenshot(page, "signin-qr-english")

@@ -22,6 +22,7 @@ import pytest
 
 from gateway import cli
 from tests.support.accounts import fresh_ip
+from tests.support.axe import assert_no_axe_violations
 from tests.support.browser import screenshot
 from tests.support.browser_fixtures import launched_browser
 from tests.support.gateway_server import (
@@ -146,10 +147,11 @@ def test_declaration_password_with_captcha_then_tokens_carry_the_unit(
     expect(page.locator("#unit-captcha-row")).to_be_hidden()
     page.fill("#declaration-password", "Wrong-0001")
     page.click("#declaration-submit")
-    expect(page.locator("#declaration-message")).to_have_text("申报密码错误，还可尝试 4 次")
+    expect(page.locator("#declaration-message")).to_have_text("申报密码错误，还可尝试4次")
     expect(page.locator("#unit-captcha-row")).to_be_visible()
     expect(page.locator("#unit-captcha-image")).to_have_attribute("src", re.compile("^data:image/png;base64,"))
     screenshot(page, "signin-unit-step")
+    assert_no_axe_violations(page, "sign-in page, unit step: declaration password with captcha")
     page.fill("#declaration-password", DECLARATION_PASSWORD)
     page.fill("#unit-captcha-answer", CAPTCHA_ANSWER)
     page.click("#declaration-submit")
@@ -208,6 +210,7 @@ def test_an_authorized_person_picks_a_unit_and_enters_without_a_password(
     request = sign_in(sso, rp, page, clerk)
     expect(page.locator("#unit-list li")).to_have_count(2)
     expect(page.locator("#declaration")).to_be_hidden()
+    assert_no_axe_violations(page, "sign-in page, unit step: the unit list")
     page.click(f"#unit-list li[data-tin='{second}']")
     page.click(f"#unit-list li[data-tin='{first}']")
     page.click("#unit-enter")

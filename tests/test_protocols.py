@@ -346,8 +346,9 @@ def test_schemas_reject_what_the_contract_forbids() -> None:
         "last_used": 2,
         "current": True,
     }
-    assert not errors("sessions.json", {"sessions": [session]})
-    assert errors("sessions.json", {"sessions": [{**session, "ip": "127.0.0.1"}]})
+    assert not errors("sessions.json", {"display_name": "张*", "sessions": [session]})
+    assert errors("sessions.json", {"sessions": [session]})  # the name is always answered (maybe empty)
+    assert errors("sessions.json", {"display_name": "张*", "sessions": [{**session, "ip": "127.0.0.1"}]})
     assert errors("sessions.json", [session])
     checks = {"store": "ok", "database": "ok", "keys": "ok", "draining": "no"}
     assert not errors("readiness.json", {"status": "ready", "checks": checks})
@@ -1400,6 +1401,7 @@ async def test_session_list_end_session_and_logout(sso: httpx.AsyncClient, sso_g
     assert listed.headers["cache-control"] == "no-store"
     body = assert_documented(listed, *SESSIONS)
     assert_valid("sessions.json", body)
+    assert body["display_name"] == "张*"  # the person's masked real name, for the phone app's greeting
     sessions = body["sessions"]
     assert [s["created_at"] for s in sessions] == sorted(s["created_at"] for s in sessions)  # oldest first (to 1 s)
     mobile, pc = sorted(sessions, key=lambda s: s["client_id"] != "mobile-app")

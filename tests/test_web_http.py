@@ -94,7 +94,10 @@ def test_static_files(http: httpx.Client) -> None:
 
 
 def test_no_script_keeps_a_token_in_storage_or_a_url() -> None:
-    scripts = (Path(pages.STATIC) / name for name in ("desktop.js", "phone.js", "units.js", "common.js", "i18n.js"))
+    scripts = (
+        Path(pages.STATIC) / name
+        for name in ("desktop.js", "phone.js", "units.js", "common.js", "i18n.js", "keyboard.js")
+    )
     for script in scripts:
         text = script.read_text()
         assert "localStorage" not in text, script
@@ -108,7 +111,7 @@ def test_the_landing_page_says_the_same_for_every_code(http: httpx.Client, gatew
     live = http.get(minted["qr_content"])
     unknown = http.get("/q/" + "Z" * 22)
     assert live.text == unknown.text
-    assert "请使用个人所得税 App 扫码" in live.text
+    assert "请使用个人所得税App扫码" in live.text
     assert "Scan this code with the tax app" in live.text
     assert minted["qr_id"] not in live.text
     assert live.headers["cache-control"] == "public, max-age=3600"

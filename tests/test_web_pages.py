@@ -129,6 +129,7 @@ def test_qr_login_over_websocket(
     sockets: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
     page.goto(gateway.base_url + "/")
+    page.click("#tab-qr")  # the page opens on the password tab
     qr_id = wait_for_qr(page)
     assert decode_shown_qr(page) == f"{gateway.base_url}/q/{qr_id}"
     expect(page.locator("#qr-status")).to_have_text("等待扫码")
@@ -136,7 +137,7 @@ def test_qr_login_over_websocket(
     screenshot(page, "desktop-qr")
 
     assert phone.scan(qr_id).status_code == 200
-    expect(page.locator("#qr-status")).to_have_text("已由 张* 扫描，请在手机上确认")
+    expect(page.locator("#qr-status")).to_have_text("已由张*扫描，请在手机上确认")
     screenshot(page, "desktop-scanned")
 
     assert phone.confirm(qr_id).status_code == 204
@@ -160,6 +161,7 @@ def test_long_poll_on_request(gateway: ThreadedGateway, page: Page, make_person:
     sockets: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
     page.goto(gateway.base_url + "/?transport=poll")
+    page.click("#tab-qr")  # the page opens on the password tab
     qr_id = wait_for_qr(page)
     expect(page.locator("#qr-status")).to_have_text("等待扫码（轮询模式）")
     phone.scan(qr_id)
@@ -179,6 +181,7 @@ def test_falls_back_to_long_poll_when_the_socket_cannot_open(
     )
     phone = phone_for(gateway, make_person())
     page.goto(gateway.base_url + "/")
+    page.click("#tab-qr")  # the page opens on the password tab
     qr_id = wait_for_qr(page)
     expect(page.locator("#qr-status")).to_have_text("等待扫码（轮询模式）")
     phone.scan(qr_id)
@@ -192,6 +195,7 @@ def test_cancelled_on_the_phone_then_refreshed(
 ) -> None:
     phone = phone_for(gateway, make_person())
     page.goto(gateway.base_url + "/")
+    page.click("#tab-qr")  # the page opens on the password tab
     qr_id = wait_for_qr(page)
     phone.scan(qr_id)
     expect(page.locator("#qr-status")).to_contain_text("张*")
@@ -207,6 +211,7 @@ def test_an_expired_code_is_refreshed(quick: ThreadedGateway, page: Page, phone_
     person = new_identity()
     quick.add_person(**person)
     page.goto(quick.base_url + "/")
+    page.click("#tab-qr")  # the page opens on the password tab
     first = wait_for_qr(page)
     page.locator('#qr-status[data-state="qr_expired"]').wait_for(timeout=8000)
     screenshot(page, "desktop-expired")
@@ -220,6 +225,7 @@ def test_an_expired_code_is_refreshed(quick: ThreadedGateway, page: Page, phone_
 
 def test_switching_tabs_abandons_the_code(gateway: ThreadedGateway, page: Page) -> None:
     page.goto(gateway.base_url + "/")
+    page.click("#tab-qr")  # the page opens on the password tab
     qr_id = wait_for_qr(page)
     page.click("#tab-password")
     expect(page.locator("#panel-password")).to_be_visible()
@@ -247,10 +253,10 @@ def test_password_login_asks_for_a_captcha_after_a_wrong_password(
 ) -> None:
     person = make_person()
     page.goto(gateway.base_url + "/")
-    page.click("#tab-password")
+    expect(page.locator("#panel-password")).to_be_visible()  # the default tab
     expect(page.locator("#captcha-row")).to_be_hidden()
     password_attempt(page, person["login_name"], "Wrong-pass9")
-    expect(page.locator("#password-message")).to_have_text("账号或密码错误，还可尝试 4 次")
+    expect(page.locator("#password-message")).to_have_text("账号或密码错误，还可尝试4次")
     expect(page.locator("#captcha-row")).to_be_visible()
     expect(page.locator("#captcha-image")).to_have_attribute("src", re.compile("^data:image/png;base64,"))
     screenshot(page, "desktop-captcha")
@@ -276,18 +282,21 @@ def test_the_fifth_wrong_password_shows_the_lock_and_the_time_left(
     for left in (3, 2, 1):
         expect(page.locator("#captcha-image")).to_have_attribute("src", ANY)
         password_attempt(page, person["phone"], "Wrong-pass9", CAPTCHA_ANSWER)
-        expect(page.locator("#password-message")).to_have_text(f"账号或密码错误，还可尝试 {left} 次")
+        expect(page.locator("#password-message")).to_have_text(f"账号或密码错误，还可尝试{left}次")
     password_attempt(page, person["phone"], "Wrong-pass9", CAPTCHA_ANSWER)
-    expect(page.locator("#password-message")).to_contain_text("账户已锁定，请在 119 分")
-    expect(page.locator("#password-message")).to_contain_text("后重试，或通过“忘记密码”解锁")
+    expect(page.locator("#password-message")).to_have_text(
+        re.compile(r"^账号已锁定，请在119分\d{1,2}秒后重试，或通过【忘记密码】解锁$")
+    )
+    expect(page.locator("#password-submit")).to_be_disabled()  # no login while the account is locked
     screenshot(page, "desktop-locked")
 
 
 def test_english(gateway: ThreadedGateway, page: Page) -> None:
     page.goto(gateway.base_url + "/")
+    page.click("#tab-qr")  # the page opens on the password tab
     wait_for_qr(page)
     page.click("#lang")
-    expect(page.locator("#tab-qr")).to_have_text("Scan to log in")
+    expect(page.locator("#tab-qr")).to_have_text("QR code")
     expect(page.locator("#qr-status")).to_have_text("Waiting for a scan")
     expect(page.locator("html")).to_have_attribute("lang", "en")
     assert page.url.endswith("?lang=en")
@@ -317,6 +326,8 @@ def phone_login(page: Page, gateway: ThreadedGateway, person: dict[str, str]) ->
     page.fill("#phone-password", person["password"])
     page.click("#phone-login-submit")
     expect(page.locator("#step-scan")).to_be_visible()
+    # The person's masked real name, not the login name typed.
+    expect(page.locator("#signed-in")).to_have_text(f"已登录：{person['name'][0]}*")
 
 
 def test_phone_page_shows_the_context_and_confirms(gateway: ThreadedGateway, page: Page, make_person: Person) -> None:
@@ -328,7 +339,9 @@ def test_phone_page_shows_the_context_and_confirms(gateway: ThreadedGateway, pag
     expect(page.locator("#step-confirm")).to_be_visible()
     expect(page.locator("#ctx-device")).to_have_text("财务室电脑")
     expect(page.locator("#ctx-ip")).to_have_text("203.0.113.9")
-    expect(page.locator("#ctx-agent")).to_have_text("WithholdingClient/3.1 (Windows 10)")
+    expect(page.locator("#ctx-client")).to_have_text("扣缴客户端")  # the client's name, not its id
+    expect(page.locator("#ctx-agent")).to_have_text("WithholdingClient 3.1 · Windows")  # in words
+    expect(page.locator("#ctx-agent-raw")).to_be_hidden()  # the raw user agent only behind "details"
     expect(page.locator("#ctx-network")).to_have_text("与手机不在同一网络")
     expect(page.locator("#proximity-warning")).to_be_visible()
     expect(page.locator("#decline")).to_be_focused()
@@ -338,6 +351,8 @@ def test_phone_page_shows_the_context_and_confirms(gateway: ThreadedGateway, pag
     assert accept["width"] == pytest.approx(decline["width"], abs=0.5)  # as prominent as "accept"
     assert accept["height"] == pytest.approx(decline["height"], abs=0.5)
     screenshot(page, "phone-confirm")
+    page.click(".agent-details summary")
+    expect(page.locator("#ctx-agent-raw")).to_have_text("WithholdingClient/3.1 (Windows 10)")
 
     waiter = {"Authorization": f"Bearer {minted['waiter_token']}"}
     state = httpx.get(f"{gateway.base_url}/v1/qr/{minted['qr_id']}/state", headers=waiter).json()
@@ -377,6 +392,7 @@ def test_the_whole_journey_in_one_browser(gateway: ThreadedGateway, page: Page, 
     """The demo: the desktop page shows a code, the phone page (another tab) picks it, scans, confirms."""
     person = make_person()
     page.goto(gateway.base_url + "/")
+    page.click("#tab-qr")  # the page opens on the password tab
     qr_id = wait_for_qr(page)
     phone = page.context.new_page()
     phone_login(phone, gateway, person)
@@ -385,6 +401,7 @@ def test_the_whole_journey_in_one_browser(gateway: ThreadedGateway, page: Page, 
     screenshot(phone, "phone-scan")
     phone.locator("#picker button").first.click()
     expect(phone.locator("#ctx-network")).to_have_text("与手机在同一网络")
+    expect(phone.locator("#ctx-agent")).to_have_text("Chrome 浏览器 · Linux")  # this headless Chromium, in words
     expect(phone.locator("#proximity-warning")).to_be_hidden()
     expect(page.locator("#qr-status")).to_contain_text("张*")
     phone.click("#accept")
@@ -413,6 +430,7 @@ def test_units_after_a_qr_login(
     gateway, account = demo_gateway
     phone = phone_for(gateway, {"phone": account.phone, "password": account.password})
     page.goto(gateway.base_url + "/")
+    page.click("#tab-qr")  # the page opens on the password tab
     qr_id = wait_for_qr(page)
     phone.scan(qr_id)
     phone.confirm(qr_id)
@@ -432,7 +450,7 @@ def test_units_after_a_qr_login(
     expect(page.locator("#unit-chosen")).to_have_text("单位：演示商贸有限公司（91310115MA1K4D2M3A）")
     page.fill("#declaration-password", "Wrong-0000")
     page.click("#declaration-submit")
-    expect(page.locator("#declaration-message")).to_have_text("申报密码错误，还可尝试 4 次")
+    expect(page.locator("#declaration-message")).to_have_text("申报密码错误，还可尝试4次")
     expect(page.locator("#unit-captcha-image")).to_have_attribute("src", re.compile("^data:image/png;base64,"))
     screenshot(page, "desktop-declaration-password")
     page.fill("#declaration-password", account.declaration_password)
@@ -459,4 +477,4 @@ def test_an_authorized_unit_is_entered_without_a_password(
     expect(page.locator("#done-summary")).to_contain_text("当前单位：演示科技有限公司")
     page.click("#logout")
     expect(page.locator("#login")).to_be_visible()
-    wait_for_qr(page)
+    expect(page.locator("#panel-password")).to_be_visible()

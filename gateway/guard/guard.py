@@ -152,10 +152,16 @@ class SecretGuard:
                 logs.event("locked", scope=self._scope.value)
                 if on_lock is not None:
                     await on_lock()
-            raise self._refusals.locked(settled.locked_until, just_now=just_now)
+            raise self._locked(settled.locked_until, just_now=just_now)
         raise self._refusals.wrong(
             self.limits.max_failures - settled.failures, captcha_required=bool(self.limits.captcha_seconds)
         )
+
+    def _locked(self, until: float, *, just_now: bool) -> errors.GatewayError:
+        """The lock's answer. Its end was set by whichever process settled the locking attempt, on that
+        process's clock: one a second ahead of this one's would read as "121 minutes" of a 120-minute
+        lock, so no lock is ever said to last longer than the lock period from now."""
+        return self._refusals.locked(min(until, time.time() + self.limits.lock_seconds), just_now=just_now)
 
     async def _enter(self, key: str, attempt_id: str, attempt: Attempt) -> None:
         """Admit the attempt, with the captcha checked in the same round trip (the store pipelines
@@ -184,7 +190,7 @@ class SecretGuard:
                 case Admission.ADMITTED:
                     return
                 case Admission.LOCKED:
-                    raise self._refusals.locked(admitted.locked_until, just_now=False)
+                    raise self._locked(admitted.locked_until, just_now=False)
                 case Admission.CAPTCHA_REQUIRED:
                     raise CaptchaRequired(
                         f"Answer a captcha (POST {self._refusals.captcha_path}) and send captcha_id and captcha_answer."

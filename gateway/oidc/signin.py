@@ -40,7 +40,7 @@ from gateway.oidc.http import NO_STORE, redirect, with_cookies
 from gateway.oidc.provider import OidcProvider, Pending, Redirect, SignedIn
 from gateway.qr.service import QrService
 from gateway.rules import mask_name
-from gateway.web.pages import origin_source, page_headers, render
+from gateway.web.pages import login_panel_values, origin_source, page_headers, render
 
 CSRF_CONTEXT = b"qrgate signin csrf\x00"
 CREDENTIALS = ("identifier", "password", "captcha_id", "captcha_answer")
@@ -88,6 +88,7 @@ class SignInPage:
             return_hint=RETURNS[locale].format(origin=back_to) if back_to else "",
             login_hint=pending.request.login_hint,
             unit_step="true" if pending.session is not None else "false",
+            **login_panel_values(self.provider.settings),
         )
         # The page posts its forms here, and the cancel form's answer redirects to the relying party.
         form_action = "'self'" + (f" {back_to}" if back_to else "")

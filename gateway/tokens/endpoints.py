@@ -204,8 +204,10 @@ class TokenEndpoints:
     async def list_sessions(self, request: Request) -> Response:
         claims = await self.bearer.claims(request)
         sessions = await self.sessions.list_of(claims["sub"])
+        current = await self.sessions.alive(claims["sid"])  # its masked name, kept since the login
         return _json(
             {
+                "display_name": current.get("display_name", "") if current else "",
                 "sessions": [
                     {
                         "sid": s.sid,
@@ -217,7 +219,7 @@ class TokenEndpoints:
                         "current": s.sid == claims["sid"],
                     }
                     for s in sessions
-                ]
+                ],
             }
         )
 

@@ -1,5 +1,6 @@
 """The pages people see: the desktop login page (`/`), the phone simulator (`/demo/app`), the camera
-landing page (`/q/{qr_id}`) and their static files (`/web/...`). The browser sign-in page (`/signin`)
+landing page (`/q/{qr_id}`), the app-download QR code of the login pages (`/app-download.svg`) and
+their static files (`/web/...`). The browser sign-in page (`/signin`)
 is served by gateway/oidc/signin.py from the same templates, scripts and headers.
 
 Plain HTML, CSS and ES modules, no build step. Every page carries a strict Content-Security-Policy:
@@ -24,6 +25,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import errors
+from gateway.qr import render as qr_render
+from gateway.qr.symbol import encode
 from gateway.settings import Settings
 
 HERE = Path(__file__).parent
@@ -111,6 +114,18 @@ class StaticAssets:
         await self._files(scope, receive, send_with_headers)
 
 
+def login_panel_values(settings: Settings) -> dict[str, str]:
+    """What partials/login-panels.html needs besides the page's own values (the desktop page and the
+    sign-in page both include it)."""
+    return {"hotline": settings.hotline, "app_download": "true" if settings.app_download_target else "false"}
+
+
+@cache
+def app_download_svg(url: str) -> bytes:
+    """The QR code of the app's download address, drawn by the QR codes' own renderer."""
+    return qr_render.svg(encode(url), size=4)
+
+
 def routes(settings: Settings, *, units_mounted: bool) -> list[BaseRoute]:
     async def desktop(request: Request) -> Response:
         units = "true" if units_mounted else "false"
@@ -122,8 +137,19 @@ def routes(settings: Settings, *, units_mounted: bool) -> list[BaseRoute]:
             login_action="/",
             declaration_action="/",
             login_hint="",
+            **login_panel_values(settings),
         )
         return HTMLResponse(body, headers=page_headers(request))
+
+    async def app_download(request: Request) -> Response:
+        target = settings.app_download_target
+        if not target:
+            raise errors.NotFound("No app download address is set here (QRGATE_APP_DOWNLOAD_URL).", code="not_found")
+        return Response(
+            app_download_svg(target),
+            media_type=qr_render.MEDIA_TYPES["svg"],
+            headers={**BASE_HEADERS, "Cache-Control": "public, max-age=3600"},
+        )
 
     async def phone(request: Request) -> Response:
         if not settings.demo_app or settings.production:
@@ -134,5 +160,6 @@ def routes(settings: Settings, *, units_mounted: bool) -> list[BaseRoute]:
         Route("/", desktop, methods=["GET"]),
         Route("/demo/app", phone, methods=["GET"]),
         Route("/q/{qr_id}", landing, methods=["GET"]),
+        Route("/app-download.svg", app_download, methods=["GET"]),
         Mount("/web", app=StaticAssets(), name="web"),
     ]

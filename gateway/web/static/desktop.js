@@ -1,6 +1,6 @@
-// The desktop login page: QR login (qrlogin.js), password login with captcha and lockout
-// (password.js), then the unit choice and the logged-in view. Tokens live in `session` only: never
-// in storage, never in a URL.
+// The desktop login page: password login (the default) with the on-screen keyboard, captcha and
+// lockout (password.js), QR login (qrlogin.js), then the unit choice and the logged-in view. Tokens
+// live in `session` only: never in storage, never in a URL.
 
 import { $, api, claimsOf, fillClaims, show } from "./common.js";
 import { installLanguageSwitch, onLanguageChange, t } from "./i18n.js";
@@ -81,7 +81,7 @@ async function logout() {
   show($("units"), false);
   show($("login"), true);
   document.body.classList.remove("logged-in");
-  tabs.select("qr", { force: true });
+  tabs.select("password", { force: true });
 }
 
 // --- Wiring -----------------------------------------------------------------------------------
@@ -102,4 +102,4 @@ demoChannel?.addEventListener("message", (event) => {
     demoChannel.postMessage({ type: "qr", qr_content: current.qr_content, deadline: current.deadline });
   }
 });
-qr.refresh();
+tabs.select("password", { force: true }); // the notice's default: 账号密码登录

@@ -1,11 +1,13 @@
-// The password form, shared by the desktop page and the browser sign-in page: account and password,
-// the captcha after a wrong password, attempts left, the lock and its time left. The page decides
+// The password form, shared by the desktop page and the browser sign-in page: account and password
+// (with the on-screen keyboard, keyboard.js, shown by default), the captcha after a wrong password,
+// attempts left, the lock and its time left (the 登录 button is disabled while it lasts). The page decides
 // where the attempt goes (`submit`) and what success does; the markup (#panel-password, #identifier,
 // #password, #captcha-row, #captcha-image, #captcha-answer, #captcha-refresh, #password-message,
 // #password-submit) is the same in both.
 
 import { $, Captcha, duration, problemMessage, show } from "./common.js";
 import { t } from "./i18n.js";
+import { attachKeyboard } from "./keyboard.js";
 
 export class PasswordForm {
   /**
@@ -20,7 +22,15 @@ export class PasswordForm {
     this.captcha = new Captcha("captcha-row", "captcha-image", "captcha-answer", "captcha-refresh");
     this.lockTimer = null;
     this.message = null; // [key, values] or a plain string, redrawn on a language switch
+    this.keyboard = attachKeyboard($("password"));
     $("panel-password").addEventListener("submit", (event) => this.attempt(event));
+    // The lock is the account's: another account may be tried at once.
+    $("identifier").addEventListener("input", () => {
+      if (this.lockTimer) {
+        this.stopLock();
+        this.say(null);
+      }
+    });
   }
 
   focus() {
@@ -82,6 +92,7 @@ export class PasswordForm {
         this.say(null);
       } else $("password-message").textContent = t("locked", { time: duration(left) });
     };
+    $("password-submit").disabled = true; // no login while locked: the lock would only answer again
     this.lockTimer = setInterval(draw, 1000);
     draw();
   }
@@ -89,5 +100,6 @@ export class PasswordForm {
   stopLock() {
     clearInterval(this.lockTimer);
     this.lockTimer = null;
+    $("password-submit").disabled = false;
   }
 }

@@ -34,7 +34,7 @@ async function login(event) {
   $("phone-password").value = "";
   if (answer.ok) {
     phone.token = answer.body.access_token;
-    phone.name = identifier;
+    phone.name = await maskedName(); // the person's masked real name, never what was typed
     $("phone-login-message").textContent = "";
     captcha.hide();
     showScan();
@@ -48,6 +48,16 @@ async function login(event) {
   if (problem.captcha_required || status === 400 || captcha.active) await captcha.load();
 }
 
+/** The person's real name, masked (张*): GET /v1/sessions answers it with the sessions. */
+async function maskedName() {
+  const answer = await api("GET", "/v1/sessions", { token: phone.token });
+  return answer.ok ? answer.body.display_name || "" : "";
+}
+
+function greeting() {
+  return phone.name ? t("signed_in_as", { name: phone.name }) : t("phone_signed_in_unknown");
+}
+
 // --- Scan -------------------------------------------------------------------------------------------
 
 function showScan() {
@@ -55,7 +65,7 @@ function showScan() {
   phone.scan = null;
   $("qr-content").value = "";
   $("scan-message").textContent = "";
-  $("signed-in").textContent = t("signed_in_as", { name: phone.name });
+  $("signed-in").textContent = greeting();
   screen("scan");
   drawPicker();
   channel?.postMessage({ type: "ask" });
@@ -119,14 +129,52 @@ function drawPicker() {
   show($("picker-block"), seen.size > 0);
 }
 
+/** The client by its name (扣缴客户端), not its id; an unknown id as it is. */
+function clientName(clientId) {
+  const key = `client_${clientId.replace(/-/g, "_")}`;
+  const name = t(key);
+  return name === key ? clientId : name;
+}
+
+const BROWSERS = [
+  [/\bEdg(?:e|A|iOS)?\/(\d+)/, "Edge"],
+  [/\b(?:Headless)?Chrome\/(\d+)/, "Chrome"],
+  [/\bCriOS\/(\d+)/, "Chrome"],
+  [/\bFirefox\/(\d+)/, "Firefox"],
+  [/\bVersion\/(\d+)[^ ]* (?:Mobile\/\S+ )?Safari\//, "Safari"],
+];
+const SYSTEMS = [
+  [/Windows/, "Windows"],
+  [/iPhone|iPad|iPod/, "iOS"],
+  [/Mac OS X|Macintosh/, "macOS"],
+  [/Android/, "Android"],
+  [/CrOS/, "ChromeOS"],
+  [/Linux|X11/, "Linux"],
+];
+
+/** A user agent in words: "Chrome 浏览器 · Linux", "WithholdingClient 3.1 · Windows" (the raw text
+ * stays behind "details"). */
+function deviceInWords(agent) {
+  const system = SYSTEMS.find(([pattern]) => pattern.test(agent))?.[1] ?? t("os_unknown");
+  const browser = BROWSERS.find(([pattern]) => pattern.test(agent))?.[1];
+  let what;
+  if (browser) what = t("agent_browser", { name: browser });
+  else {
+    const product = /^([A-Za-z][\w.-]{0,40})\/([\w.]{1,20})/.exec(agent);
+    what = product ? t("agent_program", { name: product[1], version: product[2] }) : t("agent_unknown");
+  }
+  return t("device_in_words", { browser: what, os: system });
+}
+
 // --- Confirm or decline ------------------------------------------------------------------------------
 
 function showContext() {
   const context = phone.scan;
   $("ctx-device").textContent = context.device_name || t("unnamed_device");
-  $("ctx-client").textContent = context.client_id;
+  $("ctx-client").textContent = clientName(context.client_id);
   $("ctx-ip").textContent = context.requester.ip;
-  $("ctx-agent").textContent = context.requester.user_agent;
+  $("ctx-agent").textContent = deviceInWords(context.requester.user_agent);
+  $("ctx-agent-raw").textContent = context.requester.user_agent;
   $("ctx-time").textContent = new Date(context.requested_at).toLocaleString();
   $("ctx-network").textContent = t(`network_${context.proximity.replace("_network", "")}`);
   $("ctx-network").dataset.proximity = context.proximity;
@@ -173,7 +221,7 @@ async function decide(confirm) {
 
 installLanguageSwitch();
 onLanguageChange(() => {
-  if (phone.token) $("signed-in").textContent = t("signed_in_as", { name: phone.name });
+  if (phone.token) $("signed-in").textContent = greeting();
   if (phone.scan && !$("step-confirm").hidden) showContext();
   drawPicker();
 });

@@ -102,4 +102,4 @@ onLanguageChange(() => {
 });
 window.addEventListener("pagehide", () => qr.stop());
 if (signin.unitStep === "true") unitStep();
-else qr.refresh();
+else tabs.select("qr", { force: true }); // this page opens on the QR code (the shared markup opens on the password)
