@@ -47,6 +47,14 @@ class DeclarationPasswordRequired(errors.Forbidden):
     code = "declaration_password_required"
 
 
+def password_not_set() -> errors.Conflict:
+    return errors.Conflict(
+        "The unit has no declaration password yet: its legal representative or finance manager sets one "
+        "in the app or on the WEB, or the hall does.",
+        code="declaration_password_not_set",
+    )
+
+
 async def check_declaration_password(
     service: UnitsService,
     request: Request,
@@ -94,11 +102,7 @@ async def verify(service: UnitsService, request: Request) -> Response:
     body = await read_json(request, VerifyRequest)
     membership = await require_member(service, tin, claims["sub"])
     if not membership.password_set:
-        raise errors.Conflict(
-            "The unit has no declaration password yet: its legal representative or finance manager sets one "
-            "in the app or on the WEB, or the hall does.",
-            code="declaration_password_not_set",
-        )
+        raise password_not_set()
     unit = await service.records.get(tin)
     password_hash = unit.password_hash if unit is not None else None
     await check_declaration_password(
