@@ -7,16 +7,19 @@ a 4xx that changes nothing; parallel wrong pairs are settled atomically."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import statistics
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.support.accounts import fresh_ip
+from tests.support.gateway_server import CAPTCHA_ANSWER
 from tests.support.units import (
     DECLARATION_PASSWORD,
     Person,
@@ -238,3 +241,51 @@ async def test_fifty_parallel_wrong_pairs_count_exactly_five(
         assert sorted(a.json()["attempts_left"] for a in answers if a.status_code == 401) == [1, 2, 3, 4]
         right = await people[0].post(LINK, pair(tin, DECLARATION_PASSWORD), **ip)
         assert right.status_code == 423
+
+
+async def test_cli_links_with_a_prompted_password_and_a_captcha(
+    units_stack: UnitsStack, http: httpx.AsyncClient, staff: Person, tmp_path: Path
+) -> None:
+    """`qrgate units link TIN`: the token from the file `qrgate login --json` writes, the password from
+    stdin (never argv); a wrong one reports the attempts left; the next run solves the captcha."""
+    clerk = await new_person(units_stack, http)
+    tin = await new_unit(staff, name="命令行有限公司")
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"access_token": clerk.access_token, "token_type": "Bearer"}))
+    base = ["units", "link", tin, "--url", units_stack.gateway_url, "--token-file", str(tokens)]
+
+    wrong = await asyncio.to_thread(units_stack.qrgate, *base, "--password-stdin", stdin="Wrong-000\n")
+    assert wrong.returncode == 1, wrong.stderr
+    assert "还可尝试4次" in wrong.stderr
+    assert "4 attempts left" in wrong.stderr
+    assert "Wrong-000" not in wrong.stderr + wrong.stdout
+
+    right = await asyncio.to_thread(
+        units_stack.qrgate, *base, "--password-stdin", "--json", stdin=f"{DECLARATION_PASSWORD}\n{CAPTCHA_ANSWER}\n"
+    )
+    assert right.returncode == 0, right.stderr
+    assert "A captcha is needed" in right.stderr
+    answer = json.loads(right.stdout)
+    assert answer["unit"] == {"tin": tin, "role": "tax_staff", "via": "declaration_password"}
+    assert claims_of(answer["unit_token"])["sub"] == clerk.id
+    assert "办税人员 / tax staff" in right.stderr
+    assert granted_by(units_stack, tin, clerk.id) == "link"
+
+    # Without a login the command says what to do, and asks nothing.
+    missing = await asyncio.to_thread(units_stack.qrgate, "units", "link", tin, "--url", units_stack.gateway_url)
+    assert missing.returncode == 1
+    assert "qrgate login --json" in missing.stderr
+    unknown = await asyncio.to_thread(
+        units_stack.qrgate,
+        "units",
+        "link",
+        new_tin(),
+        "--url",
+        units_stack.gateway_url,
+        "--token-file",
+        str(tokens),
+        "--password-stdin",
+        stdin="Wrong-000\n",
+    )
+    assert unknown.returncode == 1
+    assert "还可尝试4次" in unknown.stderr  # an unknown unit reads like a wrong password
