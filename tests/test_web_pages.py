@@ -52,7 +52,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGatewa
 def quick(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGateway]:
     """QR codes that expire after 5 s."""
     port = free_port()
-    server = ThreadedGateway(make_settings(tmp_path_factory.mktemp("quick-web"), port, qr_ttl=5, units_mount=False), port).start()
+    settings = make_settings(tmp_path_factory.mktemp("quick-web"), port, qr_ttl=5, units_mount=False)
+    server = ThreadedGateway(settings, port).start()
     yield server
     server.stop()
 
