@@ -264,6 +264,7 @@ export class UnitChooser {
   async choose(index) {
     const unit = this.units[index];
     if (!unit) return;
+    this.selected = index; // back at the list, this one is still selected
     this.chosen = { tin: unit.tin, name: unit.name };
     if (unit.authorized) {
       this.say("unit_entering");
@@ -286,6 +287,7 @@ export class UnitChooser {
     clearInterval(this.lockTimer);
     show($("declaration"), false);
     this.showList();
+    if (this.selected >= 0) this.select(this.selected);
     $("declaration-message").textContent = "";
     this.captcha.hide();
     $("unit-list").focus();
