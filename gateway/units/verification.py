@@ -4,8 +4,8 @@ The declaration password is checked by the unit's `SecretGuard` (gateway/guard/g
 the person password at login, with counters of its own, one set per unit: per-IP throttle (429), lock
 (423 `account_locked`), captcha (from `POST /units/v1/captcha`) once the unit has had a wrong password,
 an attempt admitted atomically, argon2id off the loop, then 401 `invalid_credentials` with
-`attempts_left`, the 5th locks (audited). Only a person with a role in the unit gets that far, so
-outsiders cannot lock a unit out.
+`attempts_left`, the 5th locks (audited). Here only a person with a role in the unit gets that far;
+the first unit link (gateway/units/linking.py) counts anyone's wrong pairs against the same record.
 """
 
 from __future__ import annotations
