@@ -136,12 +136,21 @@ def test_empty_list_then_add_a_unit_then_the_entered_screen(site: ThreadedGatewa
     assert_accessible(page, "add a unit")
     shoot(page, "units-add-zh")
 
-    # A TIN that is not a unified social credit code: said at once, nothing sent, nothing lost.
-    page.fill("#link-tin", "91110000")
-    page.fill("#link-password", "Wrong-000")
+    # Bad input is said at once, nothing is sent and nothing typed is lost.
+    for bad in ("91110000", "𠮷" * 9, "9111000060003734 L"):
+        page.fill("#link-tin", bad)
+        page.fill("#link-password", "Wrong-000")
+        page.click("#link-submit")
+        expect(page.locator("#link-message")).to_have_text("纳税人识别号应为18位统一社会信用代码（数字和大写字母）")
+        expect(page.locator("#link-tin")).to_have_value(bad)
+        expect(page.locator("#link-password")).to_have_value("Wrong-000")
+        expect(page.locator("#link-tin")).to_be_focused()
+    page.fill("#link-tin", tin)
+    page.fill("#link-password", "")
     page.click("#link-submit")
-    expect(page.locator("#link-message")).to_have_text("纳税人识别号应为18位统一社会信用代码（数字和大写字母）")
-    expect(page.locator("#link-tin")).to_have_value("91110000")
+    expect(page.locator("#link-message")).to_have_text("请输入申报密码")
+    expect(page.locator("#link-password")).to_be_focused()
+    expect(page.locator("#link-captcha-row")).to_be_hidden()  # nothing was counted
     # A wrong pair for the real unit, then an unknown TIN: the same words, and a captcha from then on.
     page.fill("#link-tin", tin.lower())
     page.fill("#link-password", "Wrong-000")
