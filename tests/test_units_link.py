@@ -289,3 +289,17 @@ async def test_cli_links_with_a_prompted_password_and_a_captcha(
     )
     assert unknown.returncode == 1
     assert "还可尝试4次" in unknown.stderr  # an unknown unit reads like a wrong password
+
+
+async def test_the_same_person_linking_twice_at_once_gets_one_role(
+    units_stack: UnitsStack, http: httpx.AsyncClient, staff: Person
+) -> None:
+    clerk = await new_person(units_stack, http)
+    tin = await new_unit(staff)
+    # (Attempts in flight make the guard ask the others for a captcha: each brings one.)
+    captchas = [await captcha(http) for _ in range(4)]
+    answers = await asyncio.gather(*(clerk.post(LINK, pair(tin, DECLARATION_PASSWORD, **c)) for c in captchas))
+    assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
+    assert {a.json()["unit"]["role"] for a in answers} == {"tax_staff"}
+    assert [u["tin"] for u in (await clerk.get("/v1/units")).json()["units"]] == [tin]
+    assert granted_by(units_stack, tin, clerk.id) == "link"
