@@ -311,6 +311,12 @@ class Settings(BaseSettings):
         description="From this date (00:00 China Standard Time) the legacy logins without a person (CA login, "
         "declaration-password-only login) answer 410.",
     )
+    declaration_password_help_url: str = Field(
+        "https://etax.chinatax.gov.cn/",
+        max_length=2000,
+        description="Where a unit's officers reset a forgotten declaration password on the WEB (个人所得税WEB端): "
+        "the unit list's 【忘记申报密码】 shows this link and a QR code of it.",
+    )
 
     @property
     def app_download_target(self) -> str:

@@ -425,6 +425,7 @@ def test_openapi_is_a_valid_openapi_3_1_document() -> None:
         "GET /units/.well-known/jwks.json",
         "POST /units/v1/captcha",
         "GET /units/v1/units",
+        "POST /units/v1/units/link",
         "POST /units/v1/units/{tin}/verify",
         "POST /units/v1/units/{tin}/enter",
         "POST /units/v1/unit-token/renew",

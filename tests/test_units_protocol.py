@@ -158,6 +158,20 @@ async def test_a_whole_journey_holds_to_the_contract(units_stack: UnitsStack, ht
     await call(None, "GET", f"{base}/units")  # 401
     response = await http.get("/.well-known/jwks.json")
     documented(response, "GET", "/units/.well-known/jwks.json")
+    # The first unit link: an unknown TIN and a wrong pair read alike (401), then a right pair links.
+    newcomer = await new_person(units_stack, http)
+    for guess in ({"tin": new_tin(), "declaration_password": "Wrong-000"}, {"tin": tin, "declaration_password": "x"}):
+        assert_valid("unit-link-request.json", guess)
+        response, problem = await call(newcomer, "POST", f"{base}/units/link", guess)
+        assert problem["code"] == "invalid_credentials"
+    await call(newcomer, "POST", f"{base}/units/link", {"tin": "bad", "declaration_password": "x"})  # 400
+    await call(newcomer, "POST", f"{base}/units/link", {"tin": tin, "declaration_password": "x"})  # 400 captcha
+    link = {"tin": tin, "declaration_password": "Fresh-4321", **await captcha(http)}
+    assert_valid("unit-link-request.json", link)
+    _, linked = await call(newcomer, "POST", f"{base}/units/link", link)
+    assert check_unit_token(linked)["unit"]["role"] == "tax_staff"
+    _, listed = await call(newcomer, "GET", f"{base}/units")
+    assert listed["person"]["display_name"].startswith(newcomer.identity["name"][0])
     for path in (f"{base}/units/{{tin}}/verify", f"{base}/units/{{tin}}/enter"):
         response = await http.post(path.removeprefix("/units").replace("{tin}", "bad"), headers=clerk.headers, json={})
         assert documented(response, "POST", path)["code"] in ("invalid_tin", "invalid_request")

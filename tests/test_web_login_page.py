@@ -38,10 +38,22 @@ SYMBOLS = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
 
 
 @pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGateway]:
+    """The login tests' gateway, without the units service: a login goes straight to the logged-in
+    view. (With it, a person without units lands on "add a unit": tests/test_web_units.py.)"""
+    port = free_port()
+    server = ThreadedGateway(make_settings(tmp_path_factory.mktemp("login-page-plain"), port, units_mount=False), port)
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def configured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGateway]:
     """A gateway with the app download address and the hotline set."""
     port = free_port()
-    settings = make_settings(tmp_path_factory.mktemp("login-page"), port, app_download_url=APP_URL, hotline=HOTLINE)
+    settings = make_settings(
+        tmp_path_factory.mktemp("login-page"), port, app_download_url=APP_URL, hotline=HOTLINE, units_mount=False
+    )
     server = ThreadedGateway(settings, port).start()
     yield server
     server.stop()

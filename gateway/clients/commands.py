@@ -10,10 +10,10 @@ import platform
 import sys
 from typing import Any
 
-from gateway.clients import desktop, phone
+from gateway.clients import desktop, phone, units
 from gateway.settings import Settings
 
-COMMANDS = ("login", "scan")
+COMMANDS = ("login", "scan", "units")
 
 
 def add_parsers(commands: Any) -> None:
@@ -30,6 +30,17 @@ def add_parsers(commands: Any) -> None:
     scan.add_argument("--url", default=None, help="the gateway's base URL (default: QRGATE_PUBLIC_URL)")
     scan.add_argument("--identifier", default=None, help="phone, login name or ID number (asked when missing)")
     scan.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+
+    unit = commands.add_parser("units", help="your units, as the desktop's unit step (reference client)")
+    unit_commands = unit.add_subparsers(dest="units_command", required=True)
+    link = unit_commands.add_parser("link", help="link yourself to a unit with its TIN and declaration password")
+    link.add_argument("tin", help="the unit's taxpayer identification number (unified social credit code)")
+    link.add_argument("--url", default=None, help="the gateway's base URL (default: QRGATE_PUBLIC_URL)")
+    link.add_argument(
+        "--token-file", default=None, help=f"the token response of `qrgate login --json` (default: ${units.TOKEN_ENV})"
+    )
+    link.add_argument("--password-stdin", action="store_true", help="read the declaration password from standard input")
+    link.add_argument("--json", action="store_true", help="print the answer (with the unit token) on stdout")
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -51,9 +62,34 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         except KeyboardInterrupt:  # the code was abandoned on the way out
             return 130
     password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else None
+    if args.command == "units":
+        return link_unit(base_url, args, password)
     prompts = phone.Prompts(ask=input, secret=getpass.getpass, say=print)
     try:
         return phone.scan(base_url, args.qr_content, prompts, identifier=args.identifier, password=password)
     except (KeyboardInterrupt, EOFError):
         print()
+        return 130
+
+
+def _ask(prompt: str) -> str:
+    """A question on stderr (stdout is for --json), its answer a line of stdin."""
+    print(prompt, end="", file=sys.stderr, flush=True)
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.rstrip("\r\n")
+
+
+def link_unit(base_url: str, args: argparse.Namespace, password: str | None) -> int:
+    prompts = phone.Prompts(ask=_ask, secret=getpass.getpass, say=lambda text: print(text, file=sys.stderr))
+    try:
+        token = units.access_token(args.token_file)
+    except units.LinkFailed as exc:
+        prompts.say(f"qrgate units link: {exc}")
+        return 1
+    try:
+        return units.link(base_url, args.tin, prompts, token=token, password=password, as_json=args.json)
+    except (KeyboardInterrupt, EOFError):
+        print(file=sys.stderr)
         return 130

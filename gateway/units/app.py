@@ -29,7 +29,7 @@ from gateway.health import healthz
 from gateway.jsonutil import dumps
 from gateway.middleware import BodyLimitMiddleware
 from gateway.settings import Settings
-from gateway.units import admin, authorizations, ca, declaration, legacy, listing, verification
+from gateway.units import admin, authorizations, ca, declaration, legacy, linking, listing, verification
 from gateway.units.service import UnitsService
 from gateway.units.tokens import UNITS_PATH
 from qrgate_verify.starlette import TokenAuthMiddleware
@@ -57,6 +57,7 @@ def routes(service: UnitsService) -> list[BaseRoute]:
     return [
         Route("/.well-known/jwks.json", partial(jwks, service), methods=["GET"]),
         *listing.routes(service),
+        *linking.routes(service),
         *verification.routes(service),
         *authorizations.routes(service),
         *declaration.routes(service),

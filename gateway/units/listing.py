@@ -1,5 +1,6 @@
 """`GET /units/v1/units`: the units the caller does tax work for, and how each can be entered.
 
+The answer names the person too, masked (`person.display_name`, 张*), for the page's "logged in as".
 With one unit the desktop asks for its declaration password at once (or enters it, when an
 authorization applies); with several the person picks one first (docs/domain.md, unit verification 2).
 """
@@ -14,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.rules import mask_name
 from gateway.units.access import caller
 from gateway.units.http import json_response, timestamp
 from gateway.units.service import UnitsService
@@ -55,7 +57,9 @@ async def list_units(service: UnitsService, request: Request) -> Response:
                 "captcha_required": guarded.captcha_required,
             }
         )
-    return json_response({"units": views})
+    # Who is logged in, as the unit list shows it: the masked name only (张*), never the full name.
+    person = await service.directory.get(claims["sub"])
+    return json_response({"units": views, "person": {"display_name": mask_name(person.name) if person else "*"}})
 
 
 def routes(service: UnitsService) -> list[BaseRoute]:

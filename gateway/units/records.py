@@ -17,6 +17,9 @@ from gateway.directory.persons import DatabaseUnavailable
 from gateway.units.rules import UnitRole
 from gateway.units.tables import unit_authorizations, unit_roles, units
 
+# `unit_roles.granted_by` of a role a person gave themself by the first unit link (docs/units.md).
+LINKED = "link"
+
 
 class UnitExists(errors.Conflict):
     code = "unit_exists"
@@ -186,6 +189,25 @@ class UnitRecords:
         updated = await conn.execute(unit_roles.update().where(*where).values(**values))
         if not updated.rowcount:
             await conn.execute(unit_roles.insert().values(tin=tin, person_id=person_id, **values))
+
+    async def link(self, tin: str, person_id: str) -> Membership | None:
+        """The first unit link: the person becomes the unit's tax staff, with `granted_by` = `LINKED`
+        (the role came from the person's own declaration password, not from hall staff or an
+        authorization). A person who has a role in the unit already keeps it. Returns the membership;
+        None when the unit is gone."""
+        try:
+            async with self._writing() as conn:
+                if (await conn.execute(sa.select(units.c.tin).where(units.c.tin == tin))).first() is None:
+                    return None
+                has_role = await conn.execute(
+                    sa.select(unit_roles.c.role).where(unit_roles.c.tin == tin, unit_roles.c.person_id == person_id)
+                )
+                if has_role.first() is None:
+                    values = {"role": UnitRole.TAX_STAFF.value, "granted_at": datetime.now(UTC), "granted_by": LINKED}
+                    await conn.execute(unit_roles.insert().values(tin=tin, person_id=person_id, **values))
+        except IntegrityError:
+            pass  # the same person linked at the same moment by another request: their role is there
+        return await self.membership(tin, person_id)
 
     async def remove_role(self, tin: str, person_id: str) -> bool:
         query = unit_roles.delete().where(unit_roles.c.tin == tin, unit_roles.c.person_id == person_id)

@@ -26,6 +26,8 @@ unit_roles = sa.Table(
     sa.Column("person_id", sa.String(40), sa.ForeignKey("persons.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("role", sa.String(32), nullable=False),  # legal_rep | finance_manager | tax_staff
     sa.Column("granted_at", sa.DateTime(timezone=True), nullable=False),
+    # A hall staff person id, a legal representative's (an authorization), "cli", or "link": the person
+    # linked themself with the unit's declaration password (the first unit link, gateway/units/linking.py).
     sa.Column("granted_by", sa.String(40), nullable=False),
     sa.Index("ix_unit_roles_person", "person_id"),
     # A unit has at most one legal representative.

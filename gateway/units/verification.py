@@ -4,8 +4,8 @@ The declaration password is checked by the unit's `SecretGuard` (gateway/guard/g
 the person password at login, with counters of its own, one set per unit: per-IP throttle (429), lock
 (423 `account_locked`), captcha (from `POST /units/v1/captcha`) once the unit has had a wrong password,
 an attempt admitted atomically, argon2id off the loop, then 401 `invalid_credentials` with
-`attempts_left`, the 5th locks (audited). Only a person with a role in the unit gets that far, so
-outsiders cannot lock a unit out.
+`attempts_left`, the 5th locks (audited). Here only a person with a role in the unit gets that far;
+the first unit link (gateway/units/linking.py) counts anyone's wrong pairs against the same record.
 """
 
 from __future__ import annotations
@@ -45,6 +45,14 @@ class RenewRequest(StrictModel):
 
 class DeclarationPasswordRequired(errors.Forbidden):
     code = "declaration_password_required"
+
+
+def password_not_set() -> errors.Conflict:
+    return errors.Conflict(
+        "The unit has no declaration password yet: its legal representative or finance manager sets one "
+        "in the app or on the WEB, or the hall does.",
+        code="declaration_password_not_set",
+    )
 
 
 async def check_declaration_password(
@@ -94,11 +102,7 @@ async def verify(service: UnitsService, request: Request) -> Response:
     body = await read_json(request, VerifyRequest)
     membership = await require_member(service, tin, claims["sub"])
     if not membership.password_set:
-        raise errors.Conflict(
-            "The unit has no declaration password yet: its legal representative or finance manager sets one "
-            "in the app or on the WEB, or the hall does.",
-            code="declaration_password_not_set",
-        )
+        raise password_not_set()
     unit = await service.records.get(tin)
     password_hash = unit.password_hash if unit is not None else None
     await check_declaration_password(

@@ -12,6 +12,7 @@ memory only, and nothing secret ever goes into a URL.
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 from functools import cache
@@ -90,6 +91,16 @@ def render(name: str, **values: str) -> str:
     return text
 
 
+@cache
+def help_link(url: str) -> tuple[str, str]:
+    """The 【忘记申报密码】 link and a QR code of it (our own renderer, an SVG `data:` URI: the pages'
+    CSP allows images from `data:`). Anything but an http(s) URL shows as no link at all."""
+    if origin_source(url) is None:
+        return "", ""
+    picture = qr_render.svg(encode(url), size=4)
+    return url, "data:image/svg+xml;base64," + base64.b64encode(picture).decode()
+
+
 async def landing(request: Request) -> Response:
     # The same page for every qr_id: it says nothing about a QR code's state, only what to do next.
     return HTMLResponse(render("landing.html"), headers=page_headers(request, "public, max-age=3600"))
@@ -130,6 +141,7 @@ def routes(settings: Settings, *, units_mounted: bool) -> list[BaseRoute]:
     async def desktop(request: Request) -> Response:
         units = "true" if units_mounted else "false"
         # Its forms never submit without the script (form-action 'none'); posting keeps a password out of URLs.
+        help_url, help_qr = help_link(settings.declaration_password_help_url)
         body = render(
             "desktop.html",
             units=units,
@@ -138,6 +150,8 @@ def routes(settings: Settings, *, units_mounted: bool) -> list[BaseRoute]:
             declaration_action="/",
             login_hint="",
             **login_panel_values(settings),
+            declaration_help_url=help_url,
+            declaration_help_qr=help_qr,
         )
         return HTMLResponse(body, headers=page_headers(request))
 

@@ -2,7 +2,8 @@
 // lockout (password.js), QR login (qrlogin.js), then the unit choice and the logged-in view. Tokens
 // live in `session` only: never in storage, never in a URL.
 
-import { $, api, claimsOf, fillClaims, show } from "./common.js";
+import { $, api, claimsOf, show } from "./common.js";
+import { EnteredView } from "./entered.js";
 import { installLanguageSwitch, onLanguageChange, t } from "./i18n.js";
 import { PasswordForm } from "./password.js";
 import { QrLogin } from "./qrlogin.js";
@@ -40,7 +41,8 @@ const tabs = new LoginTabs({ qr, password });
 
 // --- After login ------------------------------------------------------------------------------
 
-const units = new UnitChooser({ onEntered: (unit) => showDone(unit), backend: tokenBackend(session) });
+const units = new UnitChooser({ onEntered: (unit) => showDone(unit), backend: tokenBackend(session), onLogout: () => logout() });
+const entered = new EnteredView();
 
 function loggedIn(tokens, method) {
   session.tokens = tokens;
@@ -63,18 +65,14 @@ function showDone(unit) {
 function drawDone() {
   if (!session.tokens) return;
   let summary = t(session.method === "qr" ? "done_summary_qr" : "done_summary_pwd");
-  if (session.unit) {
-    summary += " " + t("done_unit", { name: session.unit.name, tin: session.unit.tin, via: session.unit.via });
-  }
   $("done-summary").textContent = summary;
-  fillClaims($("claims"), session.claims);
-  show($("unit-claims-block"), Boolean(session.unit));
-  if (session.unit) fillClaims($("unit-claims"), claimsOf(session.unit.token));
+  entered.draw(session); // the unit's facts in words, the claims behind "details" (entered.js)
 }
 
 async function logout() {
   const token = session.tokens?.access_token;
   Object.assign(session, { tokens: null, claims: null, method: null, unit: null });
+  entered.stop();
   units.reset();
   if (token) await api("POST", "/v1/logout", { token });
   show($("done"), false);
@@ -94,6 +92,12 @@ onLanguageChange(() => {
   units.redraw();
 });
 $("logout").addEventListener("click", logout);
+$("switch-unit").addEventListener("click", () => {
+  entered.stop();
+  session.unit = null;
+  show($("done"), false);
+  units.start();
+});
 window.addEventListener("pagehide", () => qr.stop());
 demoChannel?.addEventListener("message", (event) => {
   // The demo phone page asks which codes this browser shows (qr_content is public: it is the picture).
