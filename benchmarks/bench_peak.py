@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -103,29 +103,23 @@ def reason(exc: BaseException) -> str:
 
 
 class Pool:
-    """Keep-alive HTTP connections (RawHttp): an idle one is reused, else a new one is opened. A
-    connection the server has closed while idle is dropped before use, as HTTP clients do."""
+    """Keep-alive HTTP connections (RawHttp): an idle one is reused (the most recent first), else a new
+    one is opened. As HTTP clients do, a connection the server has closed while idle is dropped before
+    use, and a request that finds a reused connection closed before any answer came is sent once more
+    on a new one (the server closes idle keep-alive connections; the close can cross the request)."""
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
         self.idle: list[RawHttp] = []
 
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[RawHttp]:
-        http: RawHttp | None = None
-        while self.idle and http is None:
+    def take(self) -> RawHttp | None:
+        while self.idle:
             candidate = self.idle.pop()
-            if candidate.reader is not None and candidate.reader.at_eof():
-                await candidate.close()
-            else:
-                http = candidate
-        http = http or RawHttp(self.base_url)
-        try:
-            yield http
-        except BaseException:
-            await http.close()
-            raise
-        self.idle.append(http)
+            if candidate.reader is None or not candidate.reader.at_eof():
+                return candidate
+            if candidate.writer is not None:
+                candidate.writer.close()
+        return None
 
     async def request(
         self,
@@ -136,13 +130,28 @@ class Pool:
         content_type: str = "",
         headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
-        async with self.connection() as http:
-            status, found, payload = await http.exchange(
-                method, path, body=body, content_type=content_type, headers=headers
-            )
+        http = self.take()
+        reused = http is not None
+        while True:
+            http = http or RawHttp(self.base_url)
+            try:
+                status, found, payload = await http.exchange(
+                    method, path, body=body, content_type=content_type, headers=headers
+                )
+            except (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError) as exc:
+                await http.close()
+                answered = isinstance(exc, asyncio.IncompleteReadError) and bool(exc.partial)
+                if not reused or answered:
+                    raise
+                http, reused = None, False
+                continue
+            except BaseException:
+                await http.close()
+                raise
             if found.get("connection", "").lower() == "close":
                 await http.close()
-                http.writer = None
+            else:
+                self.idle.append(http)
             return status, payload
 
     async def close(self) -> None:
@@ -422,7 +431,13 @@ class Generator:
 
         async def one() -> None:
             async with gate:
-                opened.append(await self.wait_on_new_code())
+                for _ in range(3):
+                    try:
+                        opened.append(await self.wait_on_new_code())
+                        return
+                    except Exception as exc:  # counted, and tried again
+                        self.remint.errors[f"while the desktops opened: {reason(exc)}"] += 1
+                        await asyncio.sleep(1)
 
         await asyncio.gather(*(one() for _ in range(self.spec["desktops"])))
         self.desktop_tasks = [asyncio.create_task(self.desktop(ws, expires_in)) for ws, expires_in in opened]
@@ -451,12 +466,14 @@ class Generator:
 
     async def desktop(self, ws: Any, expires_in: float) -> None:
         """Wait; the first code is given up after a random part of its life, later ones at `expired`."""
-        patience = random.uniform(0, expires_in)
+        patience, first = random.uniform(0, expires_in), True
         while True:
             try:
                 raw = await asyncio.wait_for(ws.recv(), patience)
             except TimeoutError:
-                raw = None  # given up: the person reloaded the page
+                raw = None  # the first code: given up, the person reloaded the page
+                if not first:
+                    self.remint.errors[f"no `expired` within {patience:.0f} s of the mint"] += 1
             except Exception as exc:
                 if not self.stop.is_set():
                     self.remint.errors[reason(exc)] += 1
@@ -468,23 +485,24 @@ class Generator:
                 self.remint.errors[f"a waiting desktop got {json.loads(raw)['type']!r}"] += 1
             if self.stop.is_set():
                 return
-            due = time.perf_counter()
             result: list[tuple[Any, float]] = []
 
             async def again(result: list[tuple[Any, float]] = result) -> None:
                 result.append(await self.wait_on_new_code())
 
-            await self.remint.run(again, due)
-            if not result:  # failed: try again after a pause, as a desktop would
-                await asyncio.sleep(1)
-                continue
+            while not result:
+                await self.remint.run(again, time.perf_counter())
+                if not result:  # failed: try again after a pause, as a desktop would
+                    if self.stop.is_set():
+                        return
+                    await asyncio.sleep(1)
             ws, expires_in = result[0]
             if self.stop.is_set():
                 self.desktops_open -= 1
                 self.sockets.discard(ws)
                 await ws.close()
                 return
-            patience = expires_in + 30  # `expired` comes at expires_in
+            patience, first = expires_in + 30, False  # `expired` comes at expires_in
 
     async def sample_desktops(self) -> None:
         while not self.stop.is_set():
@@ -653,25 +671,32 @@ def seed(settings: Any, people: int, units: int) -> tuple[list[dict[str, str]], 
     from tests.conftest import new_identity
 
     async def run() -> tuple[list[dict[str, str]], dict[str, str], list[str]]:
-        crowd = [new_identity() for _ in range(people)]
-        for person in crowd:
-            await add_person_record(settings, **person)
         member = new_identity()
         member_id = await add_person_record(settings, **member)
-        service = UnitsService.create(settings)
-        await service.start()
-        tins = []
-        try:
-            for index in range(units):
-                body = f"91110000{700_000_000 + index:09d}"
-                tin = await create_unit(
-                    service, tin=body + str(uscc.calc_check_digit(body)), name=f"高峰测试{index}有限公司",
-                    declaration_password=DECLARATION_PASSWORD, actor="bench",
-                )  # fmt: skip
-                await assign_role(service, tin, member_id, UnitRole.TAX_STAFF, actor="bench")
-                tins.append(tin)
-        finally:
-            await service.close()
+        crowd = [new_identity() for _ in range(people)]
+
+        async def add_crowd() -> None:
+            for person in crowd:
+                await add_person_record(settings, **person)
+
+        async def add_units() -> list[str]:
+            service = UnitsService.create(settings)
+            await service.start()
+            tins = []
+            try:
+                for index in range(units):
+                    body = f"91110000{700_000_000 + index:09d}"
+                    tin = await create_unit(
+                        service, tin=body + str(uscc.calc_check_digit(body)), name=f"高峰测试{index}有限公司",
+                        declaration_password=DECLARATION_PASSWORD, actor="bench",
+                    )  # fmt: skip
+                    await assign_role(service, tin, member_id, UnitRole.TAX_STAFF, actor="bench")
+                    tins.append(tin)
+            finally:
+                await service.close()
+            return tins
+
+        _, tins = await asyncio.gather(add_crowd(), add_units())  # two hashes at a time
         return crowd, member, tins
 
     with ThreadPoolExecutor(1) as pool:
