@@ -784,7 +784,7 @@ def log_summary(text: str, lines: int = 8) -> str:
         except ValueError:
             message = line
         seen[message.strip()[:200]] += 1
-    return "\n".join(f"  {count} x {message}" for message, count in seen.most_common(lines))
+    return "\n".join(f"  {count} x {message}" for message, count in seen.most_common(lines)) or "  (none)"
 
 
 def probe_health(base_url: str) -> float | None:
