@@ -1,8 +1,10 @@
 """The benchmarks are not run by the suite (they want a quiet machine), but each must still start:
-its imports resolve and its command line answers --help."""
+its imports resolve and its command line answers --help. The peak benchmark, which drives every
+flow at once, also runs end to end at a hundredth of its load for a few seconds."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -83,3 +85,31 @@ def test_instruction_counter_counts_only_between_start_and_stop(tmp_path: Path) 
             proc.kill()
     assert small > 20_000 * 10  # a Python loop step is tens of instructions
     assert 8 < large / small < 12
+
+
+def test_peak_benchmark_runs_at_a_hundredth_of_its_load(tmp_path: Path) -> None:
+    """bench_peak.py end to end for 4 s at 1/100 of its load (50 waiting desktops, 1.5 QR logins/s, ...):
+    every kind of operation succeeds with no error, the push, memory and open-file figures are read,
+    and the report ends with its verdicts. Rates and latencies are not asserted: the machine is shared."""
+    figures_path = tmp_path / "peak.json"
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS[0].parent / "bench_peak.py"), "--seconds", "4", "--scale", "0.01",
+         "--json", str(figures_path)],
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(figures_path.read_text())
+    for name in ("qr_login", "password_login", "refresh", "unit_verify", "desktop_remint"):
+        operation = figures["operations"][name]
+        assert operation["errors"] == 0, (name, operation["error_kinds"])
+    for name in ("qr_login", "password_login", "refresh", "unit_verify"):
+        assert figures["operations"][name]["ok"] > 0, (name, figures["operations"][name])
+    assert figures["push_ms"]["samples"] > 0
+    assert figures["desktops"]["target"] == 50
+    assert figures["desktops"]["open_min"] > 0
+    gateway = figures["gateway"]
+    assert 0 < gateway["rss_kib"]["start"] <= gateway["rss_kib"]["max"]
+    assert gateway["fds"]["end"] > 50  # the waiting desktops' sockets among them
+    assert gateway["healthz_after"] == 200
+    assert "PASS  errors: 0 (the deliberate slow clients apart)" in result.stdout
+    assert any(line.startswith(("PASS  push p99", "FAIL  push p99")) for line in result.stdout.splitlines())
