@@ -221,6 +221,7 @@ class Services:
             yield
         finally:
             await self.backchannel.close()  # pending logout tokens are cancelled, not waited for
+            await self.oidc.client_keys.close()
             self.captchas.close()
             await self.sms.sender.close()
             await self.registrations.close()

@@ -119,7 +119,7 @@ def test_the_command_refuses_what_the_rules_forbid(tmp_path: Path) -> None:
     assert both.returncode == 2  # argparse: exactly one of the two
     neither = qrgate(env, *base, "--redirect-uri", "https://app.example/cb")
     assert neither.returncode == 2
-    assert "one of the arguments --public --secret-stdin is required" in neither.stderr
+    assert "--public, --secret-stdin, or --jwks-file/--jwks-uri" in neither.stderr
     no_secret_on_argv = qrgate(env, *base, "--redirect-uri", "https://app.example/cb", "--secret", SECRET)
     assert no_secret_on_argv.returncode == 2
     assert qrgate(env, "list").stdout.strip() == "no relying parties are registered"

@@ -3,15 +3,18 @@
 Each command writes the `relying_parties` table directly; a running gateway reads it again at most
 every `oidc_clients_refresh` seconds, so a change takes effect without a restart. A confidential
 client's secret is read from standard input only (an argument would be in the shell history and in
-`ps`), and is never printed: `list` says only whether a client has one.
+`ps`), and is never printed: `list` says only whether a client has one. A client authenticating with
+`private_key_jwt` registers its public keys instead (`--jwks-file`, `--jwks-uri`, or both).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from gateway import errors
@@ -36,11 +39,19 @@ def add_parsers(admin: Any) -> None:
         "--redirect-uri", dest="redirect_uris", action="append", required=True, metavar="URI",
         help="where codes are sent, matched exactly (repeat for more than one)",
     )  # fmt: skip
-    kind = add.add_mutually_exclusive_group(required=True)
+    kind = add.add_mutually_exclusive_group()  # one of these, or --jwks-file / --jwks-uri (checked below)
     kind.add_argument("--public", action="store_true", help="no secret: a browser or native app (PKCE alone)")
     kind.add_argument(
         "--secret-stdin", action="store_true", help="confidential: read its secret (32+ characters) from stdin"
     )
+    add.add_argument(
+        "--jwks-file", default=None, metavar="FILE",
+        help="confidential, private_key_jwt: a JSON Web Key Set of its public signing keys (kept in the database)",
+    )  # fmt: skip
+    add.add_argument(
+        "--jwks-uri", default=None, metavar="URI",
+        help="confidential, private_key_jwt: where the gateway fetches its public keys (https)",
+    )  # fmt: skip
     add.add_argument(
         "--post-logout-redirect-uri", dest="post_logout_redirect_uris", action="append", default=[], metavar="URI",
         help="where /logout may send the browser afterwards (repeatable)",
@@ -67,7 +78,7 @@ def add_parsers(admin: Any) -> None:
 
 def describe(party: RelyingParty) -> list[str]:
     """A client as `list` prints it: a headline, then one line per URI."""
-    kind = "public" if party.public else "confidential"
+    kind = "public" if party.public else "confidential private_key_jwt" if party.uses_keys else "confidential"
     lines = [f"{party.client_id}  {kind}  {party.name!r}  scopes: {' '.join(sorted(party.scopes))}"]
     lines += [f"  redirect_uri: {uri}" for uri in party.redirect_uris]
     lines += [f"  post_logout_redirect_uri: {uri}" for uri in party.post_logout_redirect_uris]
@@ -75,6 +86,11 @@ def describe(party: RelyingParty) -> list[str]:
         lines.append(f"  backchannel_logout_uri: {party.backchannel_logout_uri}")
     if party.id_token_alg:
         lines.append(f"  id_token_alg: {party.id_token_alg}")
+    if party.jwks:
+        kids = [str(key.get("kid", "-")) for key in json.loads(party.jwks)["keys"]]
+        lines.append(f"  jwks: {len(kids)} key(s), kid {' '.join(kids)}")
+    if party.jwks_uri:
+        lines.append(f"  jwks_uri: {party.jwks_uri}")
     return lines
 
 
@@ -88,6 +104,19 @@ async def _with_parties(settings: Settings, task: Callable[[RelyingParties], Awa
         await engine.dispose()
 
 
+def _jwks(path: str | None) -> object:
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidRelyingParty(f"--jwks-file: cannot read {path}: {exc.strerror}.") from exc
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InvalidRelyingParty(f"--jwks-file: {path} is not JSON.") from exc
+
+
 def _add(args: argparse.Namespace, secret: str | None) -> Callable[[RelyingParties], Awaitable[str]]:
     scopes = args.scopes if args.scopes is not None else ("openid", "profile", "offline_access")
     party = new_party(  # every rule checked before the database is touched
@@ -99,6 +128,8 @@ def _add(args: argparse.Namespace, secret: str | None) -> Callable[[RelyingParti
         backchannel_logout_uri=args.backchannel_logout_uri,
         scopes=scopes,
         id_token_alg=args.id_token_alg,
+        jwks=_jwks(args.jwks_file),
+        jwks_uri=args.jwks_uri,
     )
 
     async def add(parties: RelyingParties) -> str:
@@ -129,6 +160,9 @@ def _remove(client_id: str) -> Callable[[RelyingParties], Awaitable[str]]:
 
 def _task(args: argparse.Namespace) -> Callable[[RelyingParties], Awaitable[str]]:
     if args.client_command == "add":
+        keys = args.jwks_file is not None or args.jwks_uri is not None
+        if [args.public, args.secret_stdin, keys].count(True) != 1:
+            raise InvalidRelyingParty("Say how it authenticates: --public, --secret-stdin, or --jwks-file/--jwks-uri.")
         secret = None
         if args.secret_stdin:
             secret = sys.stdin.readline().rstrip("\r\n")
