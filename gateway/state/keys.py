@@ -25,6 +25,7 @@ class Space(StrEnum):
     OIDC_CODE_SPENT = "oidc-code-spent"  # oidc/provider.py: what a used code issued (reuse revokes it)
     SSO_SESSION = "sso-session"  # oidc/provider.py: a browser's sign-in (by its cookie's hash)
     OIDC_LOGOUT = "oidc-logout"  # oidc/logout.py: a logout waiting for the person's confirmation
+    BACKCHANNEL_QUEUE = "backchannel-queue"  # oidc/backchannel.py: logout tokens to deliver (a queue)
 
 
 class Guarded(StrEnum):
