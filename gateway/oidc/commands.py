@@ -3,7 +3,8 @@
 Each command writes the `relying_parties` table directly; a running gateway reads it again at most
 every `oidc_clients_refresh` seconds, so a change takes effect without a restart. A confidential
 client's secret is read from standard input only (an argument would be in the shell history and in
-`ps`), and is never printed: `list` says only whether a client has one. A client authenticating with
+`ps`), and is never printed: `list` says only whether a client has one. `remove` also ends the
+client's sessions in the state store. A client authenticating with
 `private_key_jwt` registers its public keys instead (`--jwks-file`, `--jwks-uri`, or both).
 """
 
@@ -18,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from gateway import errors
+from gateway.backends import create_store
 from gateway.directory.db import create_engine, migrate
+from gateway.oidc.client_sessions import ClientSessions
 from gateway.oidc.clients import SCOPES, InvalidRelyingParty, RelyingParties, RelyingParty, new_party
 from gateway.settings import Settings
+from gateway.tokens.sessions import SessionManager
 
 
 class ClientExists(errors.Conflict):
@@ -72,7 +76,9 @@ def add_parsers(admin: Any) -> None:
 
     commands.add_parser("list", help="the registered relying parties (secrets are never shown)")
 
-    remove = commands.add_parser("remove", help="unregister a relying party (its sessions live on until they end)")
+    remove = commands.add_parser(
+        "remove", help="unregister a relying party: its codes stop working and its sessions end (refresh tokens too)"
+    )
     remove.add_argument("client_id", metavar="CLIENT_ID")
 
 
@@ -149,16 +155,37 @@ async def _list(parties: RelyingParties) -> str:
     return "\n".join(line for party in registered for line in describe(party))
 
 
-def _remove(client_id: str) -> Callable[[RelyingParties], Awaitable[str]]:
+def _remove(settings: Settings, client_id: str) -> Callable[[RelyingParties], Awaitable[str]]:
     async def remove(parties: RelyingParties) -> str:
         if not await parties.remove(client_id):
             raise errors.NotFound(f"No client {client_id!r} is registered.", code="client_not_found")
-        return f"client {client_id} removed"
+        if not settings.redis_url:
+            return (
+                f"client {client_id} removed; its sessions are in the gateway's own memory (no QRGATE_REDIS_URL): "
+                "they can no longer refresh, and end with their access tokens"
+            )
+        return f"client {client_id} removed; {await end_sessions(settings, client_id)} session(s) ended"
 
     return remove
 
 
-def _task(args: argparse.Namespace) -> Callable[[RelyingParties], Awaitable[str]]:
+async def end_sessions(settings: Settings, client_id: str) -> int:
+    """End the removed client's sessions (their refresh tokens die with them), then, once every
+    gateway has read the client list again (`oidc_clients_refresh`) and so refuses the client, once
+    more: a code exchanged meanwhile by a gateway that still knew the client made one more. No
+    back-channel logout token is sent: the client is gone, and so is its session store's reason to be."""
+    store = create_store(settings)
+    await store.start()
+    try:
+        ending = ClientSessions(settings, store, SessionManager(settings, store, None))
+        ended = await ending.end_all(client_id)
+        await asyncio.sleep(settings.oidc_clients_refresh + 0.5)
+        return ended + await ending.end_all(client_id)
+    finally:
+        await store.close()
+
+
+def _task(settings: Settings, args: argparse.Namespace) -> Callable[[RelyingParties], Awaitable[str]]:
     if args.client_command == "add":
         keys = args.jwks_file is not None or args.jwks_uri is not None
         if [args.public, args.secret_stdin, keys].count(True) != 1:
@@ -171,12 +198,12 @@ def _task(args: argparse.Namespace) -> Callable[[RelyingParties], Awaitable[str]
         return _add(args, secret)
     if args.client_command == "list":
         return _list
-    return _remove(args.client_id)
+    return _remove(settings, args.client_id)
 
 
 def run_admin(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        print(asyncio.run(_with_parties(settings, _task(args))))
+        print(asyncio.run(_with_parties(settings, _task(settings, args))))
     except errors.GatewayError as exc:
         print(f"qrgate: {exc.code}: {exc.detail}", file=sys.stderr)
         return 2

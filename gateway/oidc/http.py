@@ -222,8 +222,15 @@ def refreshing_client(provider: OidcProvider) -> Callable[[Request, dict[str, st
     """A relying party refreshing or revoking authenticates as it registered (a confidential one with
     its secret or its key)."""
 
+    own_clients = set(provider.settings.client_policies())  # the gateway's own, which name themselves
+
     async def authenticated(request: Request, form: dict[str, str]) -> str | None:
         party = await provider.client_of(form, basic_credentials(request), endpoint=request.url.path)
+        refreshing = form.get("grant_type") == "refresh_token"
+        if party is None and refreshing and form.get("client_id", "") not in own_clients:
+            # Not the gateway's, and no relying party (any more): a removed party's refresh tokens die here
+            # even where the removal could not end its sessions (the memory store of another process).
+            raise OAuthError("invalid_client", "Unknown client.", status=401)
         return party.client_id if party is not None else None
 
     return authenticated

@@ -21,6 +21,7 @@ session's `sid`, as back-channel logout needs.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -33,6 +34,7 @@ from gateway.directory.persons import Person, PersonDirectory
 from gateway.jsonutil import dumps, loads
 from gateway.oidc import id_tokens
 from gateway.oidc.client_keys import ClientKeys
+from gateway.oidc.client_sessions import ClientSessions
 from gateway.oidc.clients import RelyingParties, RelyingParty
 from gateway.oidc.requests import (
     PAR_PREFIX,
@@ -131,6 +133,7 @@ class OidcProvider:
         self._issuer = issuer
         self._directory = directory
         self.client_keys = client_keys or ClientKeys()
+        self.client_sessions = ClientSessions(settings, store, sessions)
         self._assertions = ClientAssertions(store)
         self._people: dict[str, tuple[float, Person]] = {}
         secure = settings.issuer.startswith("https://")
@@ -443,8 +446,10 @@ class OidcProvider:
             claims=unit,
         )
         sid = tokens["refresh_token"].partition(".")[0]
-        spent = {"sid": sid}
-        await self._store.put(keys.key(keys.Space.OIDC_CODE_SPENT, _hash(code)), spent, SPENT_CODE_MEMORY)
+        await asyncio.gather(  # independent writes: one round trip
+            self._store.put(keys.key(keys.Space.OIDC_CODE_SPENT, _hash(code)), {"sid": sid}, SPENT_CODE_MEMORY),
+            self.client_sessions.add(party.client_id, sid),  # so that removing the party ends it
+        )
         answer: dict[str, Any] = {
             "access_token": tokens["access_token"],
             "token_type": tokens["token_type"],
