@@ -123,8 +123,13 @@ function drawPicker() {
 
 function showContext() {
   const context = phone.scan;
-  $("ctx-device").textContent = context.device_name || t("unnamed_device");
-  $("ctx-client").textContent = context.client_id;
+  // A code of a browser sign-in (client sso-signin) names the relying party in device_name: say where
+  // the person is signing in, not the internal client id.
+  const signin = context.client_id === "sso-signin";
+  const name = context.device_name || t("unnamed_device");
+  $("step-confirm").querySelector("h1").textContent = signin ? t("signin_title", { name }) : t("confirm_title");
+  $("ctx-device").textContent = name;
+  $("ctx-client").textContent = signin ? name : context.client_id;
   $("ctx-ip").textContent = context.requester.ip;
   $("ctx-agent").textContent = context.requester.user_agent;
   $("ctx-time").textContent = new Date(context.requested_at).toLocaleString();
