@@ -42,6 +42,7 @@ from gateway.tokens.assertions import ASSERTION_TYPE
 from tests.support.accounts import FakeService
 from tests.support.oidc import LiveProvider, add_person
 from tests.support.schemas import jwt_parts
+from tests.test_protocols import assert_documented
 
 # As in tests/test_oidc_relying_parties.py: Authlib would rather run on the httpx2 fork; httpx works.
 with warnings.catch_warnings():
@@ -196,8 +197,20 @@ async def test_authlib_private_key_jwt_code_flow_refresh_par_and_revoke(live: Li
             },
         )
         assert pushed.status_code == 201, pushed.text
+        assert_documented(pushed, "POST", "/par")
         assert pushed.json()["request_uri"].startswith("urn:ietf:params:oauth:request_uri:")
 
+        stranger = ECKey.generate_key("P-256", auto_kid=True)
+        forged = await live.http.post(
+            "/v1/revoke",
+            data={
+                "token": refreshed["refresh_token"],
+                **assertion_form(assertion(stranger, "keyed", discovery["revocation_endpoint"])),
+            },
+        )
+        assert forged.status_code == 401  # a wrong assertion revokes nothing
+        assert_documented(forged, "POST", "/v1/revoke")
+        assert sorted(await sessions_of(live, subject)) == ["keyed", "web"]
         revoked = await client.revoke_token(discovery["revocation_endpoint"], refreshed["refresh_token"])
         assert revoked.status_code == 200
         assert await sessions_of(live, subject) == ["web"]  # the relying party's session ended
@@ -295,7 +308,7 @@ async def test_bad_assertions_are_invalid_client_and_issue_nothing(live: LivePro
     answer = await live.http.post("/v1/token", data=form)
 
     assert answer.status_code == 401, (case, answer.text)
-    body = answer.json()
+    body = assert_documented(answer, "POST", "/v1/token")
     assert body["error"] == "invalid_client", body
     assert body["detail"]
     assert "access_token" not in body

@@ -226,8 +226,8 @@ def refreshing_client(provider: OidcProvider) -> Callable[[Request, dict[str, st
 
     async def authenticated(request: Request, form: dict[str, str]) -> str | None:
         party = await provider.client_of(form, basic_credentials(request), endpoint=request.url.path)
-        refreshing = form.get("grant_type") == "refresh_token"
-        if party is None and refreshing and form.get("client_id", "") not in own_clients:
+        named = form.get("client_id", "") if form.get("grant_type") == "refresh_token" else ""
+        if party is None and named and named not in own_clients:
             # Not the gateway's, and no relying party (any more): a removed party's refresh tokens die here
             # even where the removal could not end its sessions (the memory store of another process).
             raise OAuthError("invalid_client", "Unknown client.", status=401)
