@@ -11,6 +11,8 @@ waits for a relying party. Every gateway process runs a worker (`start`) that cl
 is a lease: an item whose process dies with it (kill -9) is due again `lease` seconds later, for any
 process; one whose process shuts down (SIGTERM) is handed back at once (`close`). So a logout token
 survives restarts and crashes as long as the store does (Redis; the memory store is the process's own).
+Delivery is at least once: a process that dies after the relying party answered but before it removed
+the item leaves it to be delivered again (with a new `jti`; the relying party ends the `sid` twice).
 
 Retries. A network error or a 5xx answer puts the item back with exponential backoff, up to
 `backchannel_logout_retries` times, then it is given up (`failed`, logged); a 4xx means the relying

@@ -26,7 +26,7 @@ FETCH_TIMEOUT = 3.0  # s for connecting, sending and reading the answer
 MAX_JWKS_BYTES = 65536
 KEEP_FOR = 300.0  # s a fetched JWKS is used without asking again
 REFETCH_AFTER = 30.0  # s between fetches of one URI, whatever kids assertions name
-MAX_URIS = 1000  # fetched sets kept (one per relying party with a jwks_uri)
+MAX_KEPT = 1000  # key sets kept (one per relying party)
 
 
 @dataclass(slots=True)
@@ -58,7 +58,7 @@ class ClientKeys:
                 parsed = check_key_set(loads(text))
             except ValueError as exc:
                 raise refuse("This client's registered JWKS is not usable.") from exc
-            if len(self._inline) >= MAX_URIS:
+            if len(self._inline) >= MAX_KEPT:
                 self._inline.clear()
             self._inline[text] = parsed
         return parsed
@@ -79,8 +79,8 @@ class ClientKeys:
         age = time.monotonic() - kept.fetched_at
         if age >= KEEP_FOR:
             return True
-        unknown = kid is not None and (kept.keys is None or all(key.kid != kid for key in kept.keys.keys))
-        return unknown and age >= REFETCH_AFTER
+        unknown = kept.keys is None or (kid is not None and all(key.kid != kid for key in kept.keys.keys))
+        return unknown and age >= REFETCH_AFTER  # a failed fetch, or a kid it lacks: ask again, not too often
 
     async def _fetch(self, uri: str, kept: _Fetched | None) -> _Fetched:
         keys: KeySet | None
@@ -90,7 +90,7 @@ class ClientKeys:
             logs.events.warning("jwks_uri_fetch_failed", extra={"event": "jwks_uri_fetch_failed", "uri": uri,
                                                                  "error": str(exc)[:200]})  # fmt: skip
             keys = kept.keys if kept is not None else None  # the last good keys serve on
-        if len(self._fetched) >= MAX_URIS:
+        if len(self._fetched) >= MAX_KEPT:
             self._fetched.clear()
         fetched = self._fetched[uri] = _Fetched(keys, time.monotonic())
         return fetched

@@ -123,18 +123,19 @@ function drawPicker() {
 
 function showContext() {
   const context = phone.scan;
-  // A code of a browser sign-in (client sso-signin) names the relying party in device_name: say where
-  // the person is signing in, not the internal client id.
-  const signin = context.client_id === "sso-signin";
-  const name = context.device_name || t("unnamed_device");
-  $("step-confirm").querySelector("h1").textContent = signin ? t("signin_title", { name }) : t("confirm_title");
-  $("ctx-device").textContent = name;
-  $("ctx-client").textContent = signin ? name : context.client_id;
+  $("ctx-device").textContent = context.device_name || t("unnamed_device");
+  $("ctx-client").textContent = context.client_id;
   $("ctx-ip").textContent = context.requester.ip;
   $("ctx-agent").textContent = context.requester.user_agent;
   $("ctx-time").textContent = new Date(context.requested_at).toLocaleString();
   $("ctx-network").textContent = t(`network_${context.proximity.replace("_network", "")}`);
   $("ctx-network").dataset.proximity = context.proximity;
+  // A browser sign-in's code (client sso-signin) names the relying party in device_name: say where the
+  // person signs in (登录到 {name}), never the internal client id.
+  const signin = context.client_id === "sso-signin" && context.device_name;
+  const title = signin ? t("signin_title", { name: context.device_name }) : t("confirm_title");
+  $("step-confirm").querySelector("h1").textContent = title;
+  if (signin) $("ctx-client").textContent = context.device_name;
   show($("proximity-warning"), context.proximity === "different_network");
   $("confirm-message").textContent = "";
   $("accept").disabled = $("decline").disabled = false;
