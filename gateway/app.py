@@ -146,7 +146,7 @@ class Services:
         )
         parties = RelyingParties(engine, refresh=settings.oidc_clients_refresh)
         oidc = OidcProvider(settings, store, parties, sessions, issuer, directory)
-        backchannel = BackchannelSender(settings, parties, lambda: issuer.ring)
+        backchannel = BackchannelSender(settings, store, parties, lambda: issuer.ring)
         sessions.on_end(backchannel.session_ended)
         return cls(
             settings=settings,
@@ -218,9 +218,11 @@ class Services:
             if self.settings.database_auto_migrate:
                 await migrate(self.engine)
             await self.store.start()
+            self.backchannel.start()  # delivers logout tokens queued by any process, this one's too
             yield
         finally:
-            await self.backchannel.close()  # pending logout tokens are cancelled, not waited for
+            await self.backchannel.close()  # deliveries in flight go back to the queue, for the next process
+            await self.oidc.client_keys.close()
             self.captchas.close()
             await self.sms.sender.close()
             await self.registrations.close()

@@ -28,7 +28,7 @@ REFRESHES = Counter("qrgate_refreshes_total", "Refresh-token grants by outcome: 
 BACKCHANNEL_LOGOUTS = Counter(
     "qrgate_backchannel_logouts_total",
     "Back-channel logout tokens by outcome: delivered, refused (4xx), failed (given up after the retries), "
-    "abandoned (pending at shutdown), dropped (too many pending).",
+    "dropped (the queue was full).",
     ["outcome"],
 )
 PUSH_LATENCY = Histogram(

@@ -262,6 +262,15 @@ class Settings(BaseSettings):
     backchannel_logout_retries: int = Field(
         5, ge=0, le=20, description="Tries after the first for a back-channel logout, with exponential backoff."
     )
+    backchannel_logout_queue_max: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="Logout tokens waiting for delivery in the state store, at most; past it a new one is dropped.",
+    )
+    backchannel_logout_poll: float = Field(
+        1.0, gt=0, le=60, description="How often each process looks for logout tokens due for delivery (s)."
+    )
 
     # Units: the unit-verification service (gateway/units/, docs/units.md) ----------------------------
     units_mount: bool = Field(True, description="Mount the unit-verification service at /units in `qrgate serve`.")

@@ -1,17 +1,20 @@
 """Back-channel logout (OpenID Connect Back-Channel Logout 1.0): a logout token to each relying party
 whose session ends, whichever way it ends, delivered by real HTTP to a small relying party that records
 them and checks them as a relying party must; retries after a 5xx, no retry after a 4xx, giving up,
-and cancellation at shutdown.
+the bounded queue, and a delivery interrupted by a shutdown handed back to the queue. (That queued
+deliveries survive a gateway's SIGTERM and kill -9 is tests/test_oidc_backchannel_durable.py.)
 
 The provider runs in the test's own event loop (tests/support/oidc.py)."""
 
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
-from gateway.oidc.backchannel import BackchannelSender, DoublingBackoff
+from gateway.oidc.backchannel import QUEUE, BackchannelSender, DoublingBackoff
+from gateway.state.memory import MemoryStore
 from tests.support.gateway_server import free_port
 from tests.support.oidc import (
     Browser,
@@ -92,16 +95,24 @@ async def test_a_relying_party_answering_503_gets_the_token_again(
     assert counted_since(before) == {"delivered": 1}
 
 
-async def test_the_sender_gives_up_refuses_and_cancels(
+async def test_the_sender_gives_up_refuses_drops_and_hands_back(
     live: LiveProvider, receiver: tuple[LogoutReceiver, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     recorder, url = receiver
     await register(live, "alpha", backchannel_logout_uri=url + "/bc/alpha")
     await register(live, "gone", backchannel_logout_uri=f"http://127.0.0.1:{free_port()}/bc")
-    settings = live.settings.model_copy(update={"backchannel_logout_retries": 2, "backchannel_logout_timeout": 2.0})
-    sender = BackchannelSender(
-        settings, live.services.oidc.parties, lambda: live.services.oidc.ring, backoff=DoublingBackoff(0.01, 0.04)
+    settings = live.settings.model_copy(
+        update={"backchannel_logout_retries": 2, "backchannel_logout_timeout": 2.0, "backchannel_logout_queue_max": 3}
     )
+    store = MemoryStore()  # a queue of its own: the live provider's worker must not deliver these
+    sender = BackchannelSender(
+        settings,
+        store,
+        live.services.oidc.parties,
+        lambda: live.services.oidc.ring,
+        backoff=DoublingBackoff(0.01, 0.04),
+    )
+    sender.start()
     ended = {"sub": "p_someone", "parent": "browser-sid-0123456789"}
     caplog.set_level(logging.INFO, logger="qrgate.events")
     try:
@@ -125,16 +136,18 @@ async def test_the_sender_gives_up_refuses_and_cancels(
         assert all("logout_token" not in r.getMessage() for r in caplog.records)
 
         recorder.received.clear()
-        recorder.hold.clear()
+        recorder.hold.clear()  # the relying party is slow: the next deliveries stay in flight
         before = outcomes()
-        await sender.session_ended("rp-5", {**ended, "client_id": "alpha"})
-        await until(lambda: bool(recorder.received))
+        for index in range(5):  # the queue holds 3: two are dropped (counted, never queued)
+            await sender.session_ended(f"rp-slow-{index}", {**ended, "client_id": "alpha"})
+        assert counted_since(before) == {"dropped": 2}
+        assert await store.queued(QUEUE) == 3
+        await until(lambda: len(recorder.received) == 3)
     finally:
-        await sender.close()  # the pending delivery is cancelled, not waited for
-    assert counted_since(before) == {"abandoned": 1}
-    await sender.session_ended("rp-6", {**ended, "client_id": "alpha"})  # closed: nothing more starts
-    await sender.settled()
-    assert len(recorder.received) == 1
+        await sender.close()  # the deliveries in flight are cancelled and handed back, due now
+    assert counted_since(before) == {"dropped": 2}
+    now_due = await store.claim_due(QUEUE, time.time(), 30, 10)
+    assert sorted(item_id for item_id, _ in now_due) == ["rp-slow-0", "rp-slow-1", "rp-slow-2"]
 
 
 def test_backoff_doubles_with_jitter_up_to_its_cap() -> None:

@@ -37,7 +37,7 @@ import pytest
 from authlib.common.security import generate_token
 from authlib.oidc.core import CodeIDToken
 from joserfc import jwt
-from joserfc.jwk import KeySet
+from joserfc.jwk import ECKey, KeySet
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -583,3 +583,47 @@ def test_openid_client_and_authlib_sign_in_single_sign_on_and_log_out(
     wait_for_qr(page, timeout=WAIT)
     assert page.locator("#signin-title").inner_text() == f"登录到 {B_NAME}"
     screenshot(page, f"relying-parties-signin-after-logout-{method}")
+
+
+def test_openid_client_authenticates_with_private_key_jwt(
+    sso: ThreadedGateway, page: Page, node_rp: Callable[..., NodeRelyingParty], tmp_path: Path
+) -> None:
+    """openid-client's `PrivateKeyJwt`: the code exchange and the refreshes carry assertions signed with
+    the relying party's key, whose public half alone was registered (`--jwks-file`)."""
+    issuer = sso.base_url
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    private_jwk = tmp_path / "private.jwk.json"
+    private_jwk.write_text(json.dumps(key.as_dict(private=True)))
+    person = new_identity()
+    person["id"] = sso.add_person(**person)
+    site = RelyingPartySite()
+    with AppServer(site.app()) as site.base:
+        party = new_party(
+            "keyed-openid-client",
+            name="社保费",
+            redirect_uris=[site.redirect_uri],
+            post_logout_redirect_uris=[site.post_logout_redirect_uri],
+            jwks={"keys": [key.as_dict(private=False)]},
+            scopes=SCOPE.split(),
+        )
+        add_party(sso, party)
+        rp = node_rp(
+            issuer, party.client_id, f"jwk:{private_jwk}", site.redirect_uri, SCOPE, site.post_logout_redirect_uri
+        )
+        started = rp.receive()
+        assert "authorization_url" in started, started
+        page.goto(started["authorization_url"])
+        page.wait_for_url(re.compile(r"/signin\?request="))
+        assert page.locator("#signin-title").inner_text() == "登录到 社保费"
+        page.click("#tab-password")
+        page.fill("#identifier", person["login_name"])
+        page.fill("#password", person["password"])
+        page.click("#password-submit")
+        rp.send(arrived(page, site))
+        signed_in = rp.receive()
+        assert "error" not in signed_in, signed_in
+        assert (signed_in["claims"]["aud"], signed_in["claims"]["sub"]) == (party.client_id, person["id"])
+        assert signed_in["userinfo"]["name"] == person["name"]
+        assert signed_in["refreshed"] is True  # a refresh, authenticated by a second assertion
+        rp.send("refresh")
+        assert rp.receive() == {"refreshed": True}  # and a third: every assertion is a new one

@@ -46,7 +46,7 @@ from tests.support.gateway_server import (
 )
 from tests.support.schemas import assert_valid
 from tests.test_protocols import assert_documented
-from tests.test_web_pages import Phone, wait_for_qr
+from tests.test_web_pages import Phone, decode_shown_qr, wait_for_qr
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -321,6 +321,36 @@ def test_qr_sign_in_completes_by_itself_and_no_token_reaches_the_page(
     assert messages[-1] == {"type": "confirmed"}  # announced, without tokens
     assert not [frame for frame in frames if "access_token" in frame or "refresh_token" in frame]
     phone.http.close()
+
+
+def test_the_phone_simulator_says_which_relying_party_it_signs_in_to(
+    sso: ThreadedGateway, rp: RelyingPartySite, page: Page, browser: Browser
+) -> None:
+    someone = person(sso)
+    request = authorization(sso, rp, "payroll-web")
+    page.goto(request.url)
+    wait_for_qr(page)
+    content = decode_shown_qr(page)
+    phone_context = browser.new_context(viewport={"width": 420, "height": 860}, locale="zh-CN")
+    try:
+        phone = phone_context.new_page()
+        phone.goto(sso.base_url + "/demo/app")
+        phone.fill("#phone-identifier", someone["login_name"])
+        phone.fill("#phone-password", someone["password"])
+        phone.click("#phone-login-submit")
+        phone.fill("#qr-content", content)
+        phone.click("#scan-submit")
+        expect(phone.locator("#step-confirm h1")).to_have_text("登录到 工资系统")
+        expect(phone.locator("#ctx-client")).to_have_text("工资系统")  # not the internal client id
+        expect(phone.locator("#step-confirm")).not_to_contain_text(SIGNIN_CLIENT)
+        screenshot(phone, "phone-confirm-signin")
+        phone.click("#lang")
+        expect(phone.locator("#step-confirm h1")).to_have_text("Sign in to 工资系统")
+        phone.click("#accept")
+        got = returned(page, rp, request)
+        assert exchange(sso, request, got["code"])["sub"] == someone["id"]
+    finally:
+        phone_context.close()
 
 
 def test_cancel_sends_access_denied(sso: ThreadedGateway, rp: RelyingPartySite, page: Page) -> None:

@@ -358,6 +358,11 @@ def test_schemas_reject_what_the_contract_forbids() -> None:
     assert errors("readiness.json", {"status": "ready", "checks": {**checks, "detail": "connection refused"}})
     assert not errors("token-request.json", {"grant_type": "refresh_token", "refresh_token": "r", "client_id": "c"})
     assert errors("token-request.json", {"grant_type": "refresh_token", "refresh_token": "r"})
+    asserted = {
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": "a.b.c",
+    }
+    assert not errors("token-request.json", {"grant_type": "refresh_token", "refresh_token": "r", **asserted})
     assert errors("token-request.json", {"grant_type": "password", "username": "u", "password": "p"})
     exchange = {"grant_type": EXCHANGE, "subject_token": "a.b.c", "subject_token_type": ACCESS, "audience": "units"}
     assert not errors("token-request.json", exchange)

@@ -353,6 +353,47 @@ def test_take_has_a_single_winner(backend: Backend) -> None:
     run(body)
 
 
+def test_a_queue_of_delayed_work(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.store() as store:
+            queue, now = new_id(), time.time()
+            assert await store.enqueue(queue, "a", "payload a", now - 1, limit=3, ttl=60)
+            assert await store.enqueue(queue, "b", "payload b 𠮷", now + 100, limit=3, ttl=60)
+            assert await store.enqueue(queue, "a", "ignored", now, limit=3, ttl=60)  # queued already
+            assert await store.enqueue(queue, "c", "payload c", now - 2, limit=3, ttl=60)
+            assert not await store.enqueue(queue, "d", "payload d", now, limit=3, ttl=60)  # full
+            assert await store.queued(queue) == 3
+            assert await store.claim_due(queue, now, 30, 1) == [("c", "payload c")]  # the earliest first
+            assert await store.claim_due(queue, now, 30, 10) == [("a", "payload a")]  # c is leased
+            assert sorted(await store.claim_due(queue, now + 31, 30, 10)) == [("a", "payload a"), ("c", "payload c")]
+            await store.reschedule(queue, "a", "payload a, tried once", now + 200)
+            await store.finish(queue, "c")
+            await store.reschedule(queue, "c", "finished: not queued again", now)
+            assert await store.claim_due(queue, now + 101, 30, 10) == [("b", "payload b 𠮷")]
+            await store.finish(queue, "b")
+            assert await store.claim_due(queue, now + 201, 30, 10) == [("a", "payload a, tried once")]
+            await store.finish(queue, "a")
+            await store.finish(queue, "b")
+            await store.finish(queue, "b")
+            assert await store.queued(queue) == 0
+
+    run(body)
+
+
+def test_queued_work_is_claimed_once_by_competing_processes(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.store() as first, backend.store() as second:
+            stores = [first, second] if backend.shared else [first]
+            queue, now = new_id(), time.time()
+            for index in range(20):
+                assert await first.enqueue(queue, f"item-{index}", str(index), now, limit=100, ttl=60)
+            claims = await asyncio.gather(*(stores[i % len(stores)].claim_due(queue, now, 30, 3) for i in range(10)))
+            claimed = [item_id for batch in claims for item_id, _ in batch]
+            assert sorted(claimed) == sorted(f"item-{index}" for index in range(20))
+
+    run(body)
+
+
 def test_put_get_delete(backend: Backend) -> None:
     async def body() -> None:
         async with backend.store() as store:

@@ -84,4 +84,7 @@ relying_parties = sa.Table(
     sa.Column("scopes", sa.Text, nullable=False),  # space-separated: what it may ask for
     sa.Column("id_token_alg", sa.String(16), nullable=True),  # "RS256"; NULL: the gateway's signing algorithm
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # private_key_jwt (migration 0006): its public JWKS (JSON) and/or where to fetch it
+    sa.Column("jwks", sa.Text, nullable=True),
+    sa.Column("jwks_uri", sa.String(2000), nullable=True),
 )

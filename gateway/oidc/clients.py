@@ -2,8 +2,10 @@
 `qrgate admin client add/list/remove`, read through a cache that every process refreshes at most
 every `oidc_clients_refresh` seconds, so a change takes effect everywhere without a restart.
 
-A confidential party's secret is random and long (the CLI reads it from stdin), so it is stored as
-its SHA-256 and compared in constant time, as the gateway does for its confidential services.
+A confidential party either has a secret, random and long (the CLI reads it from stdin), stored as
+its SHA-256 and compared in constant time as the gateway does for its confidential services, or
+authenticates with `private_key_jwt`: it registers its public keys, as a JWKS kept here (`jwks`)
+and/or a URI the gateway fetches them from (`jwks_uri`, gateway/oidc/client_keys.py).
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import errors
 from gateway.directory.tables import relying_parties
+from gateway.tokens.assertions import check_key_set
 
 SCOPES = ("openid", "profile", "phone", "offline_access", "unit")
 CLIENT_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 MAX_URI = 2000
+MAX_JWKS = 65536  # characters of a registered JWKS
 
 
 def secret_hash(secret: str) -> str:
@@ -44,10 +48,24 @@ class RelyingParty:
     backchannel_logout_uri: str | None = None
     id_token_alg: str | None = None  # "RS256" when registered for it; None: the gateway's signing algorithm
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    jwks: str | None = None  # private_key_jwt: its public JWKS (JSON text), and/or
+    jwks_uri: str | None = None  # where to fetch it
+
+    @property
+    def uses_keys(self) -> bool:
+        """Authenticates with private_key_jwt."""
+        return self.jwks is not None or self.jwks_uri is not None
 
     @property
     def public(self) -> bool:
-        return self.secret_hash is None
+        return self.secret_hash is None and not self.uses_keys
+
+    @property
+    def auth_method(self) -> str:
+        """Its `token_endpoint_auth_method` (the secret goes by Basic or in the form alike)."""
+        if self.uses_keys:
+            return "private_key_jwt"
+        return "none" if self.public else "client_secret_basic"
 
     def secret_matches(self, secret: str) -> bool:
         return self.secret_hash is not None and hmac.compare_digest(self.secret_hash, secret_hash(secret))
@@ -78,8 +96,11 @@ def new_party(
     backchannel_logout_uri: str | None = None,
     scopes: Sequence[str] = ("openid", "profile", "offline_access"),
     id_token_alg: str | None = None,
+    jwks: object = None,
+    jwks_uri: str | None = None,
 ) -> RelyingParty:
-    """A relying party from what an administrator typed, every rule checked."""
+    """A relying party from what an administrator typed, every rule checked. `jwks`: the parsed JSON
+    of a JWKS (public keys only)."""
     if not (1 <= len(client_id) <= 64 and set(client_id) <= CLIENT_ID_CHARS):
         raise InvalidRelyingParty("A client id is 1-64 letters, digits, '-', '_' or '.'.")
     if not 1 <= len(name.strip()) <= 100:
@@ -93,6 +114,17 @@ def new_party(
         raise InvalidRelyingParty("id_tokens are signed with the gateway's key, or with RS256 if asked for.")
     if secret is not None and len(secret) < 32:
         raise InvalidRelyingParty("A client secret has at least 32 characters.")
+    if secret is not None and (jwks is not None or jwks_uri):
+        raise InvalidRelyingParty("A client has a secret or keys (private_key_jwt), not both.")
+    jwks_text = None
+    if jwks is not None:
+        try:
+            check_key_set(jwks)
+        except ValueError as exc:
+            raise InvalidRelyingParty(f"The JWKS is not usable: {exc}.") from exc
+        jwks_text = json.dumps(jwks, separators=(",", ":"))
+        if len(jwks_text) > MAX_JWKS:
+            raise InvalidRelyingParty(f"A JWKS has at most {MAX_JWKS} characters.")
     return RelyingParty(
         client_id=client_id,
         name=name.strip(),
@@ -106,6 +138,8 @@ def new_party(
         backchannel_logout_uri=check_uri(backchannel_logout_uri, what="back-channel logout URI")
         if backchannel_logout_uri
         else None,
+        jwks=jwks_text,
+        jwks_uri=check_uri(jwks_uri, what="JWKS URI") if jwks_uri else None,
     )
 
 
@@ -121,6 +155,8 @@ def _party(row: sa.Row[tuple[object, ...]]) -> RelyingParty:
         backchannel_logout_uri=str(values["backchannel_logout_uri"]) if values["backchannel_logout_uri"] else None,
         id_token_alg=str(values["id_token_alg"]) if values["id_token_alg"] else None,
         created_at=values["created_at"],
+        jwks=str(values["jwks"]) if values["jwks"] else None,
+        jwks_uri=str(values["jwks_uri"]) if values["jwks_uri"] else None,
     )
 
 
@@ -157,6 +193,8 @@ class RelyingParties:
             "scopes": " ".join(sorted(party.scopes)),
             "id_token_alg": party.id_token_alg,
             "created_at": party.created_at,
+            "jwks": party.jwks,
+            "jwks_uri": party.jwks_uri,
         }
         async with self._engine.begin() as conn:
             await conn.execute(sa.delete(relying_parties).where(relying_parties.c.client_id == party.client_id))

@@ -17,8 +17,8 @@ from gateway.inputs import read_form
 from gateway.jsonutil import dumps
 from gateway.oidc.provider import OAuthError, OidcProvider, Redirect
 from gateway.oidc.requests import RefusedHere, RefusedToClient, single
+from gateway.tokens.assertions import ASSERTION_ALGORITHMS
 from gateway.tokens.bearer import BearerAuth
-from gateway.tokens.client_auth import ASSERTION_ALGORITHMS
 from gateway.tokens.dpop import DpopVerifier, InvalidProof, thumbprint
 from gateway.tokens.verifier import InvalidToken
 from gateway.web.pages import page_headers, render
@@ -100,10 +100,11 @@ def routes(provider: OidcProvider, bearer: BearerAuth, dpop: DpopVerifier) -> li
 
     async def par(request: Request) -> Response:
         form = await read_form(request)
-        party = await provider.client_of(form, basic_credentials(request))
+        party = await provider.client_of(form, basic_credentials(request), endpoint="/par")
         if party is None:
             raise OAuthError("invalid_client", "Unknown client.", status=401)
-        form.pop("client_secret", None)
+        for name in ("client_secret", "client_assertion", "client_assertion_type"):
+            form.pop(name, None)
         pushed = await provider.push(form, party)
         return Response(dumps(pushed), status_code=201, media_type="application/json", headers=NO_STORE)
 
@@ -194,7 +195,7 @@ def discovery(base: str, algs: list[str]) -> dict[str, object]:
         "code_challenge_methods_supported": ["S256"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algs,
-        # private_key_jwt: the gateway's confidential services (token exchange, introspection)
+        # private_key_jwt: relying parties registered with keys, and the gateway's confidential services
         "token_endpoint_auth_methods_supported": [
             "none",
             "client_secret_basic",
@@ -218,10 +219,18 @@ def discovery(base: str, algs: list[str]) -> dict[str, object]:
 
 
 def refreshing_client(provider: OidcProvider) -> Callable[[Request, dict[str, str]], Awaitable[str | None]]:
-    """A relying party refreshing authenticates as it registered (a confidential one with its secret)."""
+    """A relying party refreshing or revoking authenticates as it registered (a confidential one with
+    its secret or its key)."""
+
+    own_clients = set(provider.settings.client_policies())  # the gateway's own, which name themselves
 
     async def authenticated(request: Request, form: dict[str, str]) -> str | None:
-        party = await provider.client_of(form, basic_credentials(request))
+        party = await provider.client_of(form, basic_credentials(request), endpoint=request.url.path)
+        named = form.get("client_id", "") if form.get("grant_type") == "refresh_token" else ""
+        if party is None and named and named not in own_clients:
+            # Not the gateway's, and no relying party (any more): a removed party's refresh tokens die here
+            # even where the removal could not end its sessions (the memory store of another process).
+            raise OAuthError("invalid_client", "Unknown client.", status=401)
         return party.client_id if party is not None else None
 
     return authenticated

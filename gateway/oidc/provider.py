@@ -21,6 +21,7 @@ session's `sid`, as back-channel logout needs.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -32,6 +33,8 @@ from gateway import errors
 from gateway.directory.persons import Person, PersonDirectory
 from gateway.jsonutil import dumps, loads
 from gateway.oidc import id_tokens
+from gateway.oidc.client_keys import ClientKeys
+from gateway.oidc.client_sessions import ClientSessions
 from gateway.oidc.clients import RelyingParties, RelyingParty
 from gateway.oidc.requests import (
     PAR_PREFIX,
@@ -46,6 +49,7 @@ from gateway.oidc.requests import (
 from gateway.settings import Settings
 from gateway.state import keys
 from gateway.state.base import StateStore
+from gateway.tokens.assertions import ASSERTION_TYPE, ClientAssertions, claimed_client
 from gateway.tokens.issuer import TokenIssuer
 from gateway.tokens.keys import KeyRing
 from gateway.tokens.sessions import SessionManager
@@ -120,6 +124,7 @@ class OidcProvider:
         sessions: SessionManager,
         issuer: TokenIssuer,
         directory: PersonDirectory,
+        client_keys: ClientKeys | None = None,
     ) -> None:
         self.settings = settings
         self._store = store
@@ -127,6 +132,9 @@ class OidcProvider:
         self._sessions = sessions
         self._issuer = issuer
         self._directory = directory
+        self.client_keys = client_keys or ClientKeys()
+        self.client_sessions = ClientSessions(settings, store, sessions)
+        self._assertions = ClientAssertions(store)
         self._people: dict[str, tuple[float, Person]] = {}
         secure = settings.issuer.startswith("https://")
         # __Host- cookies must be Secure, with Path=/ and no Domain: only on https.
@@ -356,19 +364,53 @@ class OidcProvider:
         return redirect_to(request.redirect_uri, {"code": code, **self._tail(request)})
 
     # The token endpoint's authorization_code grant --------------------------------------------------
-    async def client_of(self, form: Mapping[str, str], basic: tuple[str, str] | None) -> RelyingParty | None:
-        """The relying party making a token request, authenticated as it registered; None when the
-        client is not a relying party (the gateway's own clients use other grants)."""
+    async def client_of(
+        self, form: Mapping[str, str], basic: tuple[str, str] | None, *, endpoint: str = "/v1/token"
+    ) -> RelyingParty | None:
+        """The relying party making a request at `endpoint` (the token endpoint, /par, /v1/revoke),
+        authenticated as it registered: its secret (Basic or form), a `private_key_jwt` assertion, or
+        nothing for a public client. None when the client is not a relying party (the gateway's own
+        clients use other grants)."""
+        assertion = form.get("client_assertion")
+        if assertion is not None or "client_assertion_type" in form:
+            if basic is not None or "client_secret" in form:
+                raise OAuthError("invalid_client", "Use one client authentication method, not two.", status=401)
+            return await self._asserted_client(form, endpoint)
         client_id = basic[0] if basic is not None else form.get("client_id", "")
         party = await self.parties.get(client_id)
         if party is None:
             return None
         secret = basic[1] if basic is not None else form.get("client_secret")
+        if party.uses_keys:
+            raise OAuthError("invalid_client", "This client authenticates with private_key_jwt.", status=401)
         if party.public:
             if secret:
                 raise OAuthError("invalid_client", "This client is public: it has no secret.", status=401)
         elif secret is None or not party.secret_matches(secret):
             raise OAuthError("invalid_client", "Client authentication failed.", status=401)
+        return party
+
+    async def _asserted_client(self, form: Mapping[str, str], endpoint: str) -> RelyingParty | None:
+        """OpenID Connect Core 9 `private_key_jwt` (RFC 7523): the party the assertion names, if
+        the assertion verifies with one of its keys (gateway/tokens/assertions.py)."""
+        if form.get("client_assertion_type") != ASSERTION_TYPE:
+            raise OAuthError("invalid_client", f"client_assertion_type must be {ASSERTION_TYPE}.", status=401)
+        assertion = form.get("client_assertion", "")
+        client_id, header = claimed_client(assertion)
+        if form.get("client_id", client_id) != client_id:
+            raise OAuthError("invalid_client", "client_id differs from the client assertion's iss.", status=401)
+        party = await self.parties.get(client_id)
+        if party is None:
+            return None
+        if not party.uses_keys:
+            raise OAuthError("invalid_client", "This client was registered without keys (private_key_jwt).", status=401)
+        kid = header.get("kid")
+        key_set = await self.client_keys.key_set(party, kid if isinstance(kid, str) else None)
+        issuer = self.settings.issuer
+        audiences = (issuer, issuer + "/v1/token", issuer + endpoint)
+        await self._assertions.verify(
+            assertion, client_id=client_id, key_set=key_set, header=header, audiences=audiences
+        )
         return party
 
     async def exchange_code(self, form: Mapping[str, str], party: RelyingParty, *, jkt: str | None) -> dict[str, Any]:
@@ -404,8 +446,10 @@ class OidcProvider:
             claims=unit,
         )
         sid = tokens["refresh_token"].partition(".")[0]
-        spent = {"sid": sid}
-        await self._store.put(keys.key(keys.Space.OIDC_CODE_SPENT, _hash(code)), spent, SPENT_CODE_MEMORY)
+        await asyncio.gather(  # independent writes: one round trip
+            self._store.put(keys.key(keys.Space.OIDC_CODE_SPENT, _hash(code)), {"sid": sid}, SPENT_CODE_MEMORY),
+            self.client_sessions.add(party.client_id, sid),  # so that removing the party ends it
+        )
         answer: dict[str, Any] = {
             "access_token": tokens["access_token"],
             "token_type": tokens["token_type"],

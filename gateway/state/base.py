@@ -150,6 +150,25 @@ class StateStore(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
+    # Delayed work: a queue any process takes from (a sorted set of due times and a hash of payloads) --
+    async def enqueue(self, queue: str, item_id: str, payload: str, due: float, *, limit: int, ttl: int) -> bool:
+        """Add `item_id` to be done at `due` (seconds since 1970), unless it is queued already (True
+        either way). False, and nothing added, when the queue holds `limit` items. The queue lives
+        `ttl` seconds after the last item added."""
+
+    async def claim_due(self, queue: str, now: float, lease: float, count: int) -> list[tuple[str, str]]:
+        """Atomically: up to `count` items due by `now`, each made due again at `now + lease` (so that
+        if the claimer dies with it, any process takes it again then), as (item id, payload)."""
+
+    async def reschedule(self, queue: str, item_id: str, payload: str, due: float) -> None:
+        """Replace a queued item's payload and due time (nothing when it is no longer queued)."""
+
+    async def finish(self, queue: str, item_id: str) -> None:
+        """Remove an item."""
+
+    async def queued(self, queue: str) -> int:
+        """How many items the queue holds (due or not)."""
+
     # Guarded attempts at a secret (gateway/state/attempts.py) -----------------------------------
     async def admit_attempt(
         self, key: str, attempt: str, captcha: attempts.CaptchaCheck, limits: attempts.AttemptLimits, now: float

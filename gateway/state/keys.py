@@ -23,8 +23,10 @@ class Space(StrEnum):
     OIDC_PAR = "oidc-par"  # oidc/provider.py: a pushed authorization request (RFC 9126)
     OIDC_CODE = "oidc-code"  # oidc/provider.py: an authorization code (by its hash), single use
     OIDC_CODE_SPENT = "oidc-code-spent"  # oidc/provider.py: what a used code issued (reuse revokes it)
+    OIDC_CLIENT_SESSIONS = "oidc-client-sessions"  # oidc/client_sessions.py: a relying party's sessions, by day
     SSO_SESSION = "sso-session"  # oidc/provider.py: a browser's sign-in (by its cookie's hash)
     OIDC_LOGOUT = "oidc-logout"  # oidc/logout.py: a logout waiting for the person's confirmation
+    BACKCHANNEL_QUEUE = "backchannel-queue"  # oidc/backchannel.py: logout tokens to deliver (a queue)
 
 
 class Guarded(StrEnum):

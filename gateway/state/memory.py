@@ -23,6 +23,7 @@ class MemoryStore:
         self._counters: dict[str, tuple[float, int]] = {}
         self._sets: dict[str, tuple[float, set[str]]] = {}
         self._attempts: dict[str, attempts.AttemptRecord] = {}
+        self._queues: dict[str, dict[str, tuple[float, str]]] = {}  # queue -> item id -> (due, payload)
         self.waiters = LocalWaiters()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -165,6 +166,37 @@ class MemoryStore:
     async def delete(self, key: str) -> None:
         self._data.pop(key, None)
         self._counters.pop(key, None)
+
+    # Delayed work ----------------------------------------------------------------------------------
+    async def enqueue(self, queue: str, item_id: str, payload: str, due: float, *, limit: int, ttl: int) -> bool:
+        items = self._queues.setdefault(queue, {})  # in memory, a queue lives as long as the process
+        if item_id in items:
+            return True
+        if len(items) >= limit:
+            return False
+        items[item_id] = (due, payload)
+        return True
+
+    async def claim_due(self, queue: str, now: float, lease: float, count: int) -> list[tuple[str, str]]:
+        items = self._queues.get(queue, {})
+        due = sorted((when, item_id) for item_id, (when, _) in items.items() if when <= now)[:count]
+        claimed = []
+        for _, item_id in due:
+            payload = items[item_id][1]
+            items[item_id] = (now + lease, payload)
+            claimed.append((item_id, payload))
+        return claimed
+
+    async def reschedule(self, queue: str, item_id: str, payload: str, due: float) -> None:
+        items = self._queues.get(queue, {})
+        if item_id in items:
+            items[item_id] = (due, payload)
+
+    async def finish(self, queue: str, item_id: str) -> None:
+        self._queues.get(queue, {}).pop(item_id, None)
+
+    async def queued(self, queue: str) -> int:
+        return len(self._queues.get(queue, {}))
 
     # Guarded attempts (gateway/state/attempts.py decides; no await in between makes it atomic) ---
     async def admit_attempt(

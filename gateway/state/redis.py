@@ -7,12 +7,14 @@ Keys. Each QR session is one hash `qrgate:{qr:<id>}` and wakes its waiters on th
 write the one and SPUBLISH on the other. Generic data lives in `qrgate:{<key>}` (a hash), counters in
 `qrgate:{<key>}:hits` and sets in `qrgate:{<key>}:members` (separate, as in the memory store; `delete`
 removes the data and the counter). A refresh session is the hash `qrgate:{session:<sid>}` with its spent
-refresh hashes in `qrgate:{session:<sid>}:spent`. Every key has a TTL.
+refresh hashes in `qrgate:{session:<sid>}:spent`; a queue of delayed work is `qrgate:{<queue>}:due` (a
+sorted set of due times) with `qrgate:{<queue>}:items` (the payloads). Every key has a TTL.
 
 Atomicity. Every write that must be atomic is one Lua script (one round trip, EVALSHA): a QR transition
 checks the state, the expiry and the required fields, writes, keeps the TTL and publishes the wake-up;
 `hit` is INCR + PEXPIRE NX; `take` is HGETALL + DEL; `put` replaces the whole hash and sets its TTL;
-`rotate_refresh` checks the current and the spent refresh hashes and rotates or revokes. Each call says
+`rotate_refresh` checks the current and the spent refresh hashes and rotates or revokes; a queue's
+`claim_due` takes the due items and leases them in one step. Each call says
 whether repeating it is harmless (`idempotent`): only those are sent again after a lost connection.
 
 Errors. Connection, timeout and cluster-availability errors become `StoreUnavailable` (503 with
@@ -137,6 +139,49 @@ if #flat > 0 then redis.call('DEL', KEYS[1]) end
 return flat
 """
 
+# Delayed work. KEYS: the queue's sorted set (item id by due time), its hash (item id -> payload).
+# ARGV: item id, payload, due, limit, TTL (ms). Returns 1 when queued (or queued already), 0 when full.
+ENQUEUE_LUA = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 1 end
+if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+return 1
+"""
+
+# KEYS: as ENQUEUE_LUA. ARGV: now, now + lease, count. Returns id, payload, id, payload, ...
+CLAIM_LUA = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local claimed = {}
+for _, id in ipairs(due) do
+  local payload = redis.call('HGET', KEYS[2], id)
+  if payload then
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    claimed[#claimed + 1] = id
+    claimed[#claimed + 1] = payload
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return claimed
+"""
+
+# KEYS: as ENQUEUE_LUA. ARGV: item id, payload, due.
+RESCHEDULE_LUA = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
+
+# KEYS: as ENQUEUE_LUA. ARGV: item id.
+FINISH_LUA = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+return redis.call('HDEL', KEYS[2], ARGV[1])
+"""
+
 # Guarded attempts: the decisions of gateway/state/attempts.py (`admit`, `settle`), in one script each.
 # KEYS: the subject's record hash, its sorted set of attempts in flight (scored by when their place lapses).
 # ARGV: now, attempt id, captcha check, max failures, reservation (s), '1' when a captcha rule applies,
@@ -207,6 +252,10 @@ TAKE = Script(TAKE_LUA)
 ADMIT = Script(ADMIT_LUA)
 SETTLE = Script(SETTLE_LUA)
 CLEAR_ATTEMPTS = Script(CLEAR_ATTEMPTS_LUA)
+ENQUEUE = Script(ENQUEUE_LUA)
+CLAIM = Script(CLAIM_LUA)
+RESCHEDULE = Script(RESCHEDULE_LUA)
+FINISH = Script(FINISH_LUA)
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
@@ -336,6 +385,11 @@ class RedisStore:
         record = self.data_key(keys.key(keys.Space.ATTEMPTS, key))
         return [record, record + ":in-flight"]
 
+    def queue_keys(self, queue: str) -> list[str]:
+        """A queue's due times and payloads (one slot)."""
+        base = self.data_key(queue)
+        return [base + ":due", base + ":items"]
+
     def session_keys(self, sid: str) -> list[str]:
         """The session hash (the data key `session:<sid>`, as in the memory store) and its spent set."""
         session = self.data_key("session:" + sid)
@@ -452,6 +506,32 @@ class RedisStore:
         with _Guard("delete"):
             keys = (self.data_key(key), self.counter_key(key))
             await self.wire.call(keys[0], "DEL", *keys, idempotent=True)
+
+    # Delayed work ----------------------------------------------------------------------------------
+    async def enqueue(self, queue: str, item_id: str, payload: str, due: float, *, limit: int, ttl: int) -> bool:
+        with _Guard("enqueue"):
+            args: list[Arg] = [item_id, payload, repr(float(due)), limit, _ms(ttl)]
+            return int(await self.wire.script(ENQUEUE, self.queue_keys(queue), args, idempotent=True)) == 1
+
+    async def claim_due(self, queue: str, now: float, lease: float, count: int) -> list[tuple[str, str]]:
+        with _Guard("claim_due"):
+            args: list[Arg] = [repr(float(now)), repr(float(now + lease)), count]
+            flat = await self.wire.script(CLAIM, self.queue_keys(queue), args, idempotent=False)
+        return [(text_of(item_id), text_of(payload)) for item_id, payload in zip(flat[::2], flat[1::2], strict=True)]
+
+    async def reschedule(self, queue: str, item_id: str, payload: str, due: float) -> None:
+        with _Guard("reschedule"):
+            args: list[Arg] = [item_id, payload, repr(float(due))]
+            await self.wire.script(RESCHEDULE, self.queue_keys(queue), args, idempotent=True)
+
+    async def finish(self, queue: str, item_id: str) -> None:
+        with _Guard("finish"):
+            await self.wire.script(FINISH, self.queue_keys(queue), [item_id], idempotent=True)
+
+    async def queued(self, queue: str) -> int:
+        key = self.queue_keys(queue)[1]
+        with _Guard("queued"):
+            return int(await self.wire.call(key, "HLEN", key, idempotent=True))
 
     # Guarded attempts ------------------------------------------------------------------------------
     async def admit_attempt(

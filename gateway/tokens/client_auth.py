@@ -1,6 +1,7 @@
 """Authenticate confidential clients (downstream services): a client secret (stored as its SHA-256
-only) by HTTP Basic or form field, or `private_key_jwt` (RFC 7523) signed by a key in the client's
-configured JWKS. Public clients (the desktop, the app) present only their `client_id`."""
+only) by HTTP Basic or form field, or `private_key_jwt` (RFC 7523, gateway/tokens/assertions.py)
+signed by a key in the client's configured JWKS. Public clients (the desktop, the app) present only
+their `client_id`. The OpenID provider's relying parties authenticate through `OidcProvider.client_of`."""
 
 from __future__ import annotations
 
@@ -8,38 +9,31 @@ import base64
 import binascii
 import hashlib
 import hmac
-import time
-from typing import Any
 
-from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from starlette.requests import Request
 
-from gateway import errors
-from gateway.jsonutil import loads
 from gateway.settings import ConfidentialClient, Settings
-from gateway.state import keys
 from gateway.state.base import StateStore
-from qrgate_verify.verifier import unverified_header
+from gateway.tokens.assertions import (
+    ASSERTION_ALGORITHMS,
+    ASSERTION_TYPE,
+    ClientAssertions,
+    InvalidClient,
+    claimed_client,
+    refuse,
+)
 
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-ASSERTION_ALGORITHMS = ["ES256", "EdDSA", "Ed25519", "RS256", "PS256"]
-
-
-class InvalidClient(errors.Unauthorized):
-    code = "invalid_client"
-
-
-def refuse(detail: str) -> InvalidClient:
-    return InvalidClient(detail, error="invalid_client", headers={"WWW-Authenticate": 'Basic realm="qrgate"'})
+__all__ = ["ASSERTION_ALGORITHMS", "ASSERTION_TYPE", "ClientAuthenticator", "InvalidClient", "refuse"]
 
 
 class ClientAuthenticator:
     def __init__(self, settings: Settings, store: StateStore) -> None:
         self._clients = settings.confidential_clients
         self._audiences = {settings.issuer, f"{settings.issuer}/v1/token", f"{settings.issuer}/v1/introspect"}
-        self._store = store
+        self._assertions = ClientAssertions(store)
+        self._key_sets: dict[str, KeySet] = {}
 
     async def authenticate(self, request: Request, form: dict[str, str]) -> str | None:
         """The authenticated confidential client's id; None when the request carries no client
@@ -82,36 +76,17 @@ class ClientAuthenticator:
     async def _check_assertion(self, form: dict[str, str]) -> str:
         if form.get("client_assertion_type") != ASSERTION_TYPE:
             raise refuse(f"client_assertion_type must be {ASSERTION_TYPE}.")
-        assertion = form["client_assertion"]
-        if len(assertion) > 8192:
-            raise refuse("The client assertion is too large.")
-        try:
-            unverified = unverified_header(assertion)
-            payload = assertion.split(".")[1]
-            claimed: dict[str, Any] = loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-            client_id = str(claimed.get("iss", ""))  # inside the try: the payload may be no JSON object
-        except Exception as exc:
-            raise refuse("The client assertion is malformed.") from exc
+        client_id, header = claimed_client(form["client_assertion"])
         client = self._client(client_id)
-        if client.jwks is None or unverified.get("alg") not in ASSERTION_ALGORITHMS:
+        if client.jwks is None:
             raise refuse("This client cannot authenticate with private_key_jwt.")
-        try:
-            token = jwt.decode(assertion, KeySet.import_key_set(client.jwks), algorithms=ASSERTION_ALGORITHMS)  # type: ignore[arg-type]
-        except (JoseError, ValueError) as exc:
-            raise refuse("The client assertion's signature is not valid.") from exc
-        claims = token.claims
-        audience = claims.get("aud")
-        audiences = {a for a in (audience if isinstance(audience, list) else [audience]) if isinstance(a, str)}
-        now = time.time()
-        exp = claims.get("exp")
-        if (
-            claims.get("sub") != client_id
-            or not audiences & self._audiences
-            or not isinstance(exp, int | float)
-            or not now - 30 <= exp <= now + 600
-            or not isinstance(claims.get("jti"), str)
-        ):
-            raise refuse("The client assertion's claims are not acceptable (iss, sub, aud, exp, jti).")
-        if await self._store.hit(keys.key(keys.Space.CLIENT_ASSERTION, client_id, claims["jti"]), 660) > 1:
-            raise refuse("The client assertion was replayed.")
+        key_set = self._key_sets.get(client_id)
+        if key_set is None:
+            try:
+                key_set = self._key_sets[client_id] = KeySet.import_key_set(client.jwks)  # type: ignore[arg-type]
+            except (JoseError, ValueError, TypeError, KeyError) as exc:
+                raise refuse("This client's configured JWKS does not parse.") from exc
+        await self._assertions.verify(
+            form["client_assertion"], client_id=client_id, key_set=key_set, header=header, audiences=self._audiences
+        )
         return client_id

@@ -54,8 +54,8 @@ class TokenEndpoints:
     audiences: frozenset[str]
     # Grants other packages add (the OpenID provider's authorization_code), by grant_type.
     grants: Mapping[str, Grant] = field(default_factory=dict)
-    # Who refreshes, when that client must authenticate (a confidential relying party): its client id,
-    # or None for the gateway's own public clients, which name themselves.
+    # Who refreshes (or revokes), when that client must authenticate (a confidential relying party): its
+    # client id, or None for the gateway's own public clients, which name themselves.
     refreshing_client: Callable[[Request, dict[str, str]], Awaitable[str | None]] | None = None
 
     async def token(self, request: Request) -> Response:
@@ -152,6 +152,8 @@ class TokenEndpoints:
         value = form.get("token", "")
         if not value:
             raise _oauth_error("invalid_request", "token is required.")
+        if self.refreshing_client is not None and _authenticates(request, form):
+            await self.refreshing_client(request, form)  # RFC 7009 2.1: a client that authenticates, does so rightly
         session = await self.sessions.peek(value)
         if session is not None:
             await self.sessions.end(session[0])
@@ -232,6 +234,12 @@ class TokenEndpoints:
             raise errors.NotFound("You have no such session.", code="session_not_found")
         await self.sessions.end(sid)
         return Response(status_code=204)
+
+
+def _authenticates(request: Request, form: Mapping[str, str]) -> bool:
+    """Whether the request carries client authentication (Basic, a secret or an assertion)."""
+    basic = request.headers.get("authorization", "").lower().startswith("basic ")
+    return basic or "client_secret" in form or "client_assertion" in form or "client_assertion_type" in form
 
 
 def routes(endpoints: TokenEndpoints) -> list[BaseRoute]:

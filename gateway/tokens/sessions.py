@@ -70,7 +70,10 @@ Ended = Callable[[str, dict[str, str]], Awaitable[None]]  # (sid, the session as
 
 
 class SessionManager:
-    def __init__(self, settings: Settings, store: StateStore, issuer: TokenIssuer) -> None:
+    """`issuer`: None for a manager that only lists and ends sessions (the admin commands, which have
+    no business with the signing keys)."""
+
+    def __init__(self, settings: Settings, store: StateStore, issuer: TokenIssuer | None) -> None:
         self._settings = settings
         self._store = store
         self._issuer = issuer
@@ -138,6 +141,8 @@ class SessionManager:
         return self._response(sid, session, f"{sid}.{secret}", now)
 
     def _response(self, sid: str, session: dict[str, str], refresh_token: str, now: int) -> TokenResponse:
+        if self._issuer is None:
+            raise RuntimeError("This session manager cannot issue tokens (it was made without an issuer).")
         jkt = session["jkt"] or None
         access = self._issuer.access_token(
             subject=session["sub"],

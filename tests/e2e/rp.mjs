@@ -1,7 +1,9 @@
 // A relying party built with openid-client (v6), configured with nothing but the issuer URL, a
 // client id (and secret) and a redirect URI: everything else comes from discovery. Driven by
 // tests/test_oidc_relying_parties.py over stdin/stdout, one JSON object per line:
-//   argv: ISSUER CLIENT_ID CLIENT_SECRET|- REDIRECT_URI SCOPE POST_LOGOUT_REDIRECT_URI
+//   argv: ISSUER CLIENT_ID CLIENT_SECRET|-|jwk:FILE REDIRECT_URI SCOPE POST_LOGOUT_REDIRECT_URI
+//         (a secret: client_secret_basic; -: a public client; jwk:FILE: private_key_jwt with the
+//         private EC P-256 JWK in FILE, whose public half the client registered)
 //   out:  {"authorization_url"}                      in: the callback URL the browser was sent to
 //   out:  {"claims", "userinfo", "refreshed", "end_session_url"}   or {"error", ...}
 //   then, for each line "refresh" read: out {"refreshed": true} or {"error", "oauth_error", ...}
@@ -14,6 +16,7 @@
 // Connect Core 3.1.3.8 makes it optional there), so this relying party checks it itself below.
 import * as client from "openid-client";
 import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import * as readline from "node:readline";
 
 const [issuer, clientId, secret, redirectUri, scope, postLogout] = process.argv.slice(2);
@@ -47,8 +50,17 @@ function checkAtHash(idToken, accessToken, atHash) {
   }
 }
 
+// How the client authenticates at the token endpoint.
+async function authentication() {
+  if (secret === "-") return client.None();
+  if (!secret.startsWith("jwk:")) return client.ClientSecretBasic(secret);
+  const jwk = JSON.parse(await readFile(secret.slice(4), "utf8"));
+  const key = await crypto.subtle.importKey("jwk", jwk, { name: "ECDSA", namedCurve: "P-256" }, false, ["sign"]);
+  return client.PrivateKeyJwt({ key, kid: jwk.kid }); // signs a fresh assertion for every request
+}
+
 try {
-  const auth = secret === "-" ? client.None() : client.ClientSecretBasic(secret);
+  const auth = await authentication();
   const config = await client.discovery(new URL(issuer), clientId, undefined, auth, {
     execute: issuer.startsWith("http:") ? [client.allowInsecureRequests] : [],
   });

@@ -218,7 +218,7 @@ class LogoutReceiver:
 
 
 def outcomes() -> dict[str, float]:
-    names = ("delivered", "refused", "failed", "abandoned", "dropped")
+    names = ("delivered", "refused", "failed", "dropped")
     return {
         name: REGISTRY.get_sample_value("qrgate_backchannel_logouts_total", {"outcome": name}) or 0.0 for name in names
     }

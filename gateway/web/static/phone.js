@@ -178,6 +178,12 @@ function showContext() {
   $("ctx-time").textContent = new Date(context.requested_at).toLocaleString();
   $("ctx-network").textContent = t(`network_${context.proximity.replace("_network", "")}`);
   $("ctx-network").dataset.proximity = context.proximity;
+  // A browser sign-in's code (client sso-signin) names the relying party in device_name: say where the
+  // person signs in (登录到 {name}), never the internal client id.
+  const signin = context.client_id === "sso-signin" && context.device_name;
+  const title = signin ? t("signin_title", { name: context.device_name }) : t("confirm_title");
+  $("step-confirm").querySelector("h1").textContent = title;
+  if (signin) $("ctx-client").textContent = context.device_name;
   show($("proximity-warning"), context.proximity === "different_network");
   $("confirm-message").textContent = "";
   $("accept").disabled = $("decline").disabled = false;
