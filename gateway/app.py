@@ -188,7 +188,13 @@ class Services:
         settings = self.settings
         # Starlette tries routes in order: the busiest (a login's, a relying party's) come first.
         return [
-            *qr_http.routes(self.qr, images=self.images, bearer=self.bearer, draining=self.draining),
+            *qr_http.routes(
+                self.qr,
+                images=self.images,
+                bearer=self.bearer,
+                draining=self.draining,
+                reauthenticate=self.logins.reauthenticate,
+            ),
             *token_endpoints.routes(self.tokens),
             *oidc_http.routes(self.oidc, self.bearer, self.dpop),
             *login.routes(self.logins),

@@ -283,7 +283,7 @@ class Settings(BaseSettings):
     )
     units_reset_max_auth_age: int = Field(
         600,
-        ge=30,
+        ge=1,
         le=86400,
         description="Resetting a declaration password needs a login (auth_time) at most this old (s).",
     )

@@ -501,6 +501,7 @@ def test_openapi_request_bodies_match_the_schema_files() -> None:
     bodies = {
         ("post", "/v1/qr"): "./schemas/mint-request.json",
         ("post", "/v1/login/password"): "./schemas/password-login-request.json",
+        ("post", "/v1/qr/{qr_id}/confirm"): "./schemas/qr-confirm-request.json",
     }
     for (method, path), ref in bodies.items():
         body = document["paths"][path][method]["requestBody"]

@@ -228,7 +228,7 @@ class QrService:
         tokens = await self._sessions.start(
             subject=record.scanner_sub,
             client_id=record.client_id,
-            amr=["qr"],
+            amr=["qr", *record.confirmer_amr.split()],
             device_name=record.device_name,
             jkt=record.dpop_jkt or None,
             display_name=record.scanner_name,
@@ -272,12 +272,21 @@ class QrService:
             "expires_in": record.expires_in(now),
         }
 
-    async def confirm(self, qr_id: str, phone: Caller) -> None:
+    def confirming_person(self, phone: Caller) -> str:
+        """Who may confirm with this token (checked before a password proof is looked at)."""
+        return self._scanning_person(phone)
+
+    async def confirm(self, qr_id: str, phone: Caller, *, fresh_password_at: int | None = None) -> None:
+        """`fresh_password_at`: when the person proved a fresh authentication for this confirm (the
+        password entered again and checked by the caller); the desktop's session then has that
+        `auth_time` and `amr` ["qr", "pwd"]. Without it, it keeps the phone session's `auth_time`."""
         person_id = self._scanning_person(phone)
+        fresh = fresh_password_at is not None
         updates = {
             "confirmed_at": repr(time.time()),  # for the confirm-to-push latency metric
             "confirmer_sid": phone.claims["sid"],
-            "confirmer_auth_time": str(phone.claims["auth_time"]),
+            "confirmer_auth_time": str(fresh_password_at if fresh else phone.claims["auth_time"]),
+            "confirmer_amr": "pwd" if fresh else "",
         }
         await self._apply(qr_id, machine.plan(QrEvent.CONFIRM, actor=person_id, updates=updates))
         metrics.labelled(metrics.QR_EVENTS, "confirm").inc()
