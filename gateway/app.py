@@ -28,7 +28,7 @@ from gateway.guard.captcha import Captchas
 from gateway.guard.guard import SecretGuard
 from gateway.guard.hashing import PasswordHashing
 from gateway.guard.throttle import Throttle
-from gateway.middleware import BodyLimitMiddleware, ObserveMiddleware
+from gateway.middleware import BodyLimitMiddleware, ForwardedMiddleware, ObserveMiddleware
 from gateway.oidc import http as oidc_http
 from gateway.oidc import logout as oidc_logout
 from gateway.oidc import signin as oidc_signin
@@ -255,6 +255,7 @@ def create_app(
             *([UnitsMount(units)] if units is not None else []),
         ],
         middleware=[
+            Middleware(ForwardedMiddleware, trusted=config.trusted_proxies),
             Middleware(ObserveMiddleware),
             Middleware(BodyLimitMiddleware, limit=config.max_body_bytes),
         ],

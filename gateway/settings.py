@@ -219,7 +219,9 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="json: one object per line; text: for humans.")
     trusted_proxies: str = Field(
-        "127.0.0.1", description="Addresses whose X-Forwarded-For is trusted (comma-separated, or *)."
+        "127.0.0.1",
+        description="Addresses or networks (CIDR) whose X-Forwarded-For and X-Forwarded-Proto are trusted "
+        "(comma-separated, or *).",
     )
 
     # Web pages (gateway/web/) ------------------------------------------------------------------------

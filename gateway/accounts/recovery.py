@@ -30,7 +30,7 @@ from gateway.directory.audit import AuditLog
 from gateway.guard.guard import SecretGuard
 from gateway.guard.hashing import PasswordHashing
 from gateway.guard.throttle import Throttle
-from gateway.inputs import StrictModel, client_ip, read_json
+from gateway.inputs import StrictModel, address_key, client_ip, read_json
 from gateway.jsonutil import dumps
 from gateway.settings import Settings
 from gateway.state import keys
@@ -87,7 +87,7 @@ class Recovery:
 
     async def forgot(self, body: ForgotPassword, *, ip: str) -> dict[str, object]:
         identity = identity_of(body)
-        await self.identity_ip.hit(ip)
+        await self.identity_ip.hit(address_key(ip))
         person = await person_with(self.records, identity)
         await self.sms.verify(body.sms_challenge_id, body.sms_code, "reset_password", person_id=person.id)
         return {"reset_ticket": await self.new_ticket(person.id), "expires_in": self.settings.reset_ticket_ttl}

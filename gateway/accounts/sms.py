@@ -30,7 +30,7 @@ from gateway.accounts.identity import IdentityFields, identity_of, person_with
 from gateway.accounts.records import AccountRecords, Identity
 from gateway.guard.guard import Attempt, CodeRefusals, SecretGuard
 from gateway.guard.throttle import Throttle, key_part
-from gateway.inputs import StrictModel, client_ip, read_json
+from gateway.inputs import StrictModel, address_key, client_ip, read_json
 from gateway.jsonutil import dumps
 from gateway.settings import Settings
 from gateway.state import keys
@@ -173,12 +173,12 @@ class SmsChallenges:
     async def issue_for_identity(self, identity: Identity, *, ip: str) -> dict[str, object]:
         """A `reset_password` code to the phone registered for `identity` (shown masked), so the
         code proves control of the account's phone."""
-        await self._identity_ip.hit(ip)
+        await self._identity_ip.hit(address_key(ip))
         person = await person_with(self._records, identity)
         return await self.issue(phone=person.phone, purpose="reset_password", ip=ip, person_id=person.id)
 
     async def issue(self, *, phone: str, purpose: Purpose, ip: str, person_id: str = "") -> dict[str, object]:
-        await self._per_ip.hit(ip)
+        await self._per_ip.hit(address_key(ip))
         await self._resend.hit(f"{purpose}:{phone}")
         await self._daily.hit(phone)
         code = f"{secrets.randbelow(10**6):06d}"

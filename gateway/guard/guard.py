@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from gateway import errors, logs, metrics
 from gateway.guard.captcha import CaptchaInvalid, CaptchaRequired, Captchas
 from gateway.guard.throttle import Throttle, TooManyRequests
+from gateway.inputs import address_key
 from gateway.state.attempts import (
     Admission,
     Admitted,
@@ -122,7 +123,7 @@ class SecretGuard:
     async def throttle(self, ip: str) -> None:
         """Step 0: the per-IP throttle (429), before the handler looks anything up."""
         if self._ip_throttle is not None:
-            await self._ip_throttle.hit(ip)
+            await self._ip_throttle.hit(address_key(ip))  # an IPv6 /64 counts as one address
 
     async def check(
         self,

@@ -18,6 +18,7 @@ from gateway import errors, metrics
 from gateway.directory.persons import PersonDirectory
 from gateway.draining import Draining
 from gateway.guard.buckets import TokenBuckets
+from gateway.inputs import address_key
 from gateway.qr import machine
 from gateway.qr.machine import QrEvent, QrRecord, QrState
 from gateway.qr.messages import MintResponse, ScanResponse
@@ -137,7 +138,7 @@ class QrService:
     async def _mint(
         self, client_id: str, device_name: str, dpop_jkt: str | None, ip: str, user_agent: str
     ) -> MintResponse:
-        self._mint_buckets.take(ip)  # every code is kept qr_ttl + qr_purge_after seconds
+        self._mint_buckets.take(address_key(ip))  # every code is kept qr_ttl + qr_purge_after seconds
         qr_id = secrets.token_urlsafe(16)
         waiter_token = secrets.token_urlsafe(32)
         now = time.time()
