@@ -14,7 +14,8 @@ M = TypeVar("M", bound=MetricWrapperBase)
 WAITING_WEBSOCKETS = Gauge("qrgate_waiting_websockets", "Desktop WebSockets waiting for their QR's events.")
 QR_EVENTS = Counter(
     "qrgate_qr_events_total",
-    "QR lifecycle events: mint, scan, confirm, cancel, abandon, deliver, expire (seen by a waiter).",
+    "QR lifecycle events: mint, scan, confirm, cancel, abandon, deliver, expire (seen by a waiter); "
+    "refused_address, refused_capacity (a mint refused by the live-code caps).",
     ["event"],
 )
 PASSWORD_LOGINS = Counter(

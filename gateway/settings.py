@@ -90,6 +90,18 @@ class Settings(BaseSettings):
         "every qr_ttl seconds.",
     )
     qr_mint_ip_window: int = Field(60, ge=1, description="Window of qr_mint_ip_max (s).")
+    qr_live_ip_max: int = Field(
+        1000,
+        ge=1,
+        description="Live QR codes (unexpired, not yet delivered, cancelled or abandoned) one IP address (an "
+        "IPv6 /64) may hold in the store, all gateway processes together; then 429 `too_many_live_codes`.",
+    )
+    qr_live_max: int = Field(
+        100_000,
+        ge=1,
+        description="Live QR codes the store holds at most (all addresses; about 1.2 kB each in Redis); then "
+        "503 `qr_capacity`: bounds the memory that minting can take.",
+    )
     qr_purge_after: int = Field(
         300, ge=10, le=3600, description="Seconds a finished QR is remembered (410 instead of 404)."
     )

@@ -3,6 +3,7 @@ adapters around this; the legality of every step is decided by `machine`, atomic
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -18,6 +19,7 @@ from gateway import errors, metrics
 from gateway.directory.persons import PersonDirectory
 from gateway.draining import Draining
 from gateway.guard.buckets import TokenBuckets
+from gateway.guard.throttle import TooManyRequests, key_part
 from gateway.inputs import address_key
 from gateway.qr import machine
 from gateway.qr.machine import QrEvent, QrRecord, QrState
@@ -74,6 +76,14 @@ def proximity_by_ipaddress(requester_ip: str, scanner_ip: str) -> str:
     prefix = 24 if a.version == 4 else 64
     net = ipaddress.ip_network(f"{a}/{prefix}", strict=False)
     return "same_network" if b in net else "different_network"
+
+
+LIVE_RETRY_AFTER = 10  # seconds: a refused mint's Retry-After (codes finish or expire meanwhile)
+
+
+def _live_group(address: str) -> str:
+    """The store's name for an address's live codes (hashed: no address in the clear in a key)."""
+    return key_part(address)
 
 
 class Scannable(NamedTuple):
@@ -138,11 +148,13 @@ class QrService:
     async def _mint(
         self, client_id: str, device_name: str, dpop_jkt: str | None, ip: str, user_agent: str
     ) -> MintResponse:
-        self._mint_buckets.take(address_key(ip))  # every code is kept qr_ttl + qr_purge_after seconds
+        address = address_key(ip)
+        self._mint_buckets.take(address)  # every code is kept qr_ttl + qr_purge_after seconds
         qr_id = secrets.token_urlsafe(16)
         waiter_token = secrets.token_urlsafe(32)
         now = time.time()
         ttl = self._settings.qr_ttl
+        await self._reserve_live(address, qr_id, now + ttl, now)
         record = QrRecord(
             state=QrState.PENDING,
             expires_at=now + ttl,
@@ -167,6 +179,37 @@ class QrService:
             "events_url": f"{ws_base}/v1/qr/{qr_id}/events",
             "image_url": f"{self._base}/v1/qr/{qr_id}.svg",
         }
+
+    async def _reserve_live(self, address: str, qr_id: str, expires_at: float, now: float) -> None:
+        """Count the code as live for its address and in the store (atomically in the store): at most
+        `qr_live_ip_max` per address and `qr_live_max` in all, until it expires or is finished."""
+        outcome = await self._store.reserve_live(
+            _live_group(address),
+            qr_id,
+            expires_at,
+            now,
+            group_max=self._settings.qr_live_ip_max,
+            total_max=self._settings.qr_live_max,
+        )
+        if outcome == "group_full":
+            metrics.labelled(metrics.QR_EVENTS, "refused_address").inc()
+            raise TooManyRequests(
+                "Too many QR codes from this address are waiting to be scanned; use or close some, or try "
+                f"again in {LIVE_RETRY_AFTER} seconds.",
+                retry_after=LIVE_RETRY_AFTER,
+                code="too_many_live_codes",
+            )
+        if outcome == "store_full":
+            metrics.labelled(metrics.QR_EVENTS, "refused_capacity").inc()
+            raise errors.ServiceUnavailable(
+                "The gateway holds as many QR codes as it may; try again in a moment.",
+                code="qr_capacity",
+                retry_after=LIVE_RETRY_AFTER,
+            )
+
+    async def _release_live(self, record: QrRecord, qr_id: str) -> None:
+        """A finished code (delivered, cancelled, abandoned) is no longer live."""
+        await self._store.release_live(_live_group(address_key(record.ip)), qr_id)
 
     def qr_content(self, qr_id: str) -> str:
         """What the QR symbol encodes: a URL, so that a phone's own camera app opens our page."""
@@ -213,8 +256,9 @@ class QrService:
 
     async def abandon(self, qr_id: str, waiter_token: str) -> None:
         await self.record_for_waiter(qr_id, waiter_token)
-        await self._apply(qr_id, machine.plan(QrEvent.ABANDON))
+        abandoned = await self._apply(qr_id, machine.plan(QrEvent.ABANDON))
         metrics.labelled(metrics.QR_EVENTS, "abandon").inc()
+        await self._release_live(abandoned, qr_id)
 
     async def take_delivery(self, qr_id: str) -> tuple[TokenResponse | None, QrRecord | None]:
         """confirmed -> delivered, once: (tokens, record) for the one caller that wins. The tokens are
@@ -226,7 +270,14 @@ class QrService:
         if not ok or record is None:
             return None, record
         metrics.labelled(metrics.QR_EVENTS, "deliver").inc()
-        tokens = await self._sessions.start(
+        tokens, _ = await asyncio.gather(  # one round trip: the store pipelines both
+            self._start_session(record),
+            self._release_live(record, qr_id),
+        )
+        return tokens, record
+
+    async def _start_session(self, record: QrRecord) -> TokenResponse:
+        return await self._sessions.start(
             subject=record.scanner_sub,
             client_id=record.client_id,
             amr=["qr", *record.confirmer_amr.split()],
@@ -236,7 +287,6 @@ class QrService:
             auth_time=record.confirmer_auth_time,
             parent=record.confirmer_sid or None,
         )
-        return tokens, record
 
     @staticmethod
     def keeps_result(record: QrRecord) -> bool:
@@ -252,6 +302,7 @@ class QrService:
             raise errors.Forbidden("This is not a sign-in code.", code="client_not_allowed")
         taken = await self._apply(qr_id, machine.plan(QrEvent.DELIVER))  # of racing takers, one wins
         metrics.labelled(metrics.QR_EVENTS, "deliver").inc()
+        await self._release_live(taken, qr_id)
         auth_time = taken.confirmer_auth_time if taken.confirmer_auth_time is not None else int(time.time())
         return Confirmer(taken.scanner_sub, taken.scanner_name, auth_time)
 
@@ -294,8 +345,9 @@ class QrService:
 
     async def cancel(self, qr_id: str, phone: Caller) -> None:
         person_id = self._scanning_person(phone)
-        await self._apply(qr_id, machine.plan(QrEvent.CANCEL, actor=person_id))
+        cancelled = await self._apply(qr_id, machine.plan(QrEvent.CANCEL, actor=person_id))
         metrics.labelled(metrics.QR_EVENTS, "cancel").inc()
+        await self._release_live(cancelled, qr_id)
 
     def _scanning_person(self, phone: Caller) -> str:
         """The person's id, if the token's client is one that may scan (the mobile app)."""
