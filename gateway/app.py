@@ -128,7 +128,7 @@ class Services:
             ),
         )
         challenges = sms.SmsChallenges(
-            settings, store, sms.create_sender(settings), records=records, identity_ip=identity_ip
+            settings, store, sms.create_sender(settings), records=records, identity_ip=identity_ip, captchas=captchas
         )
         registrations = registration.Registrations.create(
             settings, store, records=records, hashing=hashing, sms=challenges, audit=audit, identity_ip=identity_ip

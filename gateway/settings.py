@@ -198,6 +198,11 @@ class Settings(BaseSettings):
     sms_ip_max: int = Field(30, ge=1, description="SMS codes one IP address may request per sms_ip_window.")
     sms_ip_window: int = Field(3600, ge=1, description="Window of sms_ip_max (s).")
     sms_max_verify_attempts: int = Field(5, ge=1, le=20, description="Wrong tries before an SMS code is void.")
+    unknown_identity_secret: SecretStr = Field(
+        SecretStr(""),
+        description="HMAC secret for the masked phone shown when a forgotten-password SMS is asked for an identity "
+        "no account has (so asking twice shows the same); the same on every process. Empty: random per process.",
+    )
     face_verification_url: str = Field(
         "", description="Face verification service endpoint; empty disables registration by face."
     )

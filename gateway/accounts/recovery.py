@@ -23,9 +23,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway import errors, rules
-from gateway.accounts.identity import IdentityFields, identity_of, person_with
+from gateway.accounts.identity import IdentityFields, identity_of
 from gateway.accounts.records import AccountRecords
-from gateway.accounts.sms import SmsChallenges
+from gateway.accounts.sms import UNKNOWN, SmsChallenges, SmsCodeInvalid
 from gateway.directory.audit import AuditLog
 from gateway.guard.guard import SecretGuard
 from gateway.guard.hashing import PasswordHashing
@@ -88,9 +88,13 @@ class Recovery:
     async def forgot(self, body: ForgotPassword, *, ip: str) -> dict[str, object]:
         identity = identity_of(body)
         await self.identity_ip.hit(address_key(ip))
-        person = await person_with(self.records, identity)
-        await self.sms.verify(body.sms_challenge_id, body.sms_code, "reset_password", person_id=person.id)
-        return {"reset_ticket": await self.new_ticket(person.id), "expires_in": self.settings.reset_ticket_ttl}
+        # An identity no account has reads like any other: its challenge (if one was asked for) has a
+        # code nobody was told, so this fails as a wrong code would (sms_code_invalid, attempts_left).
+        person_id = await self.sms.person_id_for(identity)
+        await self.sms.verify(body.sms_challenge_id, body.sms_code, "reset_password", person_id=person_id)
+        if person_id.startswith(UNKNOWN):  # not reachable: nobody knows such a challenge's code
+            raise SmsCodeInvalid("The SMS code is wrong, used or expired; request a new one if needed.")
+        return {"reset_ticket": await self.new_ticket(person_id), "expires_in": self.settings.reset_ticket_ttl}
 
     async def reset(self, body: PasswordReset) -> None:
         invalid = ResetTicketInvalid("The reset ticket is wrong, used or expired; verify your identity again.")
