@@ -19,7 +19,7 @@ from gateway.oidc.provider import OAuthError, OidcProvider, Redirect
 from gateway.oidc.requests import RefusedHere, RefusedToClient, single
 from gateway.tokens.bearer import BearerAuth
 from gateway.tokens.client_auth import ASSERTION_ALGORITHMS
-from gateway.tokens.dpop import DpopVerifier, InvalidProof, thumbprint
+from gateway.tokens.dpop import DpopVerifier, InvalidProof, single_proof, thumbprint
 from gateway.tokens.verifier import InvalidToken
 from gateway.web.pages import page_headers, render
 from qrgate_verify.verifier import unverified_header
@@ -132,7 +132,7 @@ def token_grant(provider: OidcProvider, dpop: DpopVerifier) -> Callable[[Request
         if party is None:
             raise OAuthError("invalid_client", "Unknown client.", status=401)
         jkt = None
-        proof = request.headers.get("dpop")
+        proof = single_proof(request.headers.getlist("dpop"))
         if proof is not None:
             try:
                 jkt = proof_key(proof)
