@@ -27,6 +27,8 @@ unit_roles = sa.Table(
     sa.Column("role", sa.String(32), nullable=False),  # legal_rep | finance_manager | tax_staff
     sa.Column("granted_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("granted_by", sa.String(40), nullable=False),
+    # assigned (hall staff, the CLI) | authorization (made by a grant: removed when its last one is revoked)
+    sa.Column("source", sa.String(16), nullable=False, server_default="assigned"),
     sa.Index("ix_unit_roles_person", "person_id"),
     # A unit has at most one legal representative.
     sa.Index(
