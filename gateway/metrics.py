@@ -47,6 +47,25 @@ BACKEND_ERRORS = Counter(
     "qrgate_backend_errors_total", "Errors reaching a backend: store (Redis) or database.", ["backend"]
 )
 
+CAPTCHA_FAILURES = Counter(
+    "qrgate_captcha_failures_total",
+    "Captcha refusals by scope (login, unit, sms-reset, ...) and reason: required (none sent where one was due), "
+    "invalid (wrong, used or expired).",
+    ["scope", "reason"],
+)
+UNLOCKS = Counter(
+    "qrgate_unlocks_total",
+    "Locked subjects unlocked by a reset, by scope (login: a person; unit: a declaration password) and how "
+    "(forgotten_password, hall, unit_officer, cli, demo).",
+    ["scope", "how"],
+)
+PASSWORD_RESETS = Counter(
+    "qrgate_password_resets_total",
+    "Passwords set anew, by scope (login: a person's; unit: a declaration password) and how "
+    "(forgotten_password, hall, unit_officer, cli, demo).",
+    ["scope", "how"],
+)
+
 
 @functools.cache
 def labelled(metric: M, *values: str) -> M:

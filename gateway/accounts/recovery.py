@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway import errors, rules
+from gateway import errors, logs, metrics, rules
 from gateway.accounts.identity import IdentityFields, identity_of
 from gateway.accounts.records import AccountRecords
 from gateway.accounts.sms import UNKNOWN, SmsChallenges, SmsCodeInvalid
@@ -70,20 +70,29 @@ class Recovery:
     audit: AuditLog
     identity_ip: Throttle
 
-    async def new_ticket(self, person_id: str) -> str:
+    async def new_ticket(self, person_id: str, *, channel: str = "forgotten_password") -> str:
+        """`channel`: who verified the person (forgotten_password: SMS; hall: staff), for the metrics."""
         ticket = secrets.token_urlsafe(32)
-        await self.store.put(_ticket_key(ticket), {"person_id": person_id}, self.settings.reset_ticket_ttl)
+        record = {"person_id": person_id, "channel": channel}
+        await self.store.put(_ticket_key(ticket), record, self.settings.reset_ticket_ttl)
         return ticket
 
-    async def set_new_password(self, person_id: str, password: str, *, actor: str, how: str) -> None:
-        """The one way a password changes after registration: hash, store, unlock, end sessions, audit."""
+    async def set_new_password(
+        self, person_id: str, password: str, *, actor: str, how: str, channel: str = "forgotten_password"
+    ) -> None:
+        """The one way a password changes after registration: hash, store, unlock, end sessions, audit.
+        `channel` (forgotten_password, hall) labels the metrics and events; `how` is the audit's words."""
         password_hash = await self.hashing.hash(rules.check_password(password))
         await self.records.set_password(person_id, password_hash)
         was_locked = await self.login_guard.unlock(person_id)
         ended = await self.sessions.end_sessions_of(person_id)
         await self.audit.record("password_reset", person_id, actor=actor, detail=f"{how}; {ended} sessions ended")
+        metrics.labelled(metrics.PASSWORD_RESETS, "login", channel).inc()
+        logs.event("password_reset", scope="login", how=channel, sub=person_id, sessions_ended=ended)
         if was_locked:
             await self.audit.record("account_unlocked", person_id, actor=actor, detail=how)
+            metrics.labelled(metrics.UNLOCKS, "login", channel).inc()
+            logs.event("unlocked", scope="login", how=channel, sub=person_id)
 
     async def forgot(self, body: ForgotPassword, *, ip: str) -> dict[str, object]:
         identity = identity_of(body)
@@ -105,7 +114,9 @@ class Recovery:
         if record is None:
             raise invalid
         person_id = record["person_id"]
-        await self.set_new_password(person_id, body.new_password, actor=person_id, how="forgotten password")
+        channel = record.get("channel", "forgotten_password")
+        how = "hall reset ticket" if channel == "hall" else "forgotten password"
+        await self.set_new_password(person_id, body.new_password, actor=person_id, how=how, channel=channel)
 
 
 def routes(recovery: Recovery) -> list[BaseRoute]:

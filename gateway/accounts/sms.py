@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway import errors, rules
+from gateway import errors, logs, metrics, rules
 from gateway.accounts.identity import IdentityFields, identity_of, same_name
 from gateway.accounts.records import AccountRecords, Identity
 from gateway.guard.captcha import CaptchaInvalid, CaptchaRequired, Captchas
@@ -242,10 +242,14 @@ class SmsChallenges:
     async def require_captcha(self, captcha_id: str | None, captcha_answer: str | None) -> None:
         """A solved captcha (consumed whatever the answer), or 400 `captcha_required` / `captcha_invalid`."""
         check = await self._captchas.check(captcha_id, captcha_answer)
+        if check is CaptchaCheck.SOLVED:
+            return
+        reason = "required" if check is CaptchaCheck.NONE else "invalid"
+        metrics.labelled(metrics.CAPTCHA_FAILURES, "sms-reset", reason).inc()
+        logs.event("captcha_failed", scope="sms-reset", reason=reason)
         if check is CaptchaCheck.NONE:
             raise CaptchaRequired("Answer a captcha (POST /v1/captcha) and send captcha_id and captcha_answer.")
-        if check is not CaptchaCheck.SOLVED:
-            raise CaptchaInvalid("The captcha answer is wrong or the captcha has expired; request a new one.")
+        raise CaptchaInvalid("The captcha answer is wrong or the captcha has expired; request a new one.")
 
     def unknown_subject(self, identity: Identity) -> str:
         """Who a challenge for an identity no account has is for: a keyed digest, the same every time."""

@@ -135,7 +135,13 @@ class SecretGuard:
     ) -> None:
         """Return when `verify()` says the secret is right; raise the answer otherwise."""
         key, attempt_id = self._key(subject), secrets.token_hex(8)
-        await self._enter(key, attempt_id, attempt)
+        try:
+            await self._enter(key, attempt_id, attempt)
+        except (CaptchaRequired, CaptchaInvalid) as refused:
+            reason = "required" if isinstance(refused, CaptchaRequired) else "invalid"
+            metrics.labelled(metrics.CAPTCHA_FAILURES, self._scope.value, reason).inc()
+            logs.event("captcha_failed", scope=self._scope.value, reason=reason, ip=attempt.ip)
+            raise
         try:
             right = await verify()
         except BaseException:

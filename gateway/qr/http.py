@@ -138,6 +138,8 @@ class QrEndpoints:
                 if changed is None:  # `wait` is up, or shutdown: answer what was seen last
                     break
                 seen = changed
+        if seen.state is QrState.EXPIRED:
+            await self.qr.note_expired(qr_id, seen.record)
         return json_response(seen.view(time.time()))
 
     async def abandon(self, request: Request) -> Response:

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from gateway import errors, metrics
+from gateway import errors, logs, metrics
 from gateway.directory.persons import PersonDirectory
 from gateway.draining import Draining
 from gateway.guard.buckets import TokenBuckets
@@ -27,6 +27,7 @@ from gateway.qr.messages import MintResponse, ScanResponse
 from gateway.qr.watch import QrWatch
 from gateway.rules import mask_name
 from gateway.settings import Settings
+from gateway.state import keys
 from gateway.state.base import StateStore
 from gateway.tokens.bearer import Caller
 from gateway.tokens.claims import TokenResponse
@@ -79,6 +80,11 @@ def proximity_by_ipaddress(requester_ip: str, scanner_ip: str) -> str:
 
 
 LIVE_RETRY_AFTER = 10  # seconds: a refused mint's Retry-After (codes finish or expire meanwhile)
+
+
+def _outcome(outcome: str, record: QrRecord, **fields: object) -> None:
+    """The `qr_outcome` event (no code id: it is what a phone needs to scan)."""
+    logs.event("qr_outcome", outcome=outcome, client_id=record.client_id, **fields)
 
 
 def _live_group(address: str) -> str:
@@ -207,6 +213,14 @@ class QrService:
                 retry_after=LIVE_RETRY_AFTER,
             )
 
+    async def note_expired(self, qr_id: str, record: QrRecord) -> None:
+        """A waiter saw the code expire: counted once per code (an atomic count in the store; the
+        desktop's socket and its long-poll may both see it), and written as a `qr_outcome` event."""
+        key = keys.key(keys.Space.QR_EXPIRED, qr_id)
+        if await self._store.hit(key, self._settings.qr_purge_after + 60, approximate=True) == 1:
+            metrics.labelled(metrics.QR_EVENTS, "expire").inc()
+            _outcome("expired", record)
+
     async def _release_live(self, record: QrRecord, qr_id: str) -> None:
         """A finished code (delivered, cancelled, abandoned) is no longer live."""
         await self._store.release_live(_live_group(address_key(record.ip)), qr_id)
@@ -258,6 +272,7 @@ class QrService:
         await self.record_for_waiter(qr_id, waiter_token)
         abandoned = await self._apply(qr_id, machine.plan(QrEvent.ABANDON))
         metrics.labelled(metrics.QR_EVENTS, "abandon").inc()
+        _outcome("abandoned", abandoned)
         await self._release_live(abandoned, qr_id)
 
     async def take_delivery(self, qr_id: str) -> tuple[TokenResponse | None, QrRecord | None]:
@@ -340,13 +355,15 @@ class QrService:
             "confirmer_auth_time": str(fresh_password_at if fresh else phone.claims["auth_time"]),
             "confirmer_amr": "pwd" if fresh else "",
         }
-        await self._apply(qr_id, machine.plan(QrEvent.CONFIRM, actor=person_id, updates=updates))
+        confirmed = await self._apply(qr_id, machine.plan(QrEvent.CONFIRM, actor=person_id, updates=updates))
         metrics.labelled(metrics.QR_EVENTS, "confirm").inc()
+        _outcome("confirmed", confirmed, fresh_password=fresh)
 
     async def cancel(self, qr_id: str, phone: Caller) -> None:
         person_id = self._scanning_person(phone)
         cancelled = await self._apply(qr_id, machine.plan(QrEvent.CANCEL, actor=person_id))
         metrics.labelled(metrics.QR_EVENTS, "cancel").inc()
+        _outcome("cancelled", cancelled)
         await self._release_live(cancelled, qr_id)
 
     def _scanning_person(self, phone: Caller) -> str:

@@ -25,6 +25,7 @@ class Space(StrEnum):
     OIDC_CODE_SPENT = "oidc-code-spent"  # oidc/provider.py: what a used code issued (reuse revokes it)
     SSO_SESSION = "sso-session"  # oidc/provider.py: a browser's sign-in (by its cookie's hash)
     OIDC_LOGOUT = "oidc-logout"  # oidc/logout.py: a logout waiting for the person's confirmation
+    QR_EXPIRED = "qr-expired"  # qr/service.py: a code's expiry counted (once, by the first waiter to see it)
     QR_LIVE = "qr-live"  # qr/service.py: the live QR codes, all and by address (state/*.py reserve_live)
 
 
