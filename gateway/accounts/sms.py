@@ -282,8 +282,11 @@ class SmsChallenges:
         """`send=False`: a challenge for an unknown identity (made-up `phone`): counted and kept the
         same way, but nothing is sent; it waits about as long as a send."""
         await self._per_ip.hit(address_key(ip))
-        await self._resend.hit(f"{purpose}:{phone}")
-        await self._daily.hit(phone)
+        # A made-up phone may be someone's real number: its limits are counted under the unknown
+        # identity instead, so asking about strangers never spends a real phone's budget.
+        counted_as = phone if send else person_id
+        await self._resend.hit(f"{purpose}:{counted_as}")
+        await self._daily.hit(counted_as)
         code = f"{secrets.randbelow(10**6):06d}"
         challenge_id = secrets.token_urlsafe(16)
         salt = secrets.token_bytes(16)
@@ -305,7 +308,7 @@ class SmsChallenges:
                 await asyncio.sleep(self._send_seconds * (0.75 + secrets.randbelow(500) / 1000))
         except SmsUnavailable:
             await self._store.delete(_key(challenge_id))
-            await self._resend.forget(f"{purpose}:{phone}")  # nothing was sent: the person may retry at once
+            await self._resend.forget(f"{purpose}:{counted_as}")  # nothing was sent: the person may retry at once
             raise
         return {
             "challenge_id": challenge_id,
