@@ -28,7 +28,7 @@ from gateway.guard.captcha import Captchas
 from gateway.guard.guard import SecretGuard
 from gateway.guard.hashing import PasswordHashing
 from gateway.guard.throttle import Throttle
-from gateway.middleware import BodyLimitMiddleware, ObserveMiddleware
+from gateway.middleware import BodyLimitMiddleware, ForwardedMiddleware, ObserveMiddleware
 from gateway.oidc import http as oidc_http
 from gateway.oidc import logout as oidc_logout
 from gateway.oidc import signin as oidc_signin
@@ -128,7 +128,7 @@ class Services:
             ),
         )
         challenges = sms.SmsChallenges(
-            settings, store, sms.create_sender(settings), records=records, identity_ip=identity_ip
+            settings, store, sms.create_sender(settings), records=records, identity_ip=identity_ip, captchas=captchas
         )
         registrations = registration.Registrations.create(
             settings, store, records=records, hashing=hashing, sms=challenges, audit=audit, identity_ip=identity_ip
@@ -188,7 +188,13 @@ class Services:
         settings = self.settings
         # Starlette tries routes in order: the busiest (a login's, a relying party's) come first.
         return [
-            *qr_http.routes(self.qr, images=self.images, bearer=self.bearer, draining=self.draining),
+            *qr_http.routes(
+                self.qr,
+                images=self.images,
+                bearer=self.bearer,
+                draining=self.draining,
+                reauthenticate=self.logins.reauthenticate,
+            ),
             *token_endpoints.routes(self.tokens),
             *oidc_http.routes(self.oidc, self.bearer, self.dpop),
             *login.routes(self.logins),
@@ -251,6 +257,7 @@ def create_app(
             *([UnitsMount(units)] if units is not None else []),
         ],
         middleware=[
+            Middleware(ForwardedMiddleware, trusted=config.trusted_proxies),
             Middleware(ObserveMiddleware),
             Middleware(BodyLimitMiddleware, limit=config.max_body_bytes),
         ],

@@ -65,8 +65,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
         ws_ping_timeout=settings.ws_ping_interval,
         ws_max_size=settings.ws_max_message,
         ws_per_message_deflate=False,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.trusted_proxies,
+        proxy_headers=False,  # gateway/middleware.py ForwardedMiddleware reads them (QRGATE_TRUSTED_PROXIES)
         timeout_graceful_shutdown=10,
         backlog=4096,
         lifespan="on",

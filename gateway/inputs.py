@@ -5,6 +5,7 @@ Every way a request can be malformed ends here as a 4xx problem that names what 
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TypeVar
 from urllib.parse import parse_qsl
 
@@ -86,5 +87,35 @@ def bearer_token(request: Request) -> str:
 
 
 def client_ip(request: Request) -> str:
-    # uvicorn has already replaced this with X-Forwarded-For when the peer is a trusted proxy.
+    """The client's address, canonical (gateway/middleware.py `ForwardedMiddleware` has taken it from
+    X-Forwarded-For when the peer is a trusted proxy, and written every address in one spelling)."""
     return request.client.host if request.client else ""
+
+
+def canonical_address(text: str) -> str | None:
+    """One spelling per address: IPv6 compressed and lower case, an IPv4-mapped IPv6 address as the
+    IPv4 address; None when `text` is not an IP address (a bracketed IPv6 literal is accepted)."""
+    value = text.strip()
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def address_key(ip: str) -> str:
+    """What per-address limits count under: an IPv4 address itself, an IPv6 address by its /64 (one
+    subscriber's network: its addresses are free to the holder, so each must not get a budget of its
+    own). Anything else (no address at all) is counted as it is."""
+    if ":" not in ip:
+        return ip  # IPv4 (canonical already) or empty
+    canonical = canonical_address(ip)
+    if canonical is None:
+        return ip
+    if ":" not in canonical:
+        return canonical  # an IPv4-mapped address
+    return str(ipaddress.IPv6Network(f"{canonical}/64", strict=False))

@@ -14,7 +14,8 @@ M = TypeVar("M", bound=MetricWrapperBase)
 WAITING_WEBSOCKETS = Gauge("qrgate_waiting_websockets", "Desktop WebSockets waiting for their QR's events.")
 QR_EVENTS = Counter(
     "qrgate_qr_events_total",
-    "QR lifecycle events: mint, scan, confirm, cancel, abandon, deliver, expire (seen by a waiter).",
+    "QR lifecycle events: mint, scan, confirm, cancel, abandon, deliver, expire (seen by a waiter); "
+    "refused_address, refused_capacity (a mint refused by the live-code caps).",
     ["event"],
 )
 PASSWORD_LOGINS = Counter(
@@ -44,6 +45,25 @@ REQUEST_LATENCY = Histogram(
 )
 BACKEND_ERRORS = Counter(
     "qrgate_backend_errors_total", "Errors reaching a backend: store (Redis) or database.", ["backend"]
+)
+
+CAPTCHA_FAILURES = Counter(
+    "qrgate_captcha_failures_total",
+    "Captcha refusals by scope (login, unit, sms-reset, ...) and reason: required (none sent where one was due), "
+    "invalid (wrong, used or expired).",
+    ["scope", "reason"],
+)
+UNLOCKS = Counter(
+    "qrgate_unlocks_total",
+    "Locked subjects unlocked by a reset, by scope (login: a person; unit: a declaration password) and how "
+    "(forgotten_password, hall, unit_officer, cli, demo).",
+    ["scope", "how"],
+)
+PASSWORD_RESETS = Counter(
+    "qrgate_password_resets_total",
+    "Passwords set anew, by scope (login: a person's; unit: a declaration password) and how "
+    "(forgotten_password, hall, unit_officer, cli, demo).",
+    ["scope", "how"],
 )
 
 

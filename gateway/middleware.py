@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import time
@@ -9,6 +10,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import errors, logs, metrics
+from gateway.inputs import canonical_address
 
 
 class BodyLimitMiddleware:
@@ -102,3 +104,72 @@ def route_template(scope: Scope) -> str:
     if isinstance(path, str):
         return str(scope.get("root_path", "")) + path
     return "unmatched"
+
+
+class ForwardedMiddleware:
+    """The client's address and scheme behind trusted proxies (instead of the server's own proxy
+    headers, which take whatever X-Forwarded-For says). When the peer is one of `trusted` (addresses
+    or networks, comma-separated, or `*`), X-Forwarded-For is read from the right: trusted proxies are
+    skipped, the first other address is the client. A value that is not an IP address ends the walk:
+    the client is then the last address known good (the peer, or the proxy that added the junk), so a
+    made-up value never gets an address, nor a per-address budget, of its own. Every address is
+    written in one spelling (`inputs.canonical_address`): an IPv4-mapped peer as IPv4, IPv6 compressed.
+    X-Forwarded-Proto (http or https) from a trusted peer sets the scheme."""
+
+    def __init__(self, app: ASGIApp, trusted: str) -> None:
+        self.app = app
+        entries = [entry.strip() for entry in trusted.split(",") if entry.strip()]
+        self.everyone = "*" in entries
+        self.networks = []
+        for entry in entries:
+            if entry == "*":
+                continue
+            try:
+                self.networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                continue  # a host name or junk in the setting trusts nothing
+        self.exact = {str(network.network_address) for network in self.networks if network.num_addresses == 1}
+
+    def _trusts(self, address: str) -> bool:
+        if self.everyone or address in self.exact:
+            return True
+        try:
+            parsed = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(parsed in network for network in self.networks)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or not scope.get("client"):
+            await self.app(scope, receive, send)
+            return
+        peer, port = scope["client"]
+        client = canonical_address(peer) if ":" in peer else peer
+        client = client or peer
+        if self._trusts(client):
+            forwarded: list[bytes] = []
+            proto = b""
+            for name, value in scope["headers"]:
+                if name == b"x-forwarded-for":
+                    forwarded.append(value)
+                elif name == b"x-forwarded-proto":
+                    proto = value
+            if forwarded:
+                hops = b",".join(forwarded).decode("latin-1").split(",")
+                for hop in reversed(hops):
+                    address = canonical_address(hop)
+                    if address is None:
+                        break
+                    client = address
+                    if not self._trusts(address):
+                        break
+            scheme = proto.decode("latin-1").strip().lower()
+            if scheme in ("http", "https"):
+                secure = scheme == "https"
+                if scope["type"] == "websocket":
+                    scope["scheme"] = "wss" if secure else "ws"
+                else:
+                    scope["scheme"] = scheme
+        if client != peer:
+            scope["client"] = (client, port)
+        await self.app(scope, receive, send)

@@ -90,6 +90,18 @@ class Settings(BaseSettings):
         "every qr_ttl seconds.",
     )
     qr_mint_ip_window: int = Field(60, ge=1, description="Window of qr_mint_ip_max (s).")
+    qr_live_ip_max: int = Field(
+        1000,
+        ge=1,
+        description="Live QR codes (unexpired, not yet delivered, cancelled or abandoned) one IP address (an "
+        "IPv6 /64) may hold in the store, all gateway processes together; then 429 `too_many_live_codes`.",
+    )
+    qr_live_max: int = Field(
+        100_000,
+        ge=1,
+        description="Live QR codes the store holds at most (all addresses; about 1.2 kB each in Redis); then "
+        "503 `qr_capacity`: bounds the memory that minting can take.",
+    )
     qr_purge_after: int = Field(
         300, ge=10, le=3600, description="Seconds a finished QR is remembered (410 instead of 404)."
     )
@@ -186,6 +198,11 @@ class Settings(BaseSettings):
     sms_ip_max: int = Field(30, ge=1, description="SMS codes one IP address may request per sms_ip_window.")
     sms_ip_window: int = Field(3600, ge=1, description="Window of sms_ip_max (s).")
     sms_max_verify_attempts: int = Field(5, ge=1, le=20, description="Wrong tries before an SMS code is void.")
+    unknown_identity_secret: SecretStr = Field(
+        SecretStr(""),
+        description="HMAC secret for the masked phone shown when a forgotten-password SMS is asked for an identity "
+        "no account has (so asking twice shows the same); the same on every process. Empty: random per process.",
+    )
     face_verification_url: str = Field(
         "", description="Face verification service endpoint; empty disables registration by face."
     )
@@ -219,7 +236,9 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="json: one object per line; text: for humans.")
     trusted_proxies: str = Field(
-        "127.0.0.1", description="Addresses whose X-Forwarded-For is trusted (comma-separated, or *)."
+        "127.0.0.1",
+        description="Addresses or networks (CIDR) whose X-Forwarded-For and X-Forwarded-Proto are trusted "
+        "(comma-separated, or *).",
     )
 
     # Web pages (gateway/web/) ------------------------------------------------------------------------
@@ -304,7 +323,7 @@ class Settings(BaseSettings):
     )
     units_reset_max_auth_age: int = Field(
         600,
-        ge=30,
+        ge=1,
         le=86400,
         description="Resetting a declaration password needs a login (auth_time) at most this old (s).",
     )

@@ -23,6 +23,7 @@ from tests.support.accounts import (
     register,
     sms_challenge,
     sms_codes,
+    solved_captcha,
 )
 from tests.support.databases import fresh_database
 from tests.support.gateway_server import ThreadedGateway, free_port, make_settings
@@ -82,8 +83,12 @@ async def test_rare_characters_register_and_match(kind: str, tmp_path: Path) -> 
                         await sms_challenge(http, codes, body)
                     near_miss = {**identity_fields(rare), "name": "𠮷"}
                     response = await http.post(
-                        "/v1/sms/challenges", json={"purpose": "reset_password", "identity": near_miss}
+                        "/v1/sms/challenges",
+                        json={"purpose": "reset_password", "identity": near_miss, **await solved_captcha(http)},
                     )
-                    assert response.json()["code"] == "identity_not_found"
+                    # Answered like a registered identity, but with a made-up hint and no SMS.
+                    assert response.status_code == 201, response.text
+                    assert response.json()["phone_masked"] != rare["phone"][:3] + "****" + rare["phone"][-4:]
+                    assert response.json()["challenge_id"] not in codes.codes
         finally:
             server.stop()

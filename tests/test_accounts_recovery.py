@@ -88,7 +88,8 @@ async def test_forgot_password_needs_the_right_identity_and_code(
         "/v1/password/forgot",
         json={**identity_fields(person), "name": "李四", "sms_challenge_id": challenge, "sms_code": code},
     )
-    assert (wrong_name.status_code, wrong_name.json()["code"]) == (404, "identity_not_found")
+    # A wrong name is an identity no account has: its code reads as wrong, never as "no such person".
+    assert (wrong_name.status_code, wrong_name.json()["code"]) == (400, "sms_code_invalid")
     # A register code for the same phone is no reset code.
     other_challenge, other_code = await sms_challenge(http, codes, {"purpose": "register", "phone": person["phone"]})
     wrong_purpose = await http.post(

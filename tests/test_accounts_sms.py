@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.settings import Settings
-from tests.support.accounts import FakeService, SmsCodes, fresh_ip, identity_fields, sms_challenge
+from tests.support.accounts import FakeService, SmsCodes, fresh_ip, identity_fields, sms_challenge, solved_captcha
 from tests.support.gateway_server import ThreadedGateway, free_port, make_settings
 
 pytestmark = pytest.mark.anyio
@@ -60,7 +60,8 @@ async def test_one_sms_per_phone_and_purpose_per_minute(
     assert (again.status_code, again.json()["code"]) == (429, "sms_too_soon")
     assert 1 <= int(again.headers["retry-after"]) <= 60
     other_purpose = await http.post(
-        "/v1/sms/challenges", json={"purpose": "reset_password", "identity": identity_fields(person)}
+        "/v1/sms/challenges",
+        json={"purpose": "reset_password", "identity": identity_fields(person), **await solved_captcha(http)},
     )
     assert other_purpose.status_code == 201
     assert other_purpose.json()["phone_masked"] == person["phone"][:3] + "****" + person["phone"][-4:]
@@ -77,8 +78,14 @@ async def test_one_sms_per_phone_and_purpose_per_minute(
         (
             {"purpose": "reset_password", "identity": {"id_type": "resident_id", "id_number": "11010519491231002X",
                                                        "name": "无此人"}},
-            404,
-            "identity_not_found",
+            400,
+            "captcha_required",
+        ),
+        (
+            {"purpose": "reset_password", "identity": {"id_type": "resident_id", "id_number": "11010519491231002X",
+                                                       "name": "无此人"}, "captcha_id": "nope", "captcha_answer": "X"},
+            400,
+            "captcha_invalid",
         ),
     ],
 )  # fmt: skip
@@ -158,7 +165,7 @@ async def test_the_webhook_sender_against_a_fake_provider(tmp_path: Path) -> Non
             server.add_person(**person)
             async with httpx.AsyncClient(base_url=server.base_url) as http:
                 body = {"purpose": "reset_password", "identity": identity_fields(person)}
-                challenge = await http.post("/v1/sms/challenges", json=body)
+                challenge = await http.post("/v1/sms/challenges", json={**body, **await solved_captcha(http)})
                 assert challenge.status_code == 201, challenge.text
                 sent, authorization = provider.received[-1]
                 assert authorization == "Bearer hook-s3cret"
@@ -198,3 +205,75 @@ def test_qrgate_serve_in_production_refuses_the_dev_sender(tmp_path: Path) -> No
     )  # fmt: skip
     assert served.returncode == 2
     assert "dev SMS sender" in served.stderr
+
+
+async def test_a_reset_code_for_an_unknown_identity_reads_like_one_for_a_registered_one(
+    http: httpx.AsyncClient, codes: SmsCodes, make_person: Person
+) -> None:
+    """Issue 15, item 8: the forgotten-password SMS needs a captcha, and does not tell a registered
+    identity from an unknown one: the same 201 shape, a made-up but stable masked phone, no SMS, and
+    a code that always fails like a wrong one."""
+    person = make_person()
+    unknown = {**identity_fields(person), "name": "王不存在"}  # the same ID number, another name: no account
+    bare = await http.post("/v1/sms/challenges", json={"purpose": "reset_password", "identity": unknown})
+    assert (bare.status_code, bare.json()["code"]) == (400, "captcha_required")
+
+    known = await http.post(
+        "/v1/sms/challenges",
+        json={"purpose": "reset_password", "identity": identity_fields(person), **await solved_captcha(http)},
+        headers=fresh_ip(),
+    )
+    sent_before = len(codes.codes)
+    first = await http.post(
+        "/v1/sms/challenges",
+        json={"purpose": "reset_password", "identity": unknown, **await solved_captcha(http)},
+        headers=fresh_ip(),
+    )
+    assert (known.status_code, first.status_code) == (201, 201), first.text
+    assert set(first.json()) == set(known.json()) == {"challenge_id", "expires_in", "resend_after", "phone_masked"}
+    assert first.json()["expires_in"] == known.json()["expires_in"]
+    assert first.json()["resend_after"] == known.json()["resend_after"]
+    masked = first.json()["phone_masked"]
+    assert re.fullmatch(r"1[3-9][0-9]\*{4}[0-9]{4}", masked), masked
+    assert masked != known.json()["phone_masked"]
+    await asyncio.sleep(0.2)
+    assert len(codes.codes) == sent_before  # no SMS went anywhere
+    assert first.json()["challenge_id"] not in codes.codes
+
+    # Asking again too soon is refused as for a real phone; after the interval, the same hint.
+    again = await http.post(
+        "/v1/sms/challenges",
+        json={"purpose": "reset_password", "identity": unknown, **await solved_captcha(http)},
+        headers=fresh_ip(),
+    )
+    assert (again.status_code, again.json()["code"]) == (429, "sms_too_soon")
+    # Any code for it fails as a wrong code does, with the same countdown of tries.
+    forgot = {**unknown, "sms_challenge_id": first.json()["challenge_id"]}
+    answers = [
+        await http.post("/v1/password/forgot", json={**forgot, "sms_code": f"{n:06d}"}, headers=fresh_ip())
+        for n in range(5)
+    ]
+    assert [a.json()["code"] for a in answers] == ["sms_code_invalid"] * 5
+    assert [a.json()["attempts_left"] for a in answers] == [4, 3, 2, 1, 0]
+
+
+async def test_the_unknown_identity_hint_is_the_same_every_time(tmp_path: Path) -> None:
+    """Two gateways sharing the secret (as processes behind one balancer do) show the same hint."""
+    hints = []
+    for run in range(2):
+        (tmp_path / str(run)).mkdir()
+        port = free_port()
+        settings = make_settings(
+            (tmp_path / str(run)), port, unknown_identity_secret="hint-s3cret", sms_resend_interval=1
+        )
+        server = ThreadedGateway(settings, port).start()
+        try:
+            async with httpx.AsyncClient(base_url=server.base_url) as client:
+                body = {"purpose": "reset_password", "identity": {"id_type": "resident_id",
+                        "id_number": "11010519491231002X", "name": "无此人"}}  # fmt: skip
+                answer = await client.post("/v1/sms/challenges", json={**body, **await solved_captcha(client)})
+                assert answer.status_code == 201, answer.text
+                hints.append(answer.json()["phone_masked"])
+        finally:
+            server.stop()
+    assert hints[0] == hints[1]

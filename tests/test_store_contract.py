@@ -720,3 +720,46 @@ def test_tls_options_of_a_url_mean_what_they_mean_to_redis_py() -> None:
 def test_bad_redis_urls_are_refused(url: str) -> None:
     with pytest.raises(ValueError, match=r"."):
         parse_redis_url(url)
+
+
+# Live QR codes (reserve_live): the mint's caps per address and per store ----------------------------
+
+
+def test_live_entries_are_capped_per_group_and_per_store(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.store() as store:
+            group_a, group_b = "a" + new_id(), "b" + new_id()
+            now = time.time()
+            reserve = store.reserve_live
+            assert await reserve(group_a, "m1", now + 60, now, group_max=2, total_max=3) == "reserved"
+            assert await reserve(group_a, "m1", now + 60, now, group_max=2, total_max=3) == "reserved"  # a repeat
+            assert await reserve(group_a, "m2", now + 60, now, group_max=2, total_max=3) == "reserved"
+            assert await reserve(group_a, "m3", now + 60, now, group_max=2, total_max=3) == "group_full"
+            assert await reserve(group_b, "m4", now + 60, now, group_max=2, total_max=3) == "reserved"
+            assert await reserve(group_b, "m5", now + 60, now, group_max=2, total_max=3) == "store_full"
+            await store.release_live(group_a, "m1")  # finished: no longer live
+            await store.release_live(group_a, "m1")  # harmless to repeat
+            assert await reserve(group_a, "m3", now + 60, now, group_max=2, total_max=3) == "reserved"
+            # Entries past their expiry are no longer counted.
+            later = now + 61
+            assert await reserve(group_a, "m6", later + 60, later, group_max=2, total_max=3) == "reserved"
+            assert await reserve(group_b, "m7", later + 60, later, group_max=2, total_max=3) == "reserved"
+
+    run(body)
+
+
+def test_live_reservations_racing_from_two_stores_never_pass_the_cap(backend: Backend) -> None:
+    async def body() -> None:
+        async with backend.store() as one, backend.store() as two:
+            stores = (one, two) if backend.shared else (one, one)
+            group, now = "g" + new_id(), time.time()
+            outcomes = await asyncio.gather(
+                *(
+                    stores[i % 2].reserve_live(group, f"m{i}", now + 60, now, group_max=7, total_max=1_000_000)
+                    for i in range(40)
+                )
+            )
+            assert outcomes.count("reserved") == 7
+            assert outcomes.count("group_full") == 33
+
+    run(body)

@@ -119,17 +119,47 @@ async def test_authorizations_and_their_windows(engine: AsyncEngine) -> None:
     assert await records.active_authorization(tin, newcomer, now + timedelta(seconds=2)) is None
     assert await records.active_authorizations(clerk, now + timedelta(days=10)) == {}
 
-    revoked = await records.revoke(tin, longer.id, revoked_by=boss)
+    revoked, role_removed = await records.revoke(tin, longer.id, revoked_by=boss)
     assert revoked is not None
     assert revoked.revoked_at is not None
     assert not revoked.active(now)
-    again = await records.revoke(tin, longer.id, revoked_by=clerk)
+    assert not role_removed  # the clerk's role was assigned, and another authorization is live
+    again, _ = await records.revoke(tin, longer.id, revoked_by=clerk)
     assert again is not None
     assert again.revoked_at == revoked.revoked_at  # revoking again changes nothing
-    assert await records.revoke(other, first.id, revoked_by=boss) is None  # another unit's id
+    assert await records.revoke(other, first.id, revoked_by=boss) == (None, False)  # another unit's id
     still = await records.active_authorization(tin, clerk, now)
     assert still is not None
     assert still.id == first.id
     listed = await records.authorizations(tin)
     assert {a.id for a in listed} >= {first.id, longer.id}
     assert [a.created_at for a in listed] == sorted((a.created_at for a in listed), reverse=True)
+
+
+async def test_revoking_removes_only_the_role_an_authorization_made(engine: AsyncEngine) -> None:
+    """Issue 15, item 8: a revoked grantee stayed tax staff (and could lock the declaration password
+    for every member). The role a grant made goes with the grantee's last live authorization; a role
+    the hall assigned, before or after the grant, stays."""
+    records = UnitRecords(engine)
+    boss, newcomer, assigned, promoted = await people(engine, 4)
+    tin = new_tin()
+    await records.create(tin=tin, name="授权有限公司", password_hash=None, created_by="cli")
+    await records.assign_role(tin, boss, UnitRole.LEGAL_REP, granted_by="cli")
+    await records.assign_role(tin, assigned, UnitRole.TAX_STAFF, granted_by="hall-staff")
+    until = datetime.now(UTC) + timedelta(days=3)
+    one = await records.grant(tin=tin, grantor_id=boss, grantee_id=newcomer, valid_until=until)
+    two = await records.grant(tin=tin, grantor_id=boss, grantee_id=newcomer, valid_until=until)
+    for_assigned = await records.grant(tin=tin, grantor_id=boss, grantee_id=assigned, valid_until=until)
+    for_promoted = await records.grant(tin=tin, grantor_id=boss, grantee_id=promoted, valid_until=until)
+    await records.assign_role(tin, promoted, UnitRole.TAX_STAFF, granted_by="hall-staff")  # the hall's now
+
+    assert (await records.revoke(tin, one.id, revoked_by=boss))[1] is False  # `two` still holds
+    assert await records.membership(tin, newcomer) is not None
+    assert (await records.revoke(tin, two.id, revoked_by=boss))[1] is True
+    assert await records.membership(tin, newcomer) is None
+    assert (await records.revoke(tin, two.id, revoked_by=boss))[1] is False  # again: nothing more
+    for grant, person in ((for_assigned, assigned), (for_promoted, promoted)):
+        assert (await records.revoke(tin, grant.id, revoked_by=boss))[1] is False
+        membership = await records.membership(tin, person)
+        assert membership is not None
+        assert membership.role is UnitRole.TAX_STAFF

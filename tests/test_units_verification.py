@@ -224,7 +224,8 @@ async def test_authorization_grant_use_and_revocation(
 
     # A person with no role in the unit becomes its tax staff when authorized.
     newcomer_grant = {**grant, "grantee_identifier": newcomer.identity["login_name"]}
-    assert (await boss.post(f"/v1/units/{tin}/authorizations", newcomer_grant)).status_code == 201
+    newcomers = await boss.post(f"/v1/units/{tin}/authorizations", newcomer_grant)
+    assert newcomers.status_code == 201
     assert (await newcomer.get("/v1/units")).json()["units"][0]["role"] == "tax_staff"
 
     history = (await boss.get(f"/v1/units/{tin}/authorizations")).json()["authorizations"]
@@ -245,6 +246,18 @@ async def test_authorization_grant_use_and_revocation(
     unknown = await boss.delete(f"/v1/units/{tin}/authorizations/a_{'x' * 22}")
     assert unknown.status_code == 404
     assert unknown.json()["code"] == "authorization_not_found"
+
+    # Revoking the newcomer's authorization takes the tax-staff role it made (issue 15, item 8: the
+    # revoked grantee could still lock the declaration password for everyone); the clerk, whose role
+    # the hall assigned, is still tax staff after the revocation above.
+    assert (await newcomer.post(f"/v1/units/{tin}/verify", {"declaration_password": "Wrong-000"})).status_code == 401
+    assert (
+        await boss.delete(f"/v1/units/{tin}/authorizations/{newcomers.json()['authorization_id']}")
+    ).status_code == 204
+    assert (await newcomer.get("/v1/units")).json()["units"] == []
+    gone = await newcomer.post(f"/v1/units/{tin}/verify", {"declaration_password": "Wrong-000"})
+    assert gone.status_code == 403, gone.text
+    assert (await clerk.get("/v1/units")).json()["units"][0]["role"] == "tax_staff"
 
 
 async def test_authorization_expires(units_stack: UnitsStack, http: httpx.AsyncClient, staff: Person) -> None:

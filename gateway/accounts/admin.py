@@ -86,10 +86,12 @@ class HallDesk:
         answer: dict[str, object] = {"mode": body.mode}
         if body.mode == "temporary_password":
             password = temporary_password()
-            await self.recovery.set_new_password(person.id, password, actor=staff_id, how="hall temporary password")
+            await self.recovery.set_new_password(
+                person.id, password, actor=staff_id, how="hall temporary password", channel="hall"
+            )
             answer["temporary_password"] = password
         else:
-            answer["reset_ticket"] = await self.recovery.new_ticket(person.id)
+            answer["reset_ticket"] = await self.recovery.new_ticket(person.id, channel="hall")
             answer["expires_in"] = self.recovery.settings.reset_ticket_ttl
             await self.audit.record("reset_ticket_issued", person.id, actor=staff_id, detail="at the hall")
         return answer

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 
 from pydantic import Field
@@ -84,17 +84,44 @@ class PasswordLogins:
         captcha, the decoy hash for unknown identifiers, the verdict); issues nothing. The login API
         and the browser sign-in page (gateway/oidc/signin.py) both come through here. Every outcome is
         counted in `qrgate_password_logins_total` and written as a `password_login` event."""
+        return await self._counted(self._authenticate(body, ip=ip), ip=ip, purpose="login")
+
+    async def reauthenticate(self, person_id: str, password: str, attempt: Attempt) -> None:
+        """The person of a session proves a fresh authentication by entering the password again (a QR
+        confirm that gives the desktop a fresh login): the same guard as a login (throttle, lock,
+        captcha rule, verdict), with the person's own counters, counted and logged like a login."""
+        await self._counted(self._reauthenticate(person_id, password, attempt), ip=attempt.ip, purpose="qr_confirm")
+
+    async def _counted(self, checking: Awaitable[Person], *, ip: str, purpose: str) -> Person:
         try:
-            person = await self._authenticate(body, ip=ip)
+            person = await checking
         except errors.GatewayError as refused:
             outcome = OUTCOME_OF_CODE.get(refused.code)
             if outcome is not None:  # not a refusal of the password (a store or database outage)
                 metrics.labelled(metrics.PASSWORD_LOGINS, outcome).inc()
-                logs.event("password_login", outcome=outcome, ip=ip)
+                logs.event("password_login", outcome=outcome, ip=ip, purpose=purpose)
             raise
         metrics.labelled(metrics.PASSWORD_LOGINS, "success").inc()
-        logs.event("password_login", outcome="success", ip=ip, sub=person.id)
+        logs.event("password_login", outcome="success", ip=ip, sub=person.id, purpose=purpose)
         return person
+
+    async def _reauthenticate(self, person_id: str, password: str, attempt: Attempt) -> Person:
+        await self.guard.throttle(attempt.ip)
+        person = await self.directory.get(person_id)
+        if person is None:
+            raise errors.Unauthorized("The person of this token no longer exists.", code="invalid_token")
+        found = person
+
+        async def verify() -> bool:
+            return await self.hashing.verify(found.password_hash, password)
+
+        async def audit_lock() -> None:
+            await self.audit.record(
+                "account_locked", found.id, detail=f"wrong passwords at a QR confirm; ip={attempt.ip}"
+            )
+
+        await self.guard.check(found.id, attempt, verify, on_lock=audit_lock)
+        return found
 
     async def _authenticate(self, body: PasswordCredentials, *, ip: str) -> Person:
         await self.guard.throttle(ip)  # before the directory is asked anything

@@ -22,15 +22,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway import errors, rules
-from gateway.accounts.identity import IdentityFields, identity_of, person_with
+from gateway import errors, logs, metrics, rules
+from gateway.accounts.identity import IdentityFields, identity_of
 from gateway.accounts.records import AccountRecords
-from gateway.accounts.sms import SmsChallenges
+from gateway.accounts.sms import UNKNOWN, SmsChallenges, SmsCodeInvalid
 from gateway.directory.audit import AuditLog
 from gateway.guard.guard import SecretGuard
 from gateway.guard.hashing import PasswordHashing
 from gateway.guard.throttle import Throttle
-from gateway.inputs import StrictModel, client_ip, read_json
+from gateway.inputs import StrictModel, address_key, client_ip, read_json
 from gateway.jsonutil import dumps
 from gateway.settings import Settings
 from gateway.state import keys
@@ -70,27 +70,40 @@ class Recovery:
     audit: AuditLog
     identity_ip: Throttle
 
-    async def new_ticket(self, person_id: str) -> str:
+    async def new_ticket(self, person_id: str, *, channel: str = "forgotten_password") -> str:
+        """`channel`: who verified the person (forgotten_password: SMS; hall: staff), for the metrics."""
         ticket = secrets.token_urlsafe(32)
-        await self.store.put(_ticket_key(ticket), {"person_id": person_id}, self.settings.reset_ticket_ttl)
+        record = {"person_id": person_id, "channel": channel}
+        await self.store.put(_ticket_key(ticket), record, self.settings.reset_ticket_ttl)
         return ticket
 
-    async def set_new_password(self, person_id: str, password: str, *, actor: str, how: str) -> None:
-        """The one way a password changes after registration: hash, store, unlock, end sessions, audit."""
+    async def set_new_password(
+        self, person_id: str, password: str, *, actor: str, how: str, channel: str = "forgotten_password"
+    ) -> None:
+        """The one way a password changes after registration: hash, store, unlock, end sessions, audit.
+        `channel` (forgotten_password, hall) labels the metrics and events; `how` is the audit's words."""
         password_hash = await self.hashing.hash(rules.check_password(password))
         await self.records.set_password(person_id, password_hash)
         was_locked = await self.login_guard.unlock(person_id)
         ended = await self.sessions.end_sessions_of(person_id)
         await self.audit.record("password_reset", person_id, actor=actor, detail=f"{how}; {ended} sessions ended")
+        metrics.labelled(metrics.PASSWORD_RESETS, "login", channel).inc()
+        logs.event("password_reset", scope="login", how=channel, sub=person_id, sessions_ended=ended)
         if was_locked:
             await self.audit.record("account_unlocked", person_id, actor=actor, detail=how)
+            metrics.labelled(metrics.UNLOCKS, "login", channel).inc()
+            logs.event("unlocked", scope="login", how=channel, sub=person_id)
 
     async def forgot(self, body: ForgotPassword, *, ip: str) -> dict[str, object]:
         identity = identity_of(body)
-        await self.identity_ip.hit(ip)
-        person = await person_with(self.records, identity)
-        await self.sms.verify(body.sms_challenge_id, body.sms_code, "reset_password", person_id=person.id)
-        return {"reset_ticket": await self.new_ticket(person.id), "expires_in": self.settings.reset_ticket_ttl}
+        await self.identity_ip.hit(address_key(ip))
+        # An identity no account has reads like any other: its challenge (if one was asked for) has a
+        # code nobody was told, so this fails as a wrong code would (sms_code_invalid, attempts_left).
+        person_id = await self.sms.person_id_for(identity)
+        await self.sms.verify(body.sms_challenge_id, body.sms_code, "reset_password", person_id=person_id)
+        if person_id.startswith(UNKNOWN):  # not reachable: nobody knows such a challenge's code
+            raise SmsCodeInvalid("The SMS code is wrong, used or expired; request a new one if needed.")
+        return {"reset_ticket": await self.new_ticket(person_id), "expires_in": self.settings.reset_ticket_ttl}
 
     async def reset(self, body: PasswordReset) -> None:
         invalid = ResetTicketInvalid("The reset ticket is wrong, used or expired; verify your identity again.")
@@ -101,7 +114,9 @@ class Recovery:
         if record is None:
             raise invalid
         person_id = record["person_id"]
-        await self.set_new_password(person_id, body.new_password, actor=person_id, how="forgotten password")
+        channel = record.get("channel", "forgotten_password")
+        how = "hall reset ticket" if channel == "hall" else "forgotten password"
+        await self.set_new_password(person_id, body.new_password, actor=person_id, how=how, channel=channel)
 
 
 def routes(recovery: Recovery) -> list[BaseRoute]:

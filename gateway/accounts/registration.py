@@ -37,7 +37,7 @@ from gateway.directory.audit import AuditLog
 from gateway.guard.guard import Attempt, CodeRefusals, SecretGuard
 from gateway.guard.hashing import PasswordHashing
 from gateway.guard.throttle import Throttle, key_part
-from gateway.inputs import StrictModel, client_ip, read_json
+from gateway.inputs import StrictModel, address_key, client_ip, read_json
 from gateway.jsonutil import dumps
 from gateway.settings import Settings
 from gateway.state import keys
@@ -185,7 +185,7 @@ class Registrations:
         identity = identity_of(body)
         if body.method == "face":
             self.face.check_applicable(identity)
-        await self.identity_ip.hit(ip)
+        await self.identity_ip.hit(address_key(ip))
         code_id = ""
         if body.registration_code is not None:
             code_id = await self.check_hall_code(identity, body.registration_code)

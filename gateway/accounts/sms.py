@@ -13,10 +13,12 @@ production); `webhook` POSTs it to the provider's HTTP endpoint with a bearer se
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import secrets
+import time
 from typing import Literal, Protocol
 
 import httpx
@@ -25,16 +27,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway import errors, rules
-from gateway.accounts.identity import IdentityFields, identity_of, person_with
+from gateway import errors, logs, metrics, rules
+from gateway.accounts.identity import IdentityFields, identity_of, same_name
 from gateway.accounts.records import AccountRecords, Identity
+from gateway.guard.captcha import CaptchaInvalid, CaptchaRequired, Captchas
 from gateway.guard.guard import Attempt, CodeRefusals, SecretGuard
 from gateway.guard.throttle import Throttle, key_part
-from gateway.inputs import StrictModel, client_ip, read_json
+from gateway.inputs import StrictModel, address_key, client_ip, read_json
 from gateway.jsonutil import dumps
 from gateway.settings import Settings
 from gateway.state import keys
-from gateway.state.attempts import AttemptLimits
+from gateway.state.attempts import AttemptLimits, CaptchaCheck
 from gateway.state.base import StateStore
 
 log = logging.getLogger("qrgate.sms")
@@ -54,6 +57,67 @@ class SmsCodeInvalid(errors.BadRequest):
 def mask_phone(phone: str) -> str:
     """13900000001 -> 139****0001."""
     return phone[:3] + "****" + phone[-4:]
+
+
+# Mobile number prefixes in use in mainland China: an unknown identity's made-up hint starts with one.
+MOBILE_PREFIXES = (
+    "130",
+    "131",
+    "132",
+    "133",
+    "134",
+    "135",
+    "136",
+    "137",
+    "138",
+    "139",
+    "145",
+    "147",
+    "150",
+    "151",
+    "152",
+    "153",
+    "155",
+    "156",
+    "157",
+    "158",
+    "159",
+    "166",
+    "171",
+    "172",
+    "173",
+    "175",
+    "176",
+    "177",
+    "178",
+    "180",
+    "181",
+    "182",
+    "183",
+    "184",
+    "185",
+    "186",
+    "187",
+    "188",
+    "189",
+    "191",
+    "198",
+    "199",
+)
+UNKNOWN = "unknown:"  # the prefix of a challenge's "phone" and "person_id" made for an unknown identity
+
+
+def identity_digest(secret: bytes, identity: Identity) -> str:
+    """A keyed digest of an identity (never the identity itself in a key or a record)."""
+    text = "\x1f".join((identity.id_type.value, identity.id_number, identity.name, identity.nationality or ""))
+    return hmac.new(secret, text.encode(), hashlib.sha256).hexdigest()
+
+
+def decoy_phone(digest: str) -> str:
+    """A plausible mobile number derived from an unknown identity's digest: the same every time."""
+    number = int(digest[:16], 16)
+    prefix = MOBILE_PREFIXES[number % len(MOBILE_PREFIXES)]
+    return f"{prefix}{(number // len(MOBILE_PREFIXES)) % 10**8:08d}"
 
 
 class SmsSender(Protocol):
@@ -140,12 +204,17 @@ class SmsChallenges:
         *,
         records: AccountRecords,
         identity_ip: Throttle,
+        captchas: Captchas,
     ) -> None:
         self._settings = settings
         self._store = store
         self.sender = sender
         self._records = records
         self._identity_ip = identity_ip
+        self._captchas = captchas
+        configured = settings.unknown_identity_secret.get_secret_value()
+        self._unknown_secret = configured.encode() if configured else secrets.token_bytes(32)
+        self._send_seconds = 0.0  # a moving average of how long sending takes (an unknown identity waits as long)
         self._per_ip = Throttle(
             store, keys.Throttles.SMS_IP, settings.sms_ip_max, settings.sms_ip_window, what="SMS requests"
         )
@@ -170,17 +239,54 @@ class SmsChallenges:
         )
         self._guard = SecretGuard(store, scope=keys.Guarded.SMS_CODE, limits=limits, refusals=SmsCodeRefusals())
 
+    async def require_captcha(self, captcha_id: str | None, captcha_answer: str | None) -> None:
+        """A solved captcha (consumed whatever the answer), or 400 `captcha_required` / `captcha_invalid`."""
+        check = await self._captchas.check(captcha_id, captcha_answer)
+        if check is CaptchaCheck.SOLVED:
+            return
+        reason = "required" if check is CaptchaCheck.NONE else "invalid"
+        metrics.labelled(metrics.CAPTCHA_FAILURES, "sms-reset", reason).inc()
+        logs.event("captcha_failed", scope="sms-reset", reason=reason)
+        if check is CaptchaCheck.NONE:
+            raise CaptchaRequired("Answer a captcha (POST /v1/captcha) and send captcha_id and captcha_answer.")
+        raise CaptchaInvalid("The captcha answer is wrong or the captcha has expired; request a new one.")
+
+    def unknown_subject(self, identity: Identity) -> str:
+        """Who a challenge for an identity no account has is for: a keyed digest, the same every time."""
+        return UNKNOWN + identity_digest(self._unknown_secret, identity)[:32]
+
+    async def person_id_for(self, identity: Identity) -> str:
+        """The id of the person registered with exactly this identity, else its `unknown_subject`."""
+        person = await self._records.person_by_identity(identity.id_type, identity.id_number)
+        if person is None or not same_name(person.name, identity.name):
+            return self.unknown_subject(identity)
+        return person.id
+
     async def issue_for_identity(self, identity: Identity, *, ip: str) -> dict[str, object]:
         """A `reset_password` code to the phone registered for `identity` (shown masked), so the
-        code proves control of the account's phone."""
-        await self._identity_ip.hit(ip)
-        person = await person_with(self._records, identity)
+        code proves control of the account's phone. For an identity no account has, the same answer:
+        a challenge is kept (with a code nobody is told, so verifying it fails like a wrong code) but no
+        SMS is sent, and `phone_masked` is made up from a keyed digest of the identity (the same each
+        time, a plausible mobile number), after about as long as sending takes."""
+        await self._identity_ip.hit(address_key(ip))
+        person = await self._records.person_by_identity(identity.id_type, identity.id_number)
+        if person is None or not same_name(person.name, identity.name):
+            subject = self.unknown_subject(identity)
+            phone = decoy_phone(identity_digest(self._unknown_secret, identity))
+            return await self.issue(phone=phone, purpose="reset_password", ip=ip, person_id=subject, send=False)
         return await self.issue(phone=person.phone, purpose="reset_password", ip=ip, person_id=person.id)
 
-    async def issue(self, *, phone: str, purpose: Purpose, ip: str, person_id: str = "") -> dict[str, object]:
-        await self._per_ip.hit(ip)
-        await self._resend.hit(f"{purpose}:{phone}")
-        await self._daily.hit(phone)
+    async def issue(
+        self, *, phone: str, purpose: Purpose, ip: str, person_id: str = "", send: bool = True
+    ) -> dict[str, object]:
+        """`send=False`: a challenge for an unknown identity (made-up `phone`): counted and kept the
+        same way, but nothing is sent; it waits about as long as a send."""
+        await self._per_ip.hit(address_key(ip))
+        # A made-up phone may be someone's real number: its limits are counted under the unknown
+        # identity instead, so asking about strangers never spends a real phone's budget.
+        counted_as = phone if send else person_id
+        await self._resend.hit(f"{purpose}:{counted_as}")
+        await self._daily.hit(counted_as)
         code = f"{secrets.randbelow(10**6):06d}"
         challenge_id = secrets.token_urlsafe(16)
         salt = secrets.token_bytes(16)
@@ -193,11 +299,16 @@ class SmsChallenges:
             "digest": _digest(salt, code),
         }
         await self._store.put(_key(challenge_id), record, ttl)
+        started = time.monotonic()
         try:
-            await self.sender.send(phone=phone, code=code, purpose=purpose, challenge_id=challenge_id, ttl=ttl)
+            if send:
+                await self.sender.send(phone=phone, code=code, purpose=purpose, challenge_id=challenge_id, ttl=ttl)
+                self._send_seconds = 0.8 * self._send_seconds + 0.2 * (time.monotonic() - started)
+            else:
+                await asyncio.sleep(self._send_seconds * (0.75 + secrets.randbelow(500) / 1000))
         except SmsUnavailable:
             await self._store.delete(_key(challenge_id))
-            await self._resend.forget(f"{purpose}:{phone}")  # nothing was sent: the person may retry at once
+            await self._resend.forget(f"{purpose}:{counted_as}")  # nothing was sent: the person may retry at once
             raise
         return {
             "challenge_id": challenge_id,
@@ -238,6 +349,9 @@ class ChallengeRequest(StrictModel):
     purpose: Purpose
     phone: str | None = Field(default=None, max_length=20)
     identity: IdentityFields | None = None
+    # reset_password: a solved captcha first (POST /v1/captcha), as in the password login
+    captcha_id: str | None = Field(default=None, max_length=64)
+    captcha_answer: str | None = Field(default=None, max_length=16)
 
 
 def routes(sms: SmsChallenges) -> list[BaseRoute]:
@@ -255,7 +369,9 @@ def routes(sms: SmsChallenges) -> list[BaseRoute]:
                     "A reset_password code needs `identity`; it goes to the account's registered phone.",
                     code="invalid_request",
                 )
-            answer = await sms.issue_for_identity(identity_of(body.identity), ip=ip)
+            identity = identity_of(body.identity)  # a malformed identity is refused before the captcha is used
+            await sms.require_captcha(body.captcha_id, body.captcha_answer)
+            answer = await sms.issue_for_identity(identity, ip=ip)
         return Response(
             dumps(answer), status_code=201, media_type="application/json", headers={"Cache-Control": "no-store"}
         )

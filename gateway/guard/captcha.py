@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from gateway import errors
 from gateway.guard.throttle import Throttle
-from gateway.inputs import client_ip
+from gateway.inputs import address_key, client_ip
 from gateway.jsonutil import dumps
 from gateway.settings import Settings
 from gateway.state import keys
@@ -115,7 +115,7 @@ def route(captchas: Captchas, path: str = "/v1/captcha") -> Route:
     """`POST {path}`: a new captcha (no body needed; anything sent is ignored, bounded by the body limit)."""
 
     async def new_captcha(request: Request) -> Response:
-        await captchas.throttle.hit(client_ip(request))
+        await captchas.throttle.hit(address_key(client_ip(request)))
         body = await captchas.issue()
         return Response(
             dumps(body), status_code=201, media_type="application/json", headers={"Cache-Control": "no-store"}

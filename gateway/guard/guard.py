@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from gateway import errors, logs, metrics
 from gateway.guard.captcha import CaptchaInvalid, CaptchaRequired, Captchas
 from gateway.guard.throttle import Throttle, TooManyRequests
+from gateway.inputs import address_key
 from gateway.state.attempts import (
     Admission,
     Admitted,
@@ -122,7 +123,7 @@ class SecretGuard:
     async def throttle(self, ip: str) -> None:
         """Step 0: the per-IP throttle (429), before the handler looks anything up."""
         if self._ip_throttle is not None:
-            await self._ip_throttle.hit(ip)
+            await self._ip_throttle.hit(address_key(ip))  # an IPv6 /64 counts as one address
 
     async def check(
         self,
@@ -134,7 +135,13 @@ class SecretGuard:
     ) -> None:
         """Return when `verify()` says the secret is right; raise the answer otherwise."""
         key, attempt_id = self._key(subject), secrets.token_hex(8)
-        await self._enter(key, attempt_id, attempt)
+        try:
+            await self._enter(key, attempt_id, attempt)
+        except (CaptchaRequired, CaptchaInvalid) as refused:
+            reason = "required" if isinstance(refused, CaptchaRequired) else "invalid"
+            metrics.labelled(metrics.CAPTCHA_FAILURES, self._scope.value, reason).inc()
+            logs.event("captcha_failed", scope=self._scope.value, reason=reason, ip=attempt.ip)
+            raise
         try:
             right = await verify()
         except BaseException:

@@ -19,7 +19,7 @@ from gateway.oidc.provider import OAuthError, OidcProvider, Redirect
 from gateway.oidc.requests import RefusedHere, RefusedToClient, single
 from gateway.tokens.assertions import ASSERTION_ALGORITHMS
 from gateway.tokens.bearer import BearerAuth
-from gateway.tokens.dpop import DpopVerifier, InvalidProof, thumbprint
+from gateway.tokens.dpop import DpopVerifier, InvalidProof, single_proof, thumbprint
 from gateway.tokens.verifier import InvalidToken
 from gateway.web.pages import page_headers, render
 from qrgate_verify.verifier import unverified_header
@@ -133,7 +133,7 @@ def token_grant(provider: OidcProvider, dpop: DpopVerifier) -> Callable[[Request
         if party is None:
             raise OAuthError("invalid_client", "Unknown client.", status=401)
         jkt = None
-        proof = request.headers.get("dpop")
+        proof = single_proof(request.headers.getlist("dpop"))
         if proof is not None:
             try:
                 jkt = proof_key(proof)

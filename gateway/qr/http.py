@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Awaitable, Callable
 
 from pydantic import Field
 from starlette.requests import Request
@@ -13,6 +14,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from gateway import errors
 from gateway.draining import Draining
+from gateway.guard.guard import Attempt
 from gateway.inputs import StrictModel, bearer_token, client_ip, read_json
 from gateway.jsonutil import dumps
 from gateway.qr.machine import QrState
@@ -29,6 +31,19 @@ class MintRequest(StrictModel):
     client_id: str = Field(min_length=1, max_length=64)
     device_name: str | None = Field(default=None, max_length=128)
     dpop_jkt: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{43}$")
+
+
+class ConfirmRequest(StrictModel):
+    """An optional proof of fresh authentication for a confirm: the person's password, entered again
+    (checked by the login's guard: throttle, lock, captcha rule)."""
+
+    password: str = Field(min_length=1, max_length=128)
+    captcha_id: str | None = Field(default=None, max_length=64)
+    captcha_answer: str | None = Field(default=None, max_length=16)
+
+
+# Checks a person's password as a login would (person id, password, what came with it); raises the refusal.
+Reauthenticate = Callable[[str, str, Attempt], Awaitable[None]]
 
 
 def json_response(body: object, status: int = 200) -> Response:
@@ -73,10 +88,11 @@ def parse_since(request: Request) -> QrState | None:
 
 
 class QrEndpoints:
-    def __init__(self, qr: QrService, images: QrImages, bearer: BearerAuth) -> None:
+    def __init__(self, qr: QrService, images: QrImages, bearer: BearerAuth, reauthenticate: Reauthenticate) -> None:
         self.qr = qr
         self.images = images
         self.bearer = bearer
+        self.reauthenticate = reauthenticate
 
     # desktop ---------------------------------------------------------------------------------------
     async def mint(self, request: Request) -> Response:
@@ -122,6 +138,8 @@ class QrEndpoints:
                 if changed is None:  # `wait` is up, or shutdown: answer what was seen last
                     break
                 seen = changed
+        if seen.state is QrState.EXPIRED:
+            await self.qr.note_expired(qr_id, seen.record)
         return json_response(seen.view(time.time()))
 
     async def abandon(self, request: Request) -> Response:
@@ -135,7 +153,17 @@ class QrEndpoints:
         return json_response(scanned)
 
     async def confirm(self, request: Request) -> Response:
-        await self.qr.confirm(request.path_params["qr_id"], await self.bearer.caller(request))
+        """No body: the desktop keeps the phone session's auth_time. With `password`: checked first, and
+        the desktop's session is a fresh password login (auth_time now, amr ["qr", "pwd"])."""
+        phone = await self.bearer.caller(request)
+        person_id = self.qr.confirming_person(phone)
+        fresh_password_at = None
+        if await request.body():
+            body = await read_json(request, ConfirmRequest)
+            attempt = Attempt(client_ip(request), body.captcha_id, body.captcha_answer)
+            await self.reauthenticate(person_id, body.password, attempt)
+            fresh_password_at = int(time.time())
+        await self.qr.confirm(request.path_params["qr_id"], phone, fresh_password_at=fresh_password_at)
         return Response(status_code=204)
 
     async def cancel(self, request: Request) -> Response:
@@ -143,8 +171,10 @@ class QrEndpoints:
         return Response(status_code=204)
 
 
-def routes(qr: QrService, *, images: QrImages, bearer: BearerAuth, draining: Draining) -> list[BaseRoute]:
-    http = QrEndpoints(qr, images, bearer)
+def routes(
+    qr: QrService, *, images: QrImages, bearer: BearerAuth, draining: Draining, reauthenticate: Reauthenticate
+) -> list[BaseRoute]:
+    http = QrEndpoints(qr, images, bearer, reauthenticate)
     return [
         Route("/v1/qr", http.mint, methods=["POST"]),
         Route("/v1/qr/{qr_id}.{kind:str}", http.image, methods=["GET"]),

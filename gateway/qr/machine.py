@@ -120,6 +120,9 @@ class QrRecord(NamedTuple):
     # made from it (it ends with it) and keeps that time, since scanning is not authenticating again.
     confirmer_sid: str = ""
     confirmer_auth_time: int | None = None
+    # "pwd" when the person entered the password again to confirm (then `confirmer_auth_time` is the
+    # confirm's moment): the desktop's session then counts as a fresh password login.
+    confirmer_amr: str = ""
 
     @classmethod
     def parse(cls, fields: Fields) -> QrRecord:
@@ -140,6 +143,7 @@ class QrRecord(NamedTuple):
             confirmed_at=float(confirmed_at) if confirmed_at else None,
             confirmer_sid=fields.get("confirmer_sid", ""),
             confirmer_auth_time=int(auth_time) if auth_time else None,
+            confirmer_amr=fields.get("confirmer_amr", ""),
         )
 
     def fields(self) -> dict[str, str]:

@@ -3,6 +3,7 @@ adapters around this; the legality of every step is decided by `machine`, atomic
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -14,16 +15,19 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from gateway import errors, metrics
+from gateway import errors, logs, metrics
 from gateway.directory.persons import PersonDirectory
 from gateway.draining import Draining
 from gateway.guard.buckets import TokenBuckets
+from gateway.guard.throttle import TooManyRequests, key_part
+from gateway.inputs import address_key
 from gateway.qr import machine
 from gateway.qr.machine import QrEvent, QrRecord, QrState
 from gateway.qr.messages import MintResponse, ScanResponse
 from gateway.qr.watch import QrWatch
 from gateway.rules import mask_name
 from gateway.settings import Settings
+from gateway.state import keys
 from gateway.state.base import StateStore
 from gateway.tokens.bearer import Caller
 from gateway.tokens.claims import TokenResponse
@@ -73,6 +77,19 @@ def proximity_by_ipaddress(requester_ip: str, scanner_ip: str) -> str:
     prefix = 24 if a.version == 4 else 64
     net = ipaddress.ip_network(f"{a}/{prefix}", strict=False)
     return "same_network" if b in net else "different_network"
+
+
+LIVE_RETRY_AFTER = 10  # seconds: a refused mint's Retry-After (codes finish or expire meanwhile)
+
+
+def _outcome(outcome: str, record: QrRecord, **fields: object) -> None:
+    """The `qr_outcome` event (no code id: it is what a phone needs to scan)."""
+    logs.event("qr_outcome", outcome=outcome, client_id=record.client_id, **fields)
+
+
+def _live_group(address: str) -> str:
+    """The store's name for an address's live codes (hashed: no address in the clear in a key)."""
+    return key_part(address)
 
 
 class Scannable(NamedTuple):
@@ -137,11 +154,13 @@ class QrService:
     async def _mint(
         self, client_id: str, device_name: str, dpop_jkt: str | None, ip: str, user_agent: str
     ) -> MintResponse:
-        self._mint_buckets.take(ip)  # every code is kept qr_ttl + qr_purge_after seconds
+        address = address_key(ip)
+        self._mint_buckets.take(address)  # every code is kept qr_ttl + qr_purge_after seconds
         qr_id = secrets.token_urlsafe(16)
         waiter_token = secrets.token_urlsafe(32)
         now = time.time()
         ttl = self._settings.qr_ttl
+        await self._reserve_live(address, qr_id, now + ttl, now)
         record = QrRecord(
             state=QrState.PENDING,
             expires_at=now + ttl,
@@ -166,6 +185,45 @@ class QrService:
             "events_url": f"{ws_base}/v1/qr/{qr_id}/events",
             "image_url": f"{self._base}/v1/qr/{qr_id}.svg",
         }
+
+    async def _reserve_live(self, address: str, qr_id: str, expires_at: float, now: float) -> None:
+        """Count the code as live for its address and in the store (atomically in the store): at most
+        `qr_live_ip_max` per address and `qr_live_max` in all, until it expires or is finished."""
+        outcome = await self._store.reserve_live(
+            _live_group(address),
+            qr_id,
+            expires_at,
+            now,
+            group_max=self._settings.qr_live_ip_max,
+            total_max=self._settings.qr_live_max,
+        )
+        if outcome == "group_full":
+            metrics.labelled(metrics.QR_EVENTS, "refused_address").inc()
+            raise TooManyRequests(
+                "Too many QR codes from this address are waiting to be scanned; use or close some, or try "
+                f"again in {LIVE_RETRY_AFTER} seconds.",
+                retry_after=LIVE_RETRY_AFTER,
+                code="too_many_live_codes",
+            )
+        if outcome == "store_full":
+            metrics.labelled(metrics.QR_EVENTS, "refused_capacity").inc()
+            raise errors.ServiceUnavailable(
+                "The gateway holds as many QR codes as it may; try again in a moment.",
+                code="qr_capacity",
+                retry_after=LIVE_RETRY_AFTER,
+            )
+
+    async def note_expired(self, qr_id: str, record: QrRecord) -> None:
+        """A waiter saw the code expire: counted once per code (an atomic count in the store; the
+        desktop's socket and its long-poll may both see it), and written as a `qr_outcome` event."""
+        key = keys.key(keys.Space.QR_EXPIRED, qr_id)
+        if await self._store.hit(key, self._settings.qr_purge_after + 60, approximate=True) == 1:
+            metrics.labelled(metrics.QR_EVENTS, "expire").inc()
+            _outcome("expired", record)
+
+    async def _release_live(self, record: QrRecord, qr_id: str) -> None:
+        """A finished code (delivered, cancelled, abandoned) is no longer live."""
+        await self._store.release_live(_live_group(address_key(record.ip)), qr_id)
 
     def qr_content(self, qr_id: str) -> str:
         """What the QR symbol encodes: a URL, so that a phone's own camera app opens our page."""
@@ -212,8 +270,10 @@ class QrService:
 
     async def abandon(self, qr_id: str, waiter_token: str) -> None:
         await self.record_for_waiter(qr_id, waiter_token)
-        await self._apply(qr_id, machine.plan(QrEvent.ABANDON))
+        abandoned = await self._apply(qr_id, machine.plan(QrEvent.ABANDON))
         metrics.labelled(metrics.QR_EVENTS, "abandon").inc()
+        _outcome("abandoned", abandoned)
+        await self._release_live(abandoned, qr_id)
 
     async def take_delivery(self, qr_id: str) -> tuple[TokenResponse | None, QrRecord | None]:
         """confirmed -> delivered, once: (tokens, record) for the one caller that wins. The tokens are
@@ -225,17 +285,23 @@ class QrService:
         if not ok or record is None:
             return None, record
         metrics.labelled(metrics.QR_EVENTS, "deliver").inc()
-        tokens = await self._sessions.start(
+        tokens, _ = await asyncio.gather(  # one round trip: the store pipelines both
+            self._start_session(record),
+            self._release_live(record, qr_id),
+        )
+        return tokens, record
+
+    async def _start_session(self, record: QrRecord) -> TokenResponse:
+        return await self._sessions.start(
             subject=record.scanner_sub,
             client_id=record.client_id,
-            amr=["qr"],
+            amr=["qr", *record.confirmer_amr.split()],
             device_name=record.device_name,
             jkt=record.dpop_jkt or None,
             display_name=record.scanner_name,
             auth_time=record.confirmer_auth_time,
             parent=record.confirmer_sid or None,
         )
-        return tokens, record
 
     @staticmethod
     def keeps_result(record: QrRecord) -> bool:
@@ -251,6 +317,7 @@ class QrService:
             raise errors.Forbidden("This is not a sign-in code.", code="client_not_allowed")
         taken = await self._apply(qr_id, machine.plan(QrEvent.DELIVER))  # of racing takers, one wins
         metrics.labelled(metrics.QR_EVENTS, "deliver").inc()
+        await self._release_live(taken, qr_id)
         auth_time = taken.confirmer_auth_time if taken.confirmer_auth_time is not None else int(time.time())
         return Confirmer(taken.scanner_sub, taken.scanner_name, auth_time)
 
@@ -272,20 +339,32 @@ class QrService:
             "expires_in": record.expires_in(now),
         }
 
-    async def confirm(self, qr_id: str, phone: Caller) -> None:
+    def confirming_person(self, phone: Caller) -> str:
+        """Who may confirm with this token (checked before a password proof is looked at)."""
+        return self._scanning_person(phone)
+
+    async def confirm(self, qr_id: str, phone: Caller, *, fresh_password_at: int | None = None) -> None:
+        """`fresh_password_at`: when the person proved a fresh authentication for this confirm (the
+        password entered again and checked by the caller); the desktop's session then has that
+        `auth_time` and `amr` ["qr", "pwd"]. Without it, it keeps the phone session's `auth_time`."""
         person_id = self._scanning_person(phone)
+        fresh = fresh_password_at is not None
         updates = {
             "confirmed_at": repr(time.time()),  # for the confirm-to-push latency metric
             "confirmer_sid": phone.claims["sid"],
-            "confirmer_auth_time": str(phone.claims["auth_time"]),
+            "confirmer_auth_time": str(fresh_password_at if fresh else phone.claims["auth_time"]),
+            "confirmer_amr": "pwd" if fresh else "",
         }
-        await self._apply(qr_id, machine.plan(QrEvent.CONFIRM, actor=person_id, updates=updates))
+        confirmed = await self._apply(qr_id, machine.plan(QrEvent.CONFIRM, actor=person_id, updates=updates))
         metrics.labelled(metrics.QR_EVENTS, "confirm").inc()
+        _outcome("confirmed", confirmed, fresh_password=fresh)
 
     async def cancel(self, qr_id: str, phone: Caller) -> None:
         person_id = self._scanning_person(phone)
-        await self._apply(qr_id, machine.plan(QrEvent.CANCEL, actor=person_id))
+        cancelled = await self._apply(qr_id, machine.plan(QrEvent.CANCEL, actor=person_id))
         metrics.labelled(metrics.QR_EVENTS, "cancel").inc()
+        _outcome("cancelled", cancelled)
+        await self._release_live(cancelled, qr_id)
 
     def _scanning_person(self, phone: Caller) -> str:
         """The person's id, if the token's client is one that may scan (the mobile app)."""

@@ -96,7 +96,9 @@ class QrSocket:
             metrics.WAITING_WEBSOCKETS.inc()
             self.draining.socket_opened()  # shutdown waits (a while) for the sockets to close
             try:
-                await _send_events(ws, watch)
+                seen = await _send_events(ws, watch)
+                if seen is not None and seen.state is QrState.EXPIRED:
+                    await self.qr.note_expired(qr_id, seen.record)
             finally:
                 metrics.WAITING_WEBSOCKETS.dec()
                 self.draining.socket_closed()
@@ -120,17 +122,18 @@ async def _watch_client(ws: WebSocket, watch: QrWatch) -> None:
         watch.stop()
 
 
-async def _send_events(ws: WebSocket, watch: QrWatch) -> None:
+async def _send_events(ws: WebSocket, watch: QrWatch) -> Sighting | None:
+    """Send the QR's events until a final one; the final sighting sent (None if none was)."""
     try:
         seen = await watch.first()  # also checks the waiter token
     except errors.ServiceUnavailable:
         raise
     except errors.GatewayError as exc:
         await ws.close(CLOSE_BY_CAUSE.get(exc.code, CLOSE_BAD_HELLO), exc.detail[:120])
-        return
+        return None
     if seen.state is QrState.DELIVERED:
         await ws.close(CLOSE_DELIVERED, "the result was already delivered")
-        return
+        return None
     await _send(ws, {"type": "state", **seen.view(time.time())})
     announced = seen.state
     while not seen.final:
@@ -141,13 +144,14 @@ async def _send_events(ws: WebSocket, watch: QrWatch) -> None:
             changed = await watch.next()
         except errors.NotFound:
             await ws.close(CLOSE_NOT_FOUND, "the QR code was purged")
-            return
+            return None
         if changed is None:
             if watch.ended is WatchEnd.DRAINING:
                 await ws.close(CLOSE_GOING_AWAY, "server shutting down, reconnect")
-            return  # or the client left
+            return None  # or the client left
         seen = changed
     await _send_final(ws, seen)
+    return seen
 
 
 async def _send_final(ws: WebSocket, seen: Sighting) -> None:
@@ -162,7 +166,5 @@ async def _send_final(ws: WebSocket, seen: Sighting) -> None:
     if seen.state is QrState.DELIVERED:  # to another connection
         await ws.close(CLOSE_DELIVERED, "the result was already delivered")
         return
-    if seen.state is QrState.EXPIRED:
-        metrics.labelled(metrics.QR_EVENTS, "expire").inc()
     await _send(ws, {"type": seen.state.value})
     await ws.close(CLOSE_NORMAL)

@@ -17,6 +17,7 @@ from gateway.state import attempts
 from gateway.state.updates import ConditionalUpdate
 
 RotateOutcome = Literal["rotated", "reused", "unknown"]
+LiveOutcome = Literal["reserved", "group_full", "store_full"]
 
 
 class StoreUnavailable(errors.ServiceUnavailable):
@@ -111,6 +112,17 @@ class StateStore(Protocol):
 
     def subscribe(self, qr_id: str) -> AbstractAsyncContextManager[Waiter]:
         """Async context manager: a waiter on the QR's wake-up channel, registered on entry."""
+
+    async def reserve_live(
+        self, group: str, member: str, expires_at: float, now: float, *, group_max: int, total_max: int
+    ) -> LiveOutcome:
+        """One atomic step: forget the live entries whose `expires_at` has passed, then count `member`
+        as live (in the store's set of live entries and in `group`'s) unless the store already holds
+        `total_max` ("store_full") or the group `group_max` ("group_full"). Reserving a member that is
+        already live answers "reserved" again (a repeat after a lost reply)."""
+
+    async def release_live(self, group: str, member: str) -> None:
+        """No longer live (finished before it expired); harmless to repeat."""
 
     # Refresh sessions ------------------------------------------------------------------------------
     async def create_session(self, sid: str, session: Mapping[str, str], ttl: int) -> None: ...

@@ -27,6 +27,8 @@ class Space(StrEnum):
     SSO_SESSION = "sso-session"  # oidc/provider.py: a browser's sign-in (by its cookie's hash)
     OIDC_LOGOUT = "oidc-logout"  # oidc/logout.py: a logout waiting for the person's confirmation
     BACKCHANNEL_QUEUE = "backchannel-queue"  # oidc/backchannel.py: logout tokens to deliver (a queue)
+    QR_EXPIRED = "qr-expired"  # qr/service.py: a code's expiry counted (once, by the first waiter to see it)
+    QR_LIVE = "qr-live"  # qr/service.py: the live QR codes, all and by address (state/*.py reserve_live)
 
 
 class Guarded(StrEnum):

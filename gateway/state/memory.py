@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 
 from gateway.state import attempts
-from gateway.state.base import LocalWaiters, RotateOutcome, Waiter, waiting
+from gateway.state.base import LiveOutcome, LocalWaiters, RotateOutcome, Waiter, waiting
 from gateway.state.updates import ConditionalUpdate
 
 SWEEP_INTERVAL = 30.0
@@ -24,6 +24,9 @@ class MemoryStore:
         self._sets: dict[str, tuple[float, set[str]]] = {}
         self._attempts: dict[str, attempts.AttemptRecord] = {}
         self._queues: dict[str, dict[str, tuple[float, str]]] = {}  # queue -> item id -> (due, payload)
+        # Live entries (reserve_live): member -> (group, expires_at), and group -> its members.
+        self._live: dict[str, tuple[str, float]] = {}
+        self._live_groups: dict[str, set[str]] = {}
         self.waiters = LocalWaiters()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -85,6 +88,42 @@ class MemoryStore:
 
     def subscribe(self, qr_id: str) -> AbstractAsyncContextManager[Waiter]:
         return waiting(self.waiters, qr_id)
+
+    async def reserve_live(
+        self, group: str, member: str, expires_at: float, now: float, *, group_max: int, total_max: int
+    ) -> LiveOutcome:
+        if member in self._live:
+            return "reserved"
+        self._forget_lapsed_live(now)
+        if len(self._live) >= total_max:
+            return "store_full"
+        members = self._live_groups.setdefault(group, set())
+        if len(members) >= group_max:
+            return "group_full"
+        members.add(member)
+        self._live[member] = (group, expires_at)
+        return "reserved"
+
+    def _forget_lapsed_live(self, now: float) -> None:
+        # Entries are added in order of expiry (one TTL for all), so the lapsed ones come first.
+        while self._live:
+            member, (group, expires_at) = next(iter(self._live.items()))
+            if expires_at > now:
+                return
+            self._drop_live(member, group)
+
+    def _drop_live(self, member: str, group: str) -> None:
+        del self._live[member]
+        members = self._live_groups.get(group)
+        if members is not None:
+            members.discard(member)
+            if not members:
+                del self._live_groups[group]
+
+    async def release_live(self, group: str, member: str) -> None:
+        entry = self._live.get(member)
+        if entry is not None and entry[0] == group:
+            self._drop_live(member, group)
 
     # Refresh sessions ------------------------------------------------------------------------------
     async def create_session(self, sid: str, session: Mapping[str, str], ttl: int) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 from gateway.jsonutil import dumps
 from gateway.state import attempts, keys
-from gateway.state.base import LocalWaiters, RotateOutcome, StoreUnavailable, Waiter
+from gateway.state.base import LiveOutcome, LocalWaiters, RotateOutcome, StoreUnavailable, Waiter
 from gateway.state.connections import Arg, Opener, open_socket
 from gateway.state.fanout import CONFIRM_TIMEOUT, HEALTH_INTERVAL, Fanout
 from gateway.state.redis_clients import (
@@ -130,6 +130,28 @@ return existed
 ADD_MEMBER_LUA = """
 redis.call('SADD', KEYS[1], ARGV[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+
+# KEYS: the sorted set of all live entries, the group's (one slot: the hash tag {qr-live}), scored by
+# when they lapse. ARGV: now, expires_at, member, group max, total max, TTL of both sets in milliseconds.
+RESERVE_LIVE_LUA = """
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return 'reserved' end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 'store_full' end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 'group_full' end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[6]) then redis.call('PEXPIRE', KEYS[1], ARGV[6]) end
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+return 'reserved'
+"""
+
+# KEYS: as RESERVE_LIVE_LUA. ARGV: the member.
+RELEASE_LIVE_LUA = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
 
@@ -249,6 +271,8 @@ ROTATE = Script(ROTATE_LUA)
 END_SESSION = Script(END_SESSION_LUA)
 ADD_MEMBER = Script(ADD_MEMBER_LUA)
 TAKE = Script(TAKE_LUA)
+RESERVE_LIVE = Script(RESERVE_LIVE_LUA)
+RELEASE_LIVE = Script(RELEASE_LIVE_LUA)
 ADMIT = Script(ADMIT_LUA)
 SETTLE = Script(SETTLE_LUA)
 CLEAR_ATTEMPTS = Script(CLEAR_ATTEMPTS_LUA)
@@ -390,6 +414,11 @@ class RedisStore:
         base = self.data_key(queue)
         return [base + ":due", base + ":items"]
 
+    def live_keys(self, group: str) -> list[str]:
+        """The set of all live entries and the group's, in one slot (the hash tag of the key space)."""
+        base = self.data_key(keys.Space.QR_LIVE.value)
+        return [base + ":all", f"{base}:group:{group}"]
+
     def session_keys(self, sid: str) -> list[str]:
         """The session hash (the data key `session:<sid>`, as in the memory store) and its spent set."""
         session = self.data_key("session:" + sid)
@@ -446,6 +475,24 @@ class RedisStore:
             yield waiter
         finally:
             self.fanout.leave(channel, waiter)
+
+    async def reserve_live(
+        self, group: str, member: str, expires_at: float, now: float, *, group_max: int, total_max: int
+    ) -> LiveOutcome:
+        ttl_ms = max(1, _ms(expires_at - now))
+        args: list[Arg] = [repr(float(now)), repr(float(expires_at)), member, group_max, total_max, ttl_ms]
+        with _Guard("reserve_live"):
+            # Safe to repeat: a member already live answers "reserved" again.
+            outcome = text_of(await self.wire.script(RESERVE_LIVE, self.live_keys(group), args, idempotent=True))
+        if outcome == "group_full":
+            return "group_full"
+        if outcome == "store_full":
+            return "store_full"
+        return "reserved"
+
+    async def release_live(self, group: str, member: str) -> None:
+        with _Guard("release_live"):
+            await self.wire.script(RELEASE_LIVE, self.live_keys(group), [member], idempotent=True)
 
     # Refresh sessions ------------------------------------------------------------------------------
     async def create_session(self, sid: str, session: Mapping[str, str], ttl: int) -> None:

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from gateway import errors
 from gateway.inputs import bearer_token
 from gateway.tokens.claims import AccessTokenClaims
-from gateway.tokens.dpop import DpopVerifier, InvalidProof
+from gateway.tokens.dpop import DpopVerifier, InvalidProof, single_proof
 from gateway.tokens.sessions import SessionManager
 from qrgate_verify.verifier import AccessTokenVerifier, InvalidToken
 
@@ -36,6 +36,7 @@ class BearerAuth:
 
     async def caller(self, request: Request) -> Caller:
         token = bearer_token(request)
+        proof = single_proof(request.headers.getlist("dpop"))  # two DPoP headers: 400
         try:
             claims = await self.verifier.verify(token)
         except InvalidToken as exc:
@@ -44,15 +45,17 @@ class BearerAuth:
         if session is None:
             raise errors.Unauthorized("The session of this access token has ended.", code="session_ended")
         jkt = claims.get("cnf", {}).get("jkt")
+        scheme = request.headers.get("authorization", "").split(" ", 1)[0].lower()
+        if not jkt and scheme == "dpop":  # the DPoP scheme claims a binding the token does not have
+            raise errors.Unauthorized(
+                "This access token is not bound to a key: send it with the Bearer scheme.", code="invalid_token"
+            )
         if jkt:
-            scheme = request.headers.get("authorization", "").split(" ", 1)[0].lower()
             url = self.issuer + request.url.path
             try:
                 if scheme != "dpop":
                     raise InvalidProof("a DPoP-bound token must be sent with the DPoP scheme")
-                await self.dpop.verify(
-                    request.headers.get("dpop"), method=request.method, url=url, jkt=jkt, access_token=token
-                )
+                await self.dpop.verify(proof, method=request.method, url=url, jkt=jkt, access_token=token)
             except InvalidProof as exc:
                 raise errors.Unauthorized(
                     f"DPoP proof refused: {exc}.", code="invalid_dpop_proof", headers={"WWW-Authenticate": "DPoP"}

@@ -15,6 +15,7 @@ from qrgate_verify.dpop import (
     ReplayCache,
     access_token_hash,
     normalise_htu,
+    single_proof,
     thumbprint,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "StoreReplayCache",
     "access_token_hash",
     "normalise_htu",
+    "single_proof",
     "thumbprint",
 ]
 

@@ -16,7 +16,7 @@ from gateway.jsonutil import dumps
 from gateway.settings import Settings
 from gateway.tokens.bearer import BearerAuth
 from gateway.tokens.client_auth import ClientAuthenticator, refuse
-from gateway.tokens.dpop import DpopVerifier, InvalidProof
+from gateway.tokens.dpop import DpopVerifier, InvalidProof, single_proof
 from gateway.tokens.issuer import TokenIssuer
 from gateway.tokens.sessions import SessionManager
 from qrgate_verify.verifier import AccessTokenVerifier, InvalidToken
@@ -82,7 +82,10 @@ class TokenEndpoints:
             """A DPoP-bound session refreshes only with a proof by the bound key."""
             try:
                 await self.dpop.verify(
-                    request.headers.get("dpop"), method="POST", url=self._endpoint("/v1/token"), jkt=jkt
+                    single_proof(request.headers.getlist("dpop")),
+                    method="POST",
+                    url=self._endpoint("/v1/token"),
+                    jkt=jkt,
                 )
             except InvalidProof as exc:
                 raise _oauth_error("invalid_dpop_proof", str(exc)) from exc  # 400 at the token endpoint (RFC 9449 5)

@@ -27,7 +27,7 @@ from gateway import health
 from gateway.error_handlers import exception_handlers
 from gateway.health import healthz
 from gateway.jsonutil import dumps
-from gateway.middleware import BodyLimitMiddleware
+from gateway.middleware import BodyLimitMiddleware, ForwardedMiddleware
 from gateway.settings import Settings
 from gateway.units import admin, authorizations, ca, declaration, legacy, linking, listing, verification
 from gateway.units.service import UnitsService
@@ -120,7 +120,10 @@ def create_standalone_app(settings: Settings) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", partial(readyz, service), methods=["GET"]),
         ],
-        middleware=[Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)],
+        middleware=[
+            Middleware(ForwardedMiddleware, trusted=settings.trusted_proxies),
+            Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes),
+        ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )

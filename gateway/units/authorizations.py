@@ -1,6 +1,7 @@
 """Authorizations (办税授权): the unit's legal representative lets a person act for the unit with the
 real-name login alone. Only the legal representative grants, lists and revokes them (403 for anyone
-else). A grantee with no role in the unit becomes its tax staff. Every grant and revocation is audited.
+else). A grantee with no role in the unit becomes its tax staff, and stops being so when the last of
+its authorizations is revoked (a role the hall assigned stays). Every grant and revocation is audited.
 """
 
 from __future__ import annotations
@@ -102,10 +103,13 @@ async def revoke(service: UnitsService, request: Request) -> Response:
     authorization_id = str(request.path_params["authorization_id"])
     if not _AUTHORIZATION_ID.fullmatch(authorization_id):
         raise AuthorizationNotFound("The unit has no such authorization.")
-    record = await service.records.revoke(tin, authorization_id, revoked_by=claims["sub"])
+    record, role_removed = await service.records.revoke(tin, authorization_id, revoked_by=claims["sub"])
     if record is None:
         raise AuthorizationNotFound("The unit has no such authorization.")
     await service.audit.record("unit_authorization_revoked", f"unit:{tin}", actor=claims["sub"], detail=record.id)
+    if role_removed:
+        detail = f"tax_staff of {record.grantee_id}, made by authorizations, ended with {record.id}"
+        await service.audit.record("unit_role_removed", f"unit:{tin}", actor=claims["sub"], detail=detail)
     return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
 

@@ -60,8 +60,7 @@ def serve_units(settings: Settings, args: argparse.Namespace) -> int:
         port=args.port,
         http="httptools",
         ws="none",
-        proxy_headers=True,
-        forwarded_allow_ips=settings.trusted_proxies,
+        proxy_headers=False,  # gateway/middleware.py ForwardedMiddleware reads them (QRGATE_TRUSTED_PROXIES)
         timeout_graceful_shutdown=10,
         lifespan="on",
         access_log=False,

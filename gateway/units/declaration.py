@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from gateway import logs, metrics
 from gateway.inputs import StrictModel, read_json
 from gateway.units.access import caller, require_hall_staff, require_recent_login
 from gateway.units.http import path_tin, require_role
@@ -25,6 +26,11 @@ class NewDeclarationPassword(StrictModel):
     new_password: str = Field(min_length=1, max_length=64)
 
 
+def _channel(how: str) -> str:
+    """The metrics' label for who reset: the unit's officers, the hall, or the CLI."""
+    return how if how in ("hall", "cli", "demo") else "unit_officer"
+
+
 async def reset_declaration_password(service: UnitsService, tin: str, password: str, *, actor: str, how: str) -> None:
     """Set the new password's hash and unlock (the CLI's set-password goes through here too)."""
     password_hash = await service.hashing.hash(check_declaration_password(password))
@@ -32,8 +38,13 @@ async def reset_declaration_password(service: UnitsService, tin: str, password: 
         raise UnitNotFound(f"There is no unit with the TIN {tin}.")
     was_locked = await service.guard.unlock(tin)
     await service.audit.record("declaration_password_reset", f"unit:{tin}", actor=actor, detail=how)
+    channel = _channel(how)
+    metrics.labelled(metrics.PASSWORD_RESETS, "unit", channel).inc()
+    logs.event("password_reset", scope="unit", how=channel, tin=tin)
     if was_locked:
         await service.audit.record("declaration_password_unlocked", f"unit:{tin}", actor=actor, detail=how)
+        metrics.labelled(metrics.UNLOCKS, "unit", channel).inc()
+        logs.event("unlocked", scope="unit", how=channel, tin=tin)
 
 
 async def reset_by_unit(service: UnitsService, request: Request) -> Response:

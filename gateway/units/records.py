@@ -84,6 +84,11 @@ _MEMBERSHIP = sa.select(units.c.tin, units.c.name, unit_roles.c.role, units.c.de
 )
 
 
+# Where a unit role came from (unit_roles.source).
+ASSIGNED = "assigned"  # hall staff or the CLI
+AUTHORIZATION = "authorization"  # made by a grant to a person with no role in the unit
+
+
 class UnitRecords:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -183,9 +188,13 @@ class UnitRecords:
         return displaced
 
     @staticmethod
-    async def _set_role(conn: AsyncConnection, tin: str, person_id: str, role: UnitRole, granted_by: str) -> None:
+    async def _set_role(
+        conn: AsyncConnection, tin: str, person_id: str, role: UnitRole, granted_by: str, source: str = ASSIGNED
+    ) -> None:
+        """`source`: where the role came from (ASSIGNED by the hall or the CLI, or AUTHORIZATION); a
+        role assigned over one an authorization made is the hall's from then on."""
         where = (unit_roles.c.tin == tin, unit_roles.c.person_id == person_id)
-        values = {"role": role.value, "granted_at": datetime.now(UTC), "granted_by": granted_by}
+        values = {"role": role.value, "granted_at": datetime.now(UTC), "granted_by": granted_by, "source": source}
         updated = await conn.execute(unit_roles.update().where(*where).values(**values))
         if not updated.rowcount:
             await conn.execute(unit_roles.insert().values(tin=tin, person_id=person_id, **values))
@@ -233,7 +242,7 @@ class UnitRecords:
                     sa.select(unit_roles.c.role).where(unit_roles.c.tin == tin, unit_roles.c.person_id == grantee_id)
                 )
                 if has_role.first() is None:
-                    await self._set_role(conn, tin, grantee_id, UnitRole.TAX_STAFF, grantor_id)
+                    await self._set_role(conn, tin, grantee_id, UnitRole.TAX_STAFF, grantor_id, AUTHORIZATION)
                 await conn.execute(
                     unit_authorizations.insert().values(
                         id=record.id,
@@ -290,14 +299,37 @@ class UnitRecords:
             row = (await conn.execute(query)).first()
         return _authorization(row) if row is not None else None
 
-    async def revoke(self, tin: str, authorization_id: str, *, revoked_by: str) -> Authorization | None:
-        """Revoke (once: revoking again changes nothing); None when the unit has no such authorization."""
+    async def revoke(self, tin: str, authorization_id: str, *, revoked_by: str) -> tuple[Authorization | None, bool]:
+        """Revoke (once: revoking again changes nothing); (None, False) when the unit has no such
+        authorization. When it was the grantee's last live authorization for the unit, the tax-staff role
+        an authorization made goes with it (never a role the hall assigned): then (record, True)."""
         where = (unit_authorizations.c.tin == tin, unit_authorizations.c.id == authorization_id)
+        now = datetime.now(UTC)
+        role_removed = False
         async with self._writing() as conn:
-            await conn.execute(
+            revoked = await conn.execute(
                 unit_authorizations.update()
                 .where(*where, unit_authorizations.c.revoked_at.is_(None))
-                .values(revoked_at=datetime.now(UTC), revoked_by=revoked_by)
+                .values(revoked_at=now, revoked_by=revoked_by)
             )
             row = (await conn.execute(sa.select(unit_authorizations).where(*where))).first()
-        return _authorization(row) if row is not None else None
+            if row is not None and revoked.rowcount:
+                others = await conn.execute(
+                    sa.select(unit_authorizations.c.id).where(
+                        unit_authorizations.c.tin == tin,
+                        unit_authorizations.c.grantee_id == row.grantee_id,
+                        unit_authorizations.c.revoked_at.is_(None),
+                        unit_authorizations.c.valid_until > now,
+                    )
+                )
+                if others.first() is None:
+                    removed = await conn.execute(
+                        unit_roles.delete().where(
+                            unit_roles.c.tin == tin,
+                            unit_roles.c.person_id == row.grantee_id,
+                            unit_roles.c.role == UnitRole.TAX_STAFF.value,
+                            unit_roles.c.source == AUTHORIZATION,
+                        )
+                    )
+                    role_removed = bool(removed.rowcount)
+        return (_authorization(row) if row is not None else None), role_removed

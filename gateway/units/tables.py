@@ -29,6 +29,8 @@ unit_roles = sa.Table(
     # A hall staff person id, a legal representative's (an authorization), "cli", or "link": the person
     # linked themself with the unit's declaration password (the first unit link, gateway/units/linking.py).
     sa.Column("granted_by", sa.String(40), nullable=False),
+    # assigned (hall staff, the CLI) | authorization (made by a grant: removed when its last one is revoked)
+    sa.Column("source", sa.String(16), nullable=False, server_default="assigned"),
     sa.Index("ix_unit_roles_person", "person_id"),
     # A unit has at most one legal representative.
     sa.Index(

@@ -64,6 +64,7 @@ class ThreadedGateway:
             ws_per_message_deflate=False,
             log_level="warning",
             lifespan="on",
+            proxy_headers=False,  # the app's ForwardedMiddleware reads them, as under `qrgate serve`
             timeout_graceful_shutdown=3,
         )
         self.server = GatewayServer(config, draining, drain_delay=0.0)

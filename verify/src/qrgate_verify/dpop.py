@@ -11,12 +11,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey
 
+from qrgate_verify.problem import Problem
 from qrgate_verify.verifier import InvalidToken, unverified_header
 
 PROOF_ALGORITHMS = ("ES256", "EdDSA", "Ed25519")
@@ -25,6 +27,18 @@ MAX_PROOF_BYTES = 4096
 
 class InvalidProof(Exception):
     """The DPoP proof is missing, malformed, for another request, stale, replayed or by another key."""
+
+
+def single_proof(values: Sequence[str]) -> str | None:
+    """The request's DPoP proof from its `DPoP` header values (RFC 9449 4.3: at most one header);
+    None without one. Several: 400 `invalid_dpop_proof`, whatever they hold."""
+    if len(values) > 1:
+        raise Problem(
+            "Send exactly one DPoP header: this request has several.",
+            code="invalid_dpop_proof",
+            error="invalid_dpop_proof",
+        )
+    return values[0] if values else None
 
 
 def thumbprint(jwk: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from qrgate_verify.claims import AccessTokenClaims
-from qrgate_verify.dpop import DpopVerifier, InvalidProof, MemoryReplayCache
+from qrgate_verify.dpop import DpopVerifier, InvalidProof, MemoryReplayCache, single_proof
 from qrgate_verify.problem import Problem, Unauthorized, problem_app, problem_json
 from qrgate_verify.verifier import AccessTokenVerifier, InvalidToken
 
@@ -60,18 +60,23 @@ class TokenAuthMiddleware:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() not in ("bearer", "dpop") or not token.strip():
             raise Unauthorized("An access token is required.", code="invalid_token")
+        proof = single_proof(request.headers.getlist("dpop"))
         try:
             claims = await self.verifier.verify(token.strip())
         except InvalidToken as exc:
             raise Unauthorized(f"The access token is not valid: {exc}.", code="invalid_token") from exc
         jkt = claims.get("cnf", {}).get("jkt")
+        if not jkt and scheme.lower() == "dpop":
+            raise Unauthorized(
+                "This access token is not bound to a key: send it with the Bearer scheme.", code="invalid_token"
+            )
         if jkt:
             base = self.public_base_url or str(request.base_url).rstrip("/")
             try:
                 if scheme.lower() != "dpop":
                     raise InvalidProof("a DPoP-bound token must be sent with the DPoP scheme")
                 await self.dpop.verify(
-                    request.headers.get("dpop"),
+                    proof,
                     method=request.method,
                     url=base + request.url.path,
                     jkt=jkt,

@@ -21,7 +21,15 @@ from typing import Any, Protocol, cast
 
 import httpx
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import (
+    BadSignatureError,
+    ClaimError,
+    ExpiredTokenError,
+    JoseError,
+    MissingClaimError,
+    MissingCritHeaderError,
+    UnsupportedHeaderError,
+)
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
@@ -97,6 +105,22 @@ class RemoteJwks:
     async def aclose(self) -> None:
         if self._owns_client:
             await self._client.aclose()
+
+
+# The JOSE library's refusals in our own words: a problem's detail never names a library class.
+def rejection_reason(exc: Exception) -> str:
+    if isinstance(exc, ExpiredTokenError):
+        return "token has expired"
+    if isinstance(exc, MissingClaimError):
+        return f"token lacks the claim {exc.claim}"
+    if isinstance(exc, ClaimError):
+        claim = getattr(exc, "claim", "")
+        return f"the token's {claim} claim is not acceptable" if claim else "a claim of the token is not acceptable"
+    if isinstance(exc, BadSignatureError):
+        return "token signature is not valid"
+    if isinstance(exc, MissingCritHeaderError | UnsupportedHeaderError):
+        return "token header has a parameter this verifier does not support"
+    return "token is not valid"
 
 
 def unverified_header(token: str) -> dict[str, Any]:
@@ -188,7 +212,7 @@ class AccessTokenVerifier:
             decoded = jwt.decode(token, keyset, algorithms=self._algorithms)
             self._registry.validate(decoded.claims)
         except (JoseError, ValueError) as exc:
-            raise InvalidToken(f"token rejected: {exc.__class__.__name__}") from exc
+            raise InvalidToken(rejection_reason(exc)) from exc
         claims: dict[str, Any] = decoded.claims
         aud = claims.get("aud")
         if not (isinstance(aud, str) or (isinstance(aud, list) and all(isinstance(a, str) for a in aud))):
