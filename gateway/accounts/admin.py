@@ -86,7 +86,9 @@ class HallDesk:
         answer: dict[str, object] = {"mode": body.mode}
         if body.mode == "temporary_password":
             password = temporary_password()
-            await self.recovery.set_new_password(person.id, password, actor=staff_id, how="hall temporary password")
+            await self.recovery.set_new_password(
+                person.id, password, actor=staff_id, how="hall temporary password", temporary=True
+            )
             answer["temporary_password"] = password
         else:
             answer["reset_ticket"] = await self.recovery.new_ticket(person.id)

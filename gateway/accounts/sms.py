@@ -238,6 +238,10 @@ class ChallengeRequest(StrictModel):
     purpose: Purpose
     phone: str | None = Field(default=None, max_length=20)
     identity: IdentityFields | None = None
+    # Accepted (not yet checked here) so the forgotten-password page can send its captcha: the
+    # captcha before a reset_password code is another change (answered alike for unknown identities).
+    captcha_id: str | None = Field(default=None, max_length=64)
+    captcha_answer: str | None = Field(default=None, max_length=16)
 
 
 def routes(sms: SmsChallenges) -> list[BaseRoute]:
