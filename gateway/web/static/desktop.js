@@ -102,4 +102,12 @@ demoChannel?.addEventListener("message", (event) => {
     demoChannel.postMessage({ type: "qr", qr_content: current.qr_content, deadline: current.deadline });
   }
 });
-qr.refresh();
+// Back from registration or a password reset: the identifier they left in this tab is filled in
+// (sessionStorage, not the URL: it is personal data), and the password is asked for.
+const handedIdentifier = sessionStorage.getItem("qrgate.login-identifier");
+sessionStorage.removeItem("qrgate.login-identifier");
+if (handedIdentifier) {
+  $("identifier").value = handedIdentifier;
+  tabs.select("password");
+  $("password").focus();
+} else qr.refresh();

@@ -62,6 +62,12 @@ export class PasswordForm {
       return this.onSuccess(answer);
     }
     const { status, body: problem } = answer;
+    if (status === 403 && problem.code === "password_change_required") {
+      // A hall temporary password: set a new one first (/change-password). The ticket goes through
+      // this tab's sessionStorage (taken out at once there), never through a URL.
+      sessionStorage.setItem("qrgate.password-change", JSON.stringify({ ticket: problem.change_ticket, identifier }));
+      return location.assign(`/change-password${location.search}`);
+    }
     if (status === 401 && problem.code === "invalid_credentials") {
       this.say("wrong_password", { attempts: problem.attempts_left });
     } else if (status === 423) {
