@@ -408,10 +408,22 @@ def test_a_temporary_password_is_changed_at_the_first_login(
     page.fill("#password", temporary)
     page.click("#password-submit")
     page.wait_for_url(gateway.base_url + "/change-password")
-    assert page.evaluate("sessionStorage.length") == 0  # the ticket was taken into the page's memory
+    assert page.evaluate("sessionStorage.length") == 0  # the identifier handed over was taken
     expect(page.locator("#forgot-title")).to_have_text("修改临时密码")
-    expect(page.locator("#reset-why")).to_contain_text("临时密码")
+    expect(page.locator("#identifier")).to_have_value(person["login_name"])
+    assert page.evaluate("document.activeElement.id") == "current-password"
+    page.click("#current-submit")
+    expect(page.locator("#current-password-error")).to_have_text("请填写此项")
+    page.fill("#current-password", temporary)
     screenshot(page, "change-password")
+    page.click("#current-submit")
+    expect(page.locator("#step-reset")).to_be_visible()
+    expect(page.locator("#reset-why")).to_contain_text("临时密码")
+    page.fill("#password", "ABCDEFGH１")
+    page.fill("#password-again", "ABCDEFGH１")
+    page.click("#reset-submit")
+    expect(page.locator("#password-error")).to_contain_text("不能有中文、全角")
+    screenshot(page, "change-password-new")
     page.fill("#password", NEW_PASSWORD)
     page.fill("#password-again", NEW_PASSWORD)
     page.click("#reset-submit")
@@ -421,8 +433,12 @@ def test_a_temporary_password_is_changed_at_the_first_login(
     expect(page.locator("#identifier")).to_have_value(person["login_name"])
     assert login(gateway, person["login_name"], NEW_PASSWORD).status_code == 200
 
-    # Opened again (or directly): no ticket, the page says what to do.
+    # Opened directly, in English, with a password that is not (any more) a temporary one.
     page.goto(gateway.base_url + "/change-password?lang=en")
-    expect(page.locator("#step-missing")).to_be_visible()
-    expect(page.locator("#missing-title")).to_have_text("Log in first")
-    screenshot(page, "change-password-missing-english")
+    expect(page.locator("#current-title")).to_have_text("Confirm the temporary password")
+    page.fill("#identifier", person["login_name"])
+    page.fill("#current-password", NEW_PASSWORD)
+    screenshot(page, "change-password-english")
+    page.click("#current-submit")
+    expect(page.locator("#current-message")).to_contain_text("This is not a temporary password")
+    expect(page.locator("#step-reset")).to_be_hidden()

@@ -8,7 +8,8 @@ import { lang, t } from "./i18n.js";
 // The tab's hand-over to the login page: the identifier to fill in there (removed when read). Not a
 // URL: an ID number or a phone number is personal data, and URLs end up in history and logs.
 export const LOGIN_IDENTIFIER_KEY = "qrgate.login-identifier";
-// From the login page to /change-password: {ticket, identifier} after a hall temporary password.
+// From the login page to /change-password: the identifier, after a hall temporary password (403
+// password_change_required). Never the ticket or the password: the change page asks again.
 export const PASSWORD_CHANGE_KEY = "qrgate.password-change";
 
 /** Which field a refusal's code is about (the rest are shown at the form's foot). */
@@ -324,8 +325,9 @@ export class RareCharPicker {
     const characters = answer.body.characters;
     const found = characters.length === 1 ? "rare_found_one" : "rare_found";
     $("rare-status").textContent = characters.length ? t(found, { n: characters.length }) : t("rare_none");
-    for (const character of characters) {
+    for (const [index, character] of characters.entries()) {
       const option = document.createElement("span");
+      option.id = `rare-char-${index}`;
       option.setAttribute("role", "option");
       option.setAttribute("aria-selected", "false");
       option.className = "char";
@@ -342,6 +344,8 @@ export class RareCharPicker {
   choose(option) {
     for (const other of $("rare-char-list").children) other.setAttribute("aria-selected", String(other === option));
     this.chosen = option ? option.textContent : "";
+    if (option) $("rare-char-list").setAttribute("aria-activedescendant", option.id);
+    else $("rare-char-list").removeAttribute("aria-activedescendant");
     $("rare-chosen").textContent = this.chosen;
     $("rare-ok").disabled = !option;
   }

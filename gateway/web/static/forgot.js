@@ -3,11 +3,13 @@
 //   forgot: ① identity + captcha -> an SMS code to the registered phone (shown masked) -> the code
 //           (POST /v1/password/forgot) gives a reset ticket; ② the new password (on-screen keyboard);
 //           ③ done: the account is unlocked, and the login page gets the identifier filled in.
-//   change: the login page left {ticket, identifier} in this tab's sessionStorage (a hall temporary
-//           password must be changed at the first login); ② and ③ as above.
-// The ticket lives in this page's memory only (taken out of sessionStorage at once).
+//   change: a hall temporary password must be changed at the first login: the login page answered
+//           403 password_change_required and handed over the identifier (this tab's sessionStorage,
+//           removed when read; never the ticket, never the password). The person proves the
+//           temporary password again here; the login's 403 carries the change ticket; ② and ③.
+// The ticket lives in this page's memory only.
 
-import { $, Captcha, api, show } from "./common.js";
+import { $, Captcha, api, problemMessage, show } from "./common.js";
 import { installLanguageSwitch, onLanguageChange, t } from "./i18n.js";
 import { attachKeyboard } from "/web/keyboard.js";
 import {
@@ -28,8 +30,10 @@ import {
 const PAGE = document.body.dataset.page; // "forgot" | "change"
 const state = { sms: null, identity: null, ticket: null, identifier: null, resendTimer: null };
 
+const CLIENT_ID = "withholding-desktop";
+
 function go(step) {
-  for (const name of ["verify", "reset", "done", "missing"]) show($(`step-${name}`), name === step);
+  for (const name of ["verify", "current", "reset", "done"]) show($(`step-${name}`), name === step);
   const heading = $(`step-${step}`).querySelector("h2");
   heading.tabIndex = -1;
   heading.focus();
@@ -164,20 +168,54 @@ onLanguageChange(() => {
   picker.redraw();
 });
 
-if (PAGE === "change") {
-  let handed = null;
-  try {
-    handed = JSON.parse(sessionStorage.getItem(PASSWORD_CHANGE_KEY) || "null");
-  } catch {
-    handed = null;
+// /change-password: the temporary password proved again; the login's 403 gives the change ticket.
+const currentCaptcha = new Captcha("current-captcha-row", "current-captcha-image", "current-captcha-answer", "current-captcha-refresh");
+$("step-current").addEventListener("input", () => ($("current-message").textContent = ""));
+
+$("step-current").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearErrors($("step-current"));
+  const identifier = $("identifier").value.trim();
+  const password = $("current-password").value;
+  let ok = true;
+  for (const [id, value] of [["identifier", identifier], ["current-password", password]]) {
+    if (!value) {
+      fieldError(id, t("rule_required"), { focus: ok });
+      ok = false;
+    }
   }
-  sessionStorage.removeItem(PASSWORD_CHANGE_KEY);
-  if (handed?.ticket) {
-    state.ticket = handed.ticket;
-    state.identifier = handed.identifier || null;
+  if (!ok) return;
+  $("current-submit").disabled = true;
+  const answer = await api("POST", "/v1/login/password", {
+    json: { identifier, password, client_id: CLIENT_ID, ...currentCaptcha.take() },
+  });
+  $("current-submit").disabled = false;
+  const { status, body } = answer;
+  if (status === 403 && body.code === "password_change_required") {
+    state.ticket = body.change_ticket;
+    state.identifier = identifier;
+    currentCaptcha.hide();
     drawResetWhy();
-    go("reset");
-  } else go("missing");
+    return go("reset");
+  }
+  if (answer.ok) {
+    // Not a temporary password: nothing to change here. End the session this check started.
+    await api("POST", "/v1/logout", { token: body.access_token });
+    $("current-message").textContent = t("rule_not_temporary");
+    return;
+  }
+  if (status === 401 && body.code === "invalid_credentials") {
+    fieldError("current-password", t("wrong_password", { attempts: body.attempts_left }));
+  } else $("current-message").textContent = problemMessage(answer);
+  if (body.captcha_required || status === 400 || currentCaptcha.active) await currentCaptcha.load();
+});
+
+if (PAGE === "change") {
+  const handed = sessionStorage.getItem(PASSWORD_CHANGE_KEY);
+  sessionStorage.removeItem(PASSWORD_CHANGE_KEY);
+  if (handed) $("identifier").value = handed;
+  go("current");
+  $(handed ? "current-password" : "identifier").focus();
 } else {
   show($("step-verify"));
   captcha.load();

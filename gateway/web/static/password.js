@@ -63,9 +63,9 @@ export class PasswordForm {
     }
     const { status, body: problem } = answer;
     if (status === 403 && problem.code === "password_change_required") {
-      // A hall temporary password: set a new one first (/change-password). The ticket goes through
-      // this tab's sessionStorage (taken out at once there), never through a URL.
-      sessionStorage.setItem("qrgate.password-change", JSON.stringify({ ticket: problem.change_ticket, identifier }));
+      // A hall temporary password: set a new one first (/change-password, which asks for it again).
+      // Only the identifier is handed over, in this tab's sessionStorage (removed when read).
+      sessionStorage.setItem("qrgate.password-change", identifier);
       return location.assign(`/change-password${location.search}`);
     }
     if (status === 401 && problem.code === "invalid_credentials") {
