@@ -168,6 +168,7 @@ def test_registration_in_english_and_without_a_household_region(
     screenshot(page, "register-agreement-english")
     page.click("#agree")
     page.select_option("#id-type", "passport")
+    expect(page.locator("#id-number-hint")).to_have_text("The passport number: 5-17 letters and digits")
     page.fill("#id-number", person["id_number"])
     page.fill("#name", person["name"])
     page.fill("#nationality", "usa")
@@ -442,3 +443,36 @@ def test_a_temporary_password_is_changed_at_the_first_login(
     page.click("#current-submit")
     expect(page.locator("#current-message")).to_contain_text("This is not a temporary password")
     expect(page.locator("#step-reset")).to_be_hidden()
+
+
+def test_the_rare_character_picker_by_keyboard_alone(gateway: ThreadedGateway, page: Page) -> None:
+    page.goto(gateway.base_url + "/register")
+    page.locator("#agree").focus()
+    page.keyboard.press("Enter")
+    page.locator("#name").focus()
+    page.keyboard.type("田")
+    page.keyboard.press("Home")
+    page.keyboard.press("Tab")  # to 【录入生僻字】
+    assert page.evaluate("document.activeElement.id") == "rare-open"
+    page.keyboard.press("Enter")
+    expect(page.locator("#rare-dialog")).to_be_visible()
+    radical = page.locator('.radical[data-number="30"]')
+    expect(radical).to_have_attribute("aria-label", "部首 口（3 画）")
+    radical.focus()
+    page.keyboard.press("Enter")  # the radical: the focus moves to the stroke counts
+    assert page.evaluate("document.activeElement.id") == "rare-stroke-select"
+    for _ in range(3):  # 3 -> 6 strokes in all
+        page.keyboard.press("ArrowDown")
+    expect(page.locator("#rare-stroke-select")).to_have_value("6")
+    page.locator("#rare-char-list").focus()
+    target = page.locator("#rare-char-list [role=option]", has_text="𠮷")
+    expect(target).to_be_visible()
+    index = int((target.get_attribute("id") or "").rsplit("-", 1)[1])
+    for _ in range(index + 1):
+        page.keyboard.press("ArrowRight")
+    expect(target).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#rare-char-list")).to_have_attribute("aria-activedescendant", target.get_attribute("id") or "")
+    page.keyboard.press("Enter")  # 确定
+    expect(page.locator("#rare-dialog")).to_be_hidden()
+    expect(page.locator("#name")).to_have_value("𠮷田")  # at the cursor: before 田
+    assert page.evaluate("document.activeElement.id") == "name"

@@ -200,6 +200,9 @@ export function identityIds() {
 export function watchIdType(onChange = () => {}) {
   const draw = () => {
     show($("nationality-field"), NATIONALITY_TYPES.has($("id-type").value));
+    const hint = $("id-number-hint");
+    hint.dataset.i18n = `hint_id_number_${$("id-type").value}`; // redrawn by the language switch too
+    hint.textContent = t(hint.dataset.i18n);
     onChange($("id-type").value);
   };
   $("id-type").addEventListener("change", draw);
