@@ -260,6 +260,9 @@ def test_bad_input_on_the_registration_forms_keeps_what_was_typed(
     page.fill("#password", "ABCDEFGH１")  # ... nor a full-width digit a digit
     page.locator("#password").blur()
     expect(page.locator("#password-error")).to_contain_text("不能有中文、全角")
+    page.fill("#password", "Abcdefg1𠮷")  # a supplementary-plane character in a password
+    page.locator("#password").blur()
+    expect(page.locator("#password-error")).to_contain_text("不能有中文、全角")
     page.fill("#login-name", "ab😀")  # a supplementary-plane character that is no ideograph
     page.locator("#login-name").blur()
     expect(page.locator("#login-name-error")).to_have_text("登录名只能由大小写字母、数字、中文和下划线组成")
@@ -318,6 +321,13 @@ def test_forgotten_password_unlocks_and_returns_to_the_login_page(
     page.click("#sms-send")
     expect(page.locator("#id-number-error")).to_have_text("请填写此项")
     expect(page.locator("#captcha-error")).to_have_text("请输入验证码")
+    page.fill("#id-number", person["id_number"])
+    page.fill("#name", "张\x00三")  # NUL
+    page.fill("#captcha-answer", CAPTCHA_ANSWER)
+    page.click("#sms-send")
+    expect(page.locator("#name-error")).to_have_text("不能包含 NUL 控制字符")
+    page.fill("#id-number", "1" * 40)  # longer than any ID number: the field keeps 32
+    assert len(page.input_value("#id-number")) == 32
     bad_number = person["id_number"][:17] + ("0" if person["id_number"][17] != "0" else "1")  # the check digit
     page.fill("#id-number", bad_number)
     page.fill("#name", person["name"])
