@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httpx
+import pytest
 
 from gateway.accounts.registration import AGREEMENT_VERSION
 from tests.conftest import new_identity
@@ -68,6 +69,7 @@ def sms_code_of(page: Page, codes: SmsCodes, button: str) -> str:
     with page.expect_response("**/v1/sms/challenges") as answer:
         page.click(button)
     assert answer.value.status == 201, answer.value.text()
+    expect(page.locator("#sms-code-hint")).not_to_have_text("")  # the page has taken the challenge in
     return codes.code_for(answer.value.json()["challenge_id"])
 
 
@@ -486,3 +488,69 @@ def test_the_rare_character_picker_by_keyboard_alone(gateway: ThreadedGateway, p
     expect(page.locator("#rare-dialog")).to_be_hidden()
     expect(page.locator("#name")).to_have_value("𠮷田")  # at the cursor: before 田
     assert page.evaluate("document.activeElement.id") == "name"
+
+
+def test_every_screen_passes_axe(gateway: ThreadedGateway, page: Page, make_person: Person, codes: SmsCodes) -> None:
+    """axe-core (WCAG 2.1 A/AA) on every screen and state of the three pages, errors shown included.
+    tests/support/axe.py comes with the accessibility change; without it this test skips."""
+    axe = pytest.importorskip("tests.support.axe", reason="tests/support/axe.py (axe-core) is not on this branch")
+    found: list[str] = []
+
+    def check(state: str) -> None:
+        violations = axe.axe_violations(page)
+        if violations:
+            found.append(f"{state}: {axe.describe(violations)}")
+
+    person = new_identity()
+    with api(gateway) as http:
+        issued = http.post(
+            "/v1/admin/registration-codes", json=identity_fields(person), headers=staff_headers(gateway, make_person)
+        )
+    for lang in ("", "?lang=en"):
+        page.goto(gateway.base_url + "/register" + lang)
+        check(f"agreement{lang}")
+    page.click("#agree")
+    check("identity (English)")
+    page.click("#identity-submit")
+    check("identity, every field refused")
+    page.click("#rare-open")
+    page.locator('.radical[data-number="30"]').click()
+    page.select_option("#rare-stroke-select", "6")
+    page.locator("#rare-char-list [role=option]").first.click()
+    check("the rare-character picker")
+    page.click("#rare-cancel")
+    page.fill("#id-number", person["id_number"])
+    page.fill("#name", person["name"])
+    page.fill("#registration-code", issued.json()["registration_code"])
+    page.click("#identity-submit")
+    expect(page.locator("#region-province option")).not_to_have_count(1)
+    check("account")
+    page.click("#account-submit")
+    check("account, every field refused")
+    page.fill("#login-name", person["login_name"])
+    page.fill("#password", person["password"])
+    page.fill("#phone", person["phone"])
+    page.fill("#sms-code", sms_code_of(page, codes, "#sms-send"))
+    page.select_option("#region-province", "110000")
+    page.select_option("#region-prefecture", "110100")
+    page.select_option("#region-county", "110105")
+    page.click("#account-submit")
+    expect(page.locator("#step-done")).to_be_visible()
+    check("registered")
+    other = make_person()
+    page.goto(gateway.base_url + "/forgot-password")
+    check("forgotten password")
+    page.click("#sms-send")
+    check("forgotten password, refused")
+    page.fill("#id-number", other["id_number"])
+    page.fill("#name", other["name"])
+    page.fill("#captcha-answer", CAPTCHA_ANSWER)
+    page.fill("#sms-code", sms_code_of(page, codes, "#sms-send"))
+    page.click("#verify-submit")
+    expect(page.locator("#step-reset")).to_be_visible()
+    check("new password")
+    page.goto(gateway.base_url + "/change-password?lang=en")
+    check("temporary password")
+    page.click("#current-submit")
+    check("temporary password, refused")
+    assert found == [], "\n".join(found)

@@ -61,16 +61,17 @@ $("sms-send").addEventListener("click", async () => {
   const answer = await api("POST", "/v1/sms/challenges", {
     json: { purpose: "reset_password", identity, ...captcha.take() },
   });
-  await captcha.load(); // single use, right or wrong
   if (!answer.ok) {
     $("sms-send").disabled = false;
-    return showRefusal(answer, $("verify-message"));
+    showRefusal(answer, $("verify-message"));
+  } else {
+    state.sms = answer.body;
+    state.identity = identity;
+    drawSmsSent();
+    resendCountdown(answer.body.resend_after);
+    $("sms-code").focus();
   }
-  state.sms = answer.body;
-  state.identity = identity;
-  drawSmsSent();
-  resendCountdown(answer.body.resend_after);
-  $("sms-code").focus();
+  await captcha.load(); // single use, right or wrong: a new one for the next request
 });
 
 function drawSmsSent() {
