@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from gateway import health
-from gateway.accounts import admin, login, rare_chars, recovery, registration, sms
+from gateway.accounts import admin, login, rare_chars, recovery, regions, registration, sms
 from gateway.accounts.login import PasswordLogins
 from gateway.accounts.records import AccountRecords
 from gateway.backends import create_store, password_hashing
@@ -172,7 +172,16 @@ class Services:
             images=QrImages(),
             directory=directory,
             captchas=captchas,
-            logins=PasswordLogins(directory, hashing, login_guard, sessions, audit, clients),
+            logins=PasswordLogins(
+                directory,
+                hashing,
+                login_guard,
+                sessions,
+                audit,
+                clients,
+                change_ticket=recover.new_ticket,
+                change_ticket_ttl=settings.reset_ticket_ttl,
+            ),
             sms=challenges,
             registrations=registrations,
             recovery=recover,
@@ -204,6 +213,7 @@ class Services:
             *recovery.routes(self.recovery),
             *admin.routes(self.hall),
             *rare_chars.routes(self.rare_chars),
+            *regions.routes(),
             *token_routes.routes(self.issuer),
             *oidc_signin.routes(self.oidc, self.logins, self.qr),
             *oidc_logout.routes(self.logouts, self.oidc),

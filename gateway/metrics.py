@@ -20,7 +20,8 @@ QR_EVENTS = Counter(
 )
 PASSWORD_LOGINS = Counter(
     "qrgate_password_logins_total",
-    "Password logins by outcome: success, invalid, locked, captcha_required, captcha_invalid, throttled.",
+    "Password logins by outcome: success, invalid, locked, captcha_required, captcha_invalid, throttled, "
+    "change_required (a hall temporary password, to be changed first).",
     ["outcome"],
 )
 LOCKOUTS = Counter("qrgate_lockouts_total", "Subjects locked after too many wrong secrets.", ["scope"])

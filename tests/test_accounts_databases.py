@@ -90,5 +90,14 @@ async def test_rare_characters_register_and_match(kind: str, tmp_path: Path) -> 
                     assert response.status_code == 201, response.text
                     assert response.json()["phone_masked"] != rare["phone"][:3] + "****" + rare["phone"][-4:]
                     assert response.json()["challenge_id"] not in codes.codes
+                    # A hall temporary password (persons.password_temporary) must be changed.
+                    body = {**identity_fields(rare), "mode": "temporary_password"}
+                    reset = await http.post("/v1/admin/password-resets", json=body, headers=staff)
+                    temporary = reset.json()["temporary_password"]
+                    first = await login(http, rare["phone"], temporary, fresh_ip())
+                    assert (first.status_code, first.json()["code"]) == (403, "password_change_required")
+                    ticket = {"reset_ticket": first.json()["change_ticket"], "new_password": "Own-Passw0rd"}
+                    assert (await http.post("/v1/password/reset", json=ticket)).status_code == 204
+                    assert (await login(http, rare["phone"], "Own-Passw0rd", fresh_ip())).status_code == 200
         finally:
             server.stop()

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from gateway.accounts.registration import AGREEMENT_VERSION
 from tests.conftest import new_identity
 from tests.support.accounts import FakeService, SmsCodes, fresh_ip, identity_fields, login, sms_challenge, sms_codes
 from tests.support.gateway_server import ThreadedGateway, free_port, make_settings
@@ -74,7 +75,7 @@ async def http(face_gateway: ThreadedGateway) -> AsyncIterator[httpx.AsyncClient
 
 
 def face_body(person: dict[str, str], token: str) -> dict[str, str]:
-    return {"method": "face", "face_token": token, **identity_fields(person)}
+    return {"method": "face", "face_token": token, "agreement_version": AGREEMENT_VERSION, **identity_fields(person)}
 
 
 async def test_disabled_by_default_with_a_clear_error(gateway: ThreadedGateway) -> None:

@@ -43,6 +43,28 @@ async def test_characters_by_radical_and_strokes(
     assert body["characters"] == sorted(body["characters"])
 
 
+@pytest.mark.parametrize(
+    ("radical", "strokes", "character"),
+    [
+        (30, 6, "𠮷"),  # 口 (3) + 3: six strokes in all, as most people count it
+        (85, 7, "沐"),  # 氵 is three strokes, not 水's four: Unihan's kTotalStrokes, not radical + residual
+        (212, 64, "𪚥"),  # 龍 (16) + 48
+    ],
+)
+async def test_characters_by_radical_and_total_strokes(
+    http: httpx.AsyncClient, radical: int, strokes: int, character: str
+) -> None:
+    response = await http.get("/v1/rare-chars", params={"radical": radical, "strokes": strokes, "count": "total"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["radical"], body["strokes"], body["count"]) == (radical, strokes, "total")
+    assert character in body["characters"]
+    assert body["characters"] == sorted(body["characters"])
+    residual = await http.get("/v1/rare-chars", params={"radical": radical, "strokes": strokes})
+    assert residual.json()["count"] == "residual"
+    assert character not in residual.json()["characters"]  # the two counts are not the same lists
+
+
 async def test_later_extensions_are_included(http: httpx.AsyncClient) -> None:
     response = await http.get("/v1/rare-chars", params={"radical": 30, "strokes": 3})
     planes = {ord(ch) >> 16 for ch in response.json()["characters"]}
@@ -52,7 +74,9 @@ async def test_later_extensions_are_included(http: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize(
     "params",
     [{}, {"radical": "0", "strokes": "1"}, {"radical": "215", "strokes": "1"}, {"radical": "30"},
-     {"radical": "30", "strokes": "-1"}, {"radical": "三", "strokes": "1"}, {"radical": "30", "strokes": "81"}],
+     {"radical": "30", "strokes": "-1"}, {"radical": "三", "strokes": "1"}, {"radical": "30", "strokes": "81"},
+     {"radical": "30", "strokes": "6", "count": "all"}, {"radical": "30", "strokes": "0", "count": "total"},
+     {"radical": "30", "strokes": "101", "count": "total"}, {"radical": "30", "strokes": "6", "count": "\x00"}],
 )  # fmt: skip
 async def test_bad_queries_are_400(http: httpx.AsyncClient, params: dict[str, str]) -> None:
     response = await http.get("/v1/rare-chars", params=params)

@@ -21,6 +21,7 @@ from tests.support.accounts import (
     solved_captcha,
 )
 from tests.support.gateway_server import ThreadedGateway
+from tests.support.schemas import assert_valid
 
 pytestmark = pytest.mark.anyio
 Person = Callable[..., dict[str, str]]
@@ -124,11 +125,44 @@ async def test_hall_reset_with_a_temporary_password(
     response = await http.post("/v1/admin/password-resets", json=body, headers=staff)
     assert response.status_code == 200, response.text
     temporary = response.json()["temporary_password"]
-    assert (await login(http, person["phone"], temporary)).status_code == 200
     # The person's earlier session has ended: its access token no longer authenticates.
     ended = await http.post("/v1/admin/registration-codes", json=identity_fields(person), headers=bearer(person_token))
     assert ended.status_code == 401
     assert audit_kinds(gateway.settings.database_url, person["id"])[-2:] == ["password_reset", "account_unlocked"]
+    # The first login with it issues nothing: the temporary password must be changed first.
+    first = await login(http, person["phone"], temporary, fresh_ip())
+    assert (first.status_code, first.json()["code"]) == (403, "password_change_required")
+    assert "access_token" not in first.json()
+    assert first.headers["content-type"] == "application/problem+json"
+    assert_valid("problem.json", first.json())
+    ticket, expires_in = first.json()["change_ticket"], first.json()["expires_in"]
+    assert expires_in == gateway.settings.reset_ticket_ttl
+    again = await login(http, person["phone"], temporary, fresh_ip())
+    assert again.json()["code"] == "password_change_required"  # every login, until it is changed
+    weak = await http.post("/v1/password/reset", json={"reset_ticket": ticket, "new_password": "abcdef中文1"})
+    assert (weak.status_code, weak.json()["code"]) == (400, "password_invalid_character")
+    done = await http.post("/v1/password/reset", json={"reset_ticket": ticket, "new_password": NEW_PASSWORD})
+    assert done.status_code == 204
+    assert (await login(http, person["phone"], NEW_PASSWORD, fresh_ip())).status_code == 200
+    assert (await login(http, person["phone"], temporary, fresh_ip())).status_code == 401
+    replay = await http.post("/v1/password/reset", json={"reset_ticket": ticket, "new_password": NEW_PASSWORD})
+    assert (replay.status_code, replay.json()["code"]) == (400, "reset_ticket_invalid")  # single use
+
+
+async def test_a_reset_ticket_clears_a_temporary_password(
+    gateway: ThreadedGateway, http: httpx.AsyncClient, make_person: Person
+) -> None:
+    """The forgotten-password path after a hall reset: the new password is the person's own."""
+    staff = await new_staff(http, gateway, make_person())
+    person = make_person()
+    body = {**identity_fields(person), "mode": "temporary_password"}
+    temporary = (await http.post("/v1/admin/password-resets", json=body, headers=staff)).json()["temporary_password"]
+    assert (await login(http, person["login_name"], temporary, fresh_ip())).status_code == 403
+    body = {**identity_fields(person), "mode": "reset_ticket"}
+    ticket = (await http.post("/v1/admin/password-resets", json=body, headers=staff)).json()["reset_ticket"]
+    done = await http.post("/v1/password/reset", json={"reset_ticket": ticket, "new_password": NEW_PASSWORD})
+    assert done.status_code == 204
+    assert (await login(http, person["login_name"], NEW_PASSWORD, fresh_ip())).status_code == 200
 
 
 async def test_hall_reset_with_a_ticket(gateway: ThreadedGateway, http: httpx.AsyncClient, make_person: Person) -> None:

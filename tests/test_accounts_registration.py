@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.accounts.registration import AGREEMENT_VERSION
 from gateway.directory.db import create_engine
-from gateway.directory.tables import registration_codes
+from gateway.directory.tables import person_registrations, registration_codes
 from tests.conftest import new_identity
 from tests.support.accounts import (
     SmsCodes,
@@ -39,7 +40,12 @@ async def staff(gateway: ThreadedGateway, http: httpx.AsyncClient, make_person: 
 
 
 async def start(http: httpx.AsyncClient, person: dict[str, str], code: str, **headers: str) -> httpx.Response:
-    body = {"method": "hall_code", "registration_code": code, **identity_fields(person)}
+    body = {
+        "method": "hall_code",
+        "registration_code": code,
+        "agreement_version": AGREEMENT_VERSION,
+        **identity_fields(person),
+    }
     return await http.post("/v1/registrations", json=body, headers=headers or fresh_ip())
 
 
@@ -74,7 +80,9 @@ async def register_with_code(
     return body
 
 
-def completion(person: dict[str, str], token: str, challenge: str, sms: str, **overrides: str) -> dict[str, str]:
+def completion(
+    person: dict[str, str], token: str, challenge: str, sms: str, **overrides: str | None
+) -> dict[str, str | None]:
     return {
         "registration_token": token,
         "login_name": person["login_name"],
@@ -189,7 +197,7 @@ async def test_identity_checks_per_ip_are_limited(tmp_path: Path) -> None:
     assert int(answers[2].headers["retry-after"]) >= 1
 
 
-RULES = [
+RULES: list[tuple[dict[str, str | None], int, str]] = [
     ({"login_name": "a"}, 400, "login_name_length"),
     ({"login_name": "a" * 17}, 400, "login_name_length"),
     ({"login_name": "12345678"}, 400, "login_name_all_digits"),
@@ -198,10 +206,21 @@ RULES = [
     ({"password": "Abcdefgh1!Abcdef"}, 400, "password_length"),
     ({"password": "Abcd efg1"}, 400, "password_spaces"),
     ({"password": "abcdefgh1"}, 400, "password_too_simple"),
+    # Issue 16's reproductions: a Chinese character is no "special character", a full-width digit no digit.
+    ({"password": "abcdef中文1"}, 400, "password_invalid_character"),
+    ({"password": "ABCDEFGH１"}, 400, "password_invalid_character"),
+    ({"password": "Abcdefg1\u0001"}, 400, "password_invalid_character"),
+    ({"password": "Abcdefg1\u0000"}, 400, "invalid_request"),  # NUL: refused in any string, said so
+    ({"password": "Abcdefg1\U00020bb7"}, 400, "password_invalid_character"),
     ({"phone": "12345"}, 400, "invalid_phone"),
     ({"household_region": "1101"}, 400, "household_region_format"),
     ({"household_region": "99010５"}, 400, "household_region_format"),
     ({"household_region": "990105"}, 400, "household_region_unknown"),
+    ({"household_region": "449999"}, 400, "household_region_unknown"),  # 广东 has no prefecture 99
+    ({"household_region": "110103"}, 400, "household_region_unknown"),  # 崇文区, merged into 东城区 in 2010
+    ({"household_region": "440100"}, 400, "household_region_not_county"),  # 广州市: choose its district
+    ({"household_region": "440000"}, 400, "household_region_not_county"),
+    ({"household_region": None}, 400, "household_region_required"),  # a resident ID card holder
     ({"sms_code": "000000x"}, 400, "sms_code_invalid"),
     ({"registration_token": "not-the-token"}, 403, "registration_token_invalid"),
 ]
@@ -221,8 +240,8 @@ async def test_each_completion_rule_has_its_own_code(
         assert (response.status_code, response.json()["code"]) == (status, code), overrides
         assert response.headers["content-type"] == "application/problem+json"
     existing = make_person()
-    for overrides, code in (({"login_name": existing["login_name"]}, "login_name_taken"),
-                            ({"phone": existing["phone"]}, "phone_taken")):  # fmt: skip
+    for field, code in (("login_name", "login_name_taken"), ("phone", "phone_taken")):
+        overrides = {field: existing[field]}
         response = await http.post(
             f"/v1/registrations/{reg}/complete", json=completion(person, token, challenge, sms, **overrides)
         )
@@ -292,3 +311,55 @@ async def test_other_id_types_register_but_log_in_only_by_phone_or_login_name(
     by_number = await login(http, person["id_number"], person["password"], fresh_ip())
     assert by_number.status_code == 401
     assert (await login(http, person["phone"], person["password"], fresh_ip())).status_code == 200
+
+
+async def test_the_agreement_must_be_accepted_and_is_recorded(
+    gateway: ThreadedGateway, http: httpx.AsyncClient, codes: SmsCodes, staff: dict[str, str]
+) -> None:
+    person = new_identity()
+    code = await issue_registration_code(http, staff, person)
+    body = {"method": "hall_code", "registration_code": code, **identity_fields(person)}
+    missing = await http.post("/v1/registrations", json=body, headers=fresh_ip())
+    assert (missing.status_code, missing.json()["code"]) == (400, "agreement_not_accepted")
+    old = await http.post("/v1/registrations", json={**body, "agreement_version": "2019-11-09"}, headers=fresh_ip())
+    assert (old.status_code, old.json()["code"]) == (400, "agreement_outdated")
+    assert old.json()["agreement_version"] == AGREEMENT_VERSION
+    before = datetime.now(UTC)
+    done = await register(http, codes, staff, person)  # the helper accepts the current version
+    recorded = registration_record(gateway.settings.database_url, str(done["person_id"]))
+    assert recorded["agreement_version"] == AGREEMENT_VERSION
+    accepted_at = recorded["agreement_accepted_at"]
+    assert isinstance(accepted_at, datetime)
+    assert before - timedelta(seconds=1) <= accepted_at.replace(tzinfo=UTC) <= datetime.now(UTC)
+    assert recorded["household_region"] == "110105"
+
+
+def registration_record(database_url: str, person_id: str) -> dict[str, object]:
+    async def read() -> dict[str, object]:
+        engine = create_engine(database_url)
+        try:
+            async with engine.connect() as conn:
+                query = person_registrations.select().where(person_registrations.c.person_id == person_id)
+                row = (await conn.execute(query)).one()
+                return dict(row._mapping)
+        finally:
+            await engine.dispose()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, read()).result()
+
+
+async def test_no_household_region_is_asked_of_people_without_a_mainland_household(
+    gateway: ThreadedGateway, http: httpx.AsyncClient, codes: SmsCodes, staff: dict[str, str]
+) -> None:
+    person = new_identity()
+    n = int(person["login_name"].rsplit("_", 1)[1])
+    person |= {"id_type": "passport", "id_number": f"E{n:08d}", "nationality": "USA"}
+    code = await issue_registration_code(http, staff, person)
+    started = await start(http, person, code)
+    challenge, sms = await sms_challenge(http, codes, {"purpose": "register", "phone": person["phone"]})
+    body = completion(person, started.json()["registration_token"], challenge, sms)
+    del body["household_region"]
+    done = await http.post(f"/v1/registrations/{started.json()['registration_id']}/complete", json=body)
+    assert done.status_code == 201, done.text
+    assert registration_record(gateway.settings.database_url, done.json()["person_id"])["household_region"] is None

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.directory.db import create_engine, current_revision, head_revision, migrate
+from gateway.directory.db import _alembic_config, create_engine, current_revision, head_revision, migrate
 from gateway.directory.persons import DuplicatePerson, PersonDirectory
+from gateway.directory.tables import person_registrations, persons
 from gateway.rules import IdType
 from tests.support.databases import fresh_database
 
@@ -122,3 +126,36 @@ async def test_roles_and_audit(engine: AsyncEngine) -> None:
     events = await audit.events(person_id)
     assert [e.kind for e in events] == ["login_unlocked", "login_locked"]
     assert events[0].actor == "p_staff"
+
+
+async def test_migration_0008_keeps_people_and_their_registrations(engine: AsyncEngine) -> None:
+    """People registered before 0008: their passwords are not temporary, their region stays, and no
+    agreement is recorded for them (NULL); afterwards a region may be absent."""
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda sync: command.upgrade(_alembic_config(sync), "0005"))
+        now = datetime.now(UTC)
+        await conn.execute(
+            sa.text(
+                "INSERT INTO persons (id, id_type, id_number, name, login_name, phone, password_hash, created_at)"
+                " VALUES ('p_old', 'resident_id', '11010519491231002X', '王五', 'old_user', '13800009999', 'x', :now)"
+            ),
+            {"now": now},
+        )
+        await conn.execute(
+            sa.text(
+                "INSERT INTO person_registrations (person_id, method, nationality, household_region, registered_at)"
+                " VALUES ('p_old', 'hall_code', 'CHN', '110105', :now)"
+            ),
+            {"now": now},
+        )
+    await migrate(engine)
+    assert await current_revision(engine) == head_revision()
+    async with engine.begin() as conn:
+        person = (await conn.execute(sa.select(persons).where(persons.c.id == "p_old"))).one()
+        assert not person.password_temporary
+        registration = (await conn.execute(sa.select(person_registrations))).one()
+        assert (registration.household_region, registration.agreement_version) == ("110105", None)
+        await conn.execute(person_registrations.update().values(household_region=None))  # now nullable
+    found = await PersonDirectory(engine).get("p_old")
+    assert found is not None
+    assert found.password_temporary is False

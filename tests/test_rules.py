@@ -43,6 +43,14 @@ def test_good_passwords(password: str) -> None:
         ("Abcd efg1", "password_spaces"),
         ("abcdefgh1", "password_too_simple"),
         ("ABCDEFGHI", "password_too_simple"),
+        # Issue 16's reproductions: both were accepted (中文 counted as special, １ as a digit).
+        ("abcdef中文1", "password_invalid_character"),
+        ("ABCDEFGH１", "password_invalid_character"),
+        ("Abcdefg1\x00", "password_invalid_character"),
+        ("Abcdefg1\x7f", "password_invalid_character"),
+        ("Abcdefg1é", "password_invalid_character"),
+        ("Abcdefg1\U00020bb7", "password_invalid_character"),
+        ("Abcdefg1\u3000", "password_spaces"),  # an ideographic space is a space
     ],
 )
 def test_bad_passwords(password: str, code: str) -> None:
@@ -84,3 +92,48 @@ def test_names_are_nfc_and_masked() -> None:
     assert rules.mask_name("欧阳娜娜") == "欧***"
     assert rules.mask_name("𠮷田") == "𠮷*"
     assert rules.mask_name("李") == "*"
+
+
+@pytest.mark.parametrize("password", ["abcdefg1!", "Abcdefg!", "A1!\"#$%&'()*+,", "aA1-./:;<=>?@[", "aA1\\]^_`{|}~"])
+def test_every_ascii_special_character_counts(password: str) -> None:
+    assert rules.check_password(password) == password
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["110105", "440106", "441900", "442000", "460400", "620200", "429004", "650102", "540402"],
+)  # 朝阳区, 天河区, and 东莞/中山/儋州/嘉峪关 (cities without counties), 仙桃 (directly under the province)
+def test_county_level_household_regions(code: str) -> None:
+    assert rules.check_household_region(code) == code
+    assert rules.divisions()[code].county_level
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        ("449999", "household_region_unknown"),
+        ("110103", "household_region_unknown"),  # abolished in 2010
+        ("110101 ", "household_region_format"),
+        ("１１０１０５", "household_region_format"),
+        ("110100", "household_region_not_county"),
+        ("440100", "household_region_not_county"),
+        ("440000", "household_region_not_county"),
+        ("710000", "household_region_not_county"),  # Taiwan: no mainland household
+        ("810000", "household_region_not_county"),
+        ("990101", "household_region_unknown"),
+    ],
+)
+def test_household_regions_are_checked_to_the_county(code: str, error: str) -> None:
+    with pytest.raises(errors.BadRequest) as caught:
+        rules.check_household_region(code)
+    assert caught.value.code == error
+
+
+def test_the_household_region_is_asked_only_of_a_mainland_household() -> None:
+    with pytest.raises(errors.BadRequest) as caught:
+        rules.household_region_for(IdType.RESIDENT_ID, None)
+    assert caught.value.code == "household_region_required"
+    for kind in (IdType.PASSPORT, IdType.HK_MACAU_PERMIT, IdType.TAIWAN_PERMIT, IdType.FOREIGN_PERMANENT_RESIDENT):
+        assert rules.household_region_for(kind, None) is None
+        with pytest.raises(errors.BadRequest):
+            rules.household_region_for(kind, "449999")  # one given is checked all the same

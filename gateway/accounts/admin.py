@@ -87,7 +87,7 @@ class HallDesk:
         if body.mode == "temporary_password":
             password = temporary_password()
             await self.recovery.set_new_password(
-                person.id, password, actor=staff_id, how="hall temporary password", channel="hall"
+                person.id, password, actor=staff_id, how="hall temporary password", channel="hall", temporary=True
             )
             answer["temporary_password"] = password
         else:

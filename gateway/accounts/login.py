@@ -5,13 +5,17 @@ lock (423), captcha once the subject has had a wrong password (400 `captcha_requ
 `captcha_invalid`, not counted), an attempt admitted atomically, argon2id (a decoy hash for unknown
 identifiers, so both take the same time), then the verdict: 401 with `attempts_left`, the 5th locks
 (audited). Unknown identifiers go through exactly the same steps under a subject of their own.
+
+A right password that hall staff set (a temporary password) issues nothing: the answer is 403
+`password_change_required` with a single-use `change_ticket` for `POST /v1/password/reset` (the
+forgotten-password reset's ticket, stored hashed, short-lived), so the first login changes it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import unicodedata
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from pydantic import Field
@@ -51,6 +55,10 @@ def unknown_subject(identifier: str) -> str:
     return "u_" + hashlib.sha256(normal.encode()).hexdigest()[:32]
 
 
+class PasswordChangeRequired(errors.Forbidden):
+    code = "password_change_required"
+
+
 OUTCOME_OF_CODE = {
     "invalid_credentials": "invalid",
     "account_locked": "locked",
@@ -58,6 +66,7 @@ OUTCOME_OF_CODE = {
     "captcha_invalid": "captcha_invalid",
     "too_many_requests": "throttled",
     "attempts_in_progress": "throttled",
+    "password_change_required": "change_required",
 }
 
 
@@ -69,6 +78,9 @@ class PasswordLogins:
     sessions: SessionManager
     audit: AuditLog
     clients: Mapping[str, ClientPolicy]
+    # A ticket for POST /v1/password/reset (Recovery.new_ticket), and how long it lives (s).
+    change_ticket: Callable[[str], Awaitable[str]] | None = None
+    change_ticket_ttl: int = 600
 
     async def login(self, body: PasswordLogin, *, ip: str) -> TokenResponse:
         if body.client_id not in self.clients:
@@ -121,6 +133,7 @@ class PasswordLogins:
             )
 
         await self.guard.check(found.id, attempt, verify, on_lock=audit_lock)
+        await self._require_own_password(found)
         return found
 
     async def _authenticate(self, body: PasswordCredentials, *, ip: str) -> Person:
@@ -137,7 +150,19 @@ class PasswordLogins:
 
         await self.guard.check(subject, Attempt(ip, body.captcha_id, body.captcha_answer), verify, on_lock=audit_lock)
         assert person is not None  # a check that passed had a person's hash to pass
+        await self._require_own_password(person)
         return person
+
+    async def _require_own_password(self, person: Person) -> None:
+        """A right password that hall staff set proves nothing further until it is changed (a login,
+        and a fresh authentication at a QR confirm alike)."""
+        if person.password_temporary and self.change_ticket is not None:
+            raise PasswordChangeRequired(
+                "This password was set at the tax service hall and must be changed now: "
+                "set a new password with `change_ticket` (POST /v1/password/reset), then log in with it.",
+                change_ticket=await self.change_ticket(person.id),
+                expires_in=self.change_ticket_ttl,
+            )
 
 
 def routes(logins: PasswordLogins) -> list[BaseRoute]:

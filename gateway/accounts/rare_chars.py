@@ -1,8 +1,10 @@
 """Rare name characters (生僻字) by radical and stroke count, for people whose keyboard cannot type them.
 
 `GET /v1/rare-chars/radicals` lists the 214 Kangxi radicals; `GET /v1/rare-chars?radical=R&strokes=S`
-lists the ideographs filed under radical R with S residual strokes (Unicode's Unihan `kRSUnicode`,
-every block from the URO to Extension G). The index is built once by scripts/build_rare_chars.py into
+lists the ideographs filed under radical R with S residual strokes (the strokes beyond the radical:
+Unicode's Unihan `kRSUnicode`, every block from the URO to Extension G), and
+`...&count=total` those with S strokes in all (`kTotalStrokes`), for people who count the whole
+character: 𠮷 is 口 + 3, or 6 strokes in all. The index is built once by scripts/build_rare_chars.py into
 data/rare_chars.json.gz (runs of consecutive code points) and loaded on first use.
 """
 
@@ -22,6 +24,8 @@ from gateway.jsonutil import dumps, loads
 
 INDEX = Path(__file__).with_name("data") / "rare_chars.json.gz"
 MAX_STROKES = 80  # the most residual strokes in Unihan 14 is 76
+MAX_TOTAL_STROKES = 100  # the most total strokes in Unihan 14 is 84
+COUNTS = ("residual", "total")
 CACHE = {"Cache-Control": "public, max-age=86400"}
 
 
@@ -49,8 +53,11 @@ class RareChars:
             self._radicals_body = dumps({"unicode_version": index["unicode"], "radicals": radicals})
         return self._radicals_body
 
-    def characters(self, radical: int, strokes: int) -> list[str]:
-        runs: list[int] = self._loaded()["chars"].get(f"{radical}.{strokes}", [])
+    def characters(self, radical: int, strokes: int, count: str = "residual") -> list[str]:
+        """The ideographs under `radical` with `strokes` residual strokes (`count` "residual") or
+        strokes in all (`count` "total")."""
+        table = "total" if count == "total" else "chars"
+        runs: list[int] = self._loaded()[table].get(f"{radical}.{strokes}", [])
         return [
             chr(cp) for start, count in zip(runs[::2], runs[1::2], strict=True) for cp in range(start, start + count)
         ]
@@ -68,9 +75,16 @@ def routes(rare: RareChars) -> list[BaseRoute]:
         return Response(rare.radicals_body(), media_type="application/json", headers=CACHE)
 
     async def characters(request: Request) -> Response:
+        count = request.query_params.get("count", "residual")
+        if count not in COUNTS:
+            raise errors.BadRequest("count must be residual or total.", code="invalid_request")
         radical = _int_param(request, "radical", 1, 214)
-        strokes = _int_param(request, "strokes", 0, MAX_STROKES)
-        body = {"radical": radical, "strokes": strokes, "characters": rare.characters(radical, strokes)}
+        if count == "total":
+            strokes = _int_param(request, "strokes", 1, MAX_TOTAL_STROKES)
+        else:
+            strokes = _int_param(request, "strokes", 0, MAX_STROKES)
+        characters = rare.characters(radical, strokes, count)
+        body = {"radical": radical, "strokes": strokes, "count": count, "characters": characters}
         return Response(dumps(body), media_type="application/json", headers=CACHE)
 
     return [

@@ -73,6 +73,7 @@ def _person(row: sa.Row[tuple[object, ...]]) -> Person:
         login_name=str(row.login_name),
         phone=str(row.phone),
         password_hash=str(row.password_hash),
+        password_temporary=bool(row.password_temporary),
     )
 
 
@@ -169,9 +170,11 @@ class AccountRecords:
         login_name: str,
         phone: str,
         password_hash: str,
-        household_region: str,
+        household_region: str | None,
         method: str,
         code_id: str | None,
+        agreement_version: str | None,
+        agreement_accepted_at: datetime | None,
     ) -> str:
         """Insert the person (and use up the hall code) in one transaction; returns the person id."""
         now = datetime.now(UTC)
@@ -199,6 +202,8 @@ class AccountRecords:
                         nationality=identity.nationality,
                         household_region=household_region,
                         registered_at=now,
+                        agreement_version=agreement_version,
+                        agreement_accepted_at=agreement_accepted_at,
                     )
                 )
         except IntegrityError as exc:
@@ -218,11 +223,14 @@ class AccountRecords:
                 code="registration_code_used",
             )
 
-    async def set_password(self, person_id: str, password_hash: str) -> None:
+    async def set_password(self, person_id: str, password_hash: str, *, temporary: bool = False) -> None:
+        """A new password; `temporary` (set by hall staff): the next login must change it."""
         now = datetime.now(UTC)
         async with _database(), self._engine.begin() as conn:
             changed = await conn.execute(
-                persons.update().where(persons.c.id == person_id).values(password_hash=password_hash)
+                persons.update()
+                .where(persons.c.id == person_id)
+                .values(password_hash=password_hash, password_temporary=temporary)
             )
             if changed.rowcount != 1:
                 raise errors.NotFound("No such person.", code="person_not_found")

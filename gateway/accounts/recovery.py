@@ -78,12 +78,20 @@ class Recovery:
         return ticket
 
     async def set_new_password(
-        self, person_id: str, password: str, *, actor: str, how: str, channel: str = "forgotten_password"
+        self,
+        person_id: str,
+        password: str,
+        *,
+        actor: str,
+        how: str,
+        channel: str = "forgotten_password",
+        temporary: bool = False,
     ) -> None:
         """The one way a password changes after registration: hash, store, unlock, end sessions, audit.
-        `channel` (forgotten_password, hall) labels the metrics and events; `how` is the audit's words."""
+        `channel` (forgotten_password, hall) labels the metrics and events; `how` is the audit's words.
+        A `temporary` one (hall staff's) must be changed at the next login; any other clears that."""
         password_hash = await self.hashing.hash(rules.check_password(password))
-        await self.records.set_password(person_id, password_hash)
+        await self.records.set_password(person_id, password_hash, temporary=temporary)
         was_locked = await self.login_guard.unlock(person_id)
         ended = await self.sessions.end_sessions_of(person_id)
         await self.audit.record("password_reset", person_id, actor=actor, detail=f"{how}; {ended} sessions ended")

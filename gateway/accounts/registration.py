@@ -1,10 +1,17 @@
 """Registration (实名注册): verify an identity, then set login name, password, phone and region.
 
-    POST /v1/registrations  {method: hall_code | face, identity..., registration_code | face_token}
+    POST /v1/registrations  {method: hall_code | face, identity..., registration_code | face_token,
+                             agreement_version}
         -> 201 {registration_id, registration_token, expires_in}
     POST /v1/registrations/{registration_id}/complete
-        {registration_token, login_name, password, phone, sms_challenge_id, sms_code, household_region}
+        {registration_token, login_name, password, phone, sms_challenge_id, sms_code, household_region?}
         -> 201 {person_id, login_name, log_in_with}
+
+The registration agreement (用户注册协议) must be read and accepted first (【同意并继续】): the
+start names the version accepted, which must be the current one (`AGREEMENT_VERSION`, the text on the
+registration page); the version and the time of acceptance are recorded with the account. The
+household region is asked of resident ID card holders only (a mainland household) and checked to the
+county against GB/T 2260.
 
 The registration id is in the URL, so it is not the secret: `registration_token` (body only,
 stored hashed) is. Hall codes are bound to the identity they were issued for; guesses are counted
@@ -45,12 +52,16 @@ from gateway.state.attempts import AttemptLimits
 from gateway.state.base import StateStore
 
 NO_STORE = {"Cache-Control": "no-store"}
+# The registration agreement's version: the text the registration page shows under this version.
+# A new text gets a new version; starts naming an older one are refused until it is accepted anew.
+AGREEMENT_VERSION = "2026-12-08"
 
 
 class RegistrationStart(IdentityFields):
     method: Literal["hall_code", "face"]
     registration_code: str | None = Field(default=None, min_length=1, max_length=16)
     face_token: str | None = Field(default=None, min_length=1, max_length=4096)
+    agreement_version: str | None = Field(default=None, min_length=1, max_length=32)
 
 
 class RegistrationComplete(StrictModel):
@@ -60,7 +71,7 @@ class RegistrationComplete(StrictModel):
     phone: str = Field(min_length=1, max_length=20)
     sms_challenge_id: str = Field(min_length=1, max_length=64)
     sms_code: str = Field(min_length=1, max_length=16)
-    household_region: str = Field(min_length=1, max_length=16)
+    household_region: str | None = Field(default=None, min_length=1, max_length=16)
 
 
 def _hash(token: str) -> str:
@@ -182,6 +193,17 @@ class Registrations:
             raise errors.BadRequest("Registration by hall code needs `registration_code`.", code="invalid_request")
         if body.method == "face" and (body.face_token is None or body.registration_code is not None):
             raise errors.BadRequest("Registration by face verification needs `face_token`.", code="invalid_request")
+        if body.agreement_version is None:
+            raise errors.BadRequest(
+                "Read and accept the registration agreement first: send the `agreement_version` accepted.",
+                code="agreement_not_accepted",
+            )
+        if body.agreement_version != AGREEMENT_VERSION:
+            raise errors.BadRequest(
+                f"The registration agreement has changed (now version {AGREEMENT_VERSION}): read and accept it again.",
+                code="agreement_outdated",
+                agreement_version=AGREEMENT_VERSION,
+            )
         identity = identity_of(body)
         if body.method == "face":
             self.face.check_applicable(identity)
@@ -205,6 +227,8 @@ class Registrations:
             "id_number": identity.id_number,
             "name": identity.name,
             "nationality": identity.nationality,
+            "agreement_version": body.agreement_version,
+            "agreement_accepted_at": datetime.now(UTC).isoformat(),
         }
         ttl = self.settings.registration_ttl
         await self.store.put(_key(registration_id), record, ttl)
@@ -225,12 +249,14 @@ class Registrations:
         login_name = rules.check_login_name(body.login_name)
         password = rules.check_password(body.password)
         phone = rules.check_phone(body.phone)
-        region = rules.check_household_region(body.household_region)
         identity = Identity(rules.IdType(record["id_type"]), record["id_number"], record["name"], record["nationality"])
+        region = rules.household_region_for(identity.id_type, body.household_region)
         taken = await self.records.taken(login_name=login_name, phone=phone, identity=identity)
         if taken is not None:
             raise taken
         await self.sms.verify(body.sms_challenge_id, body.sms_code, "register", phone=phone)
+        accepted = record.get("agreement_accepted_at")
+        accepted_at = datetime.fromisoformat(accepted) if accepted else None
         if await self.store.take(key) is None:
             raise Conflict("This registration was completed already.", code="registration_already_completed")
         try:
@@ -242,6 +268,8 @@ class Registrations:
                 household_region=region,
                 method=record["method"],
                 code_id=record["code_id"] or None,
+                agreement_version=record.get("agreement_version"),  # None: started before it was recorded
+                agreement_accepted_at=accepted_at,
             )
         except Conflict as conflict:
             if conflict.code in ("login_name_taken", "phone_taken"):  # lost a race: the person may choose again

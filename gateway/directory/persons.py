@@ -33,6 +33,7 @@ class Person:
     login_name: str
     phone: str
     password_hash: str
+    password_temporary: bool = False  # set by hall staff: to be changed at the next login
 
 
 def new_person_id() -> str:
@@ -134,4 +135,5 @@ class PersonDirectory:
             login_name=row.login_name,
             phone=row.phone,
             password_hash=row.password_hash,
+            password_temporary=bool(row.password_temporary),
         )

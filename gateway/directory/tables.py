@@ -18,6 +18,8 @@ persons = sa.Table(
     sa.Column("phone", sa.String(20), nullable=False),
     sa.Column("password_hash", sa.String(255), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # Set by hall staff (a temporary password): the next login must change it (migration 0008).
+    sa.Column("password_temporary", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("id_type", "id_number", name="uq_persons_identity"),
     sa.UniqueConstraint("login_name", name="uq_persons_login_name"),
     sa.UniqueConstraint("phone", name="uq_persons_phone"),
@@ -66,9 +68,12 @@ person_registrations = sa.Table(
     sa.Column("person_id", sa.String(40), sa.ForeignKey("persons.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("method", sa.String(16), nullable=False),  # hall_code | face
     sa.Column("nationality", sa.String(3), nullable=False),
-    sa.Column("household_region", sa.String(6), nullable=False),
+    sa.Column("household_region", sa.String(6), nullable=True),  # NULL: no mainland household (0006)
     sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("password_changed_at", sa.DateTime(timezone=True), nullable=True),
+    # The registration agreement accepted (【同意并继续】) and when (migration 0008; NULL before it).
+    sa.Column("agreement_version", sa.String(32), nullable=True),
+    sa.Column("agreement_accepted_at", sa.DateTime(timezone=True), nullable=True),
 )
 
 # Relying parties of the OpenID Connect provider (migration 0005) ----------------------------------

@@ -1,7 +1,8 @@
 """The pages people see: the desktop login page (`/`), the phone simulator (`/demo/app`), the camera
-landing page (`/q/{qr_id}`), the app-download QR code of the login pages (`/app-download.svg`) and
-their static files (`/web/...`). The browser sign-in page (`/signin`)
-is served by gateway/oidc/signin.py from the same templates, scripts and headers.
+landing page (`/q/{qr_id}`), the app-download QR code of the login pages (`/app-download.svg`),
+registration (`/register`), the forgotten password (`/forgot-password`) and the change of a hall
+temporary password (`/change-password`), and their static files (`/web/...`). The browser sign-in page
+(`/signin`) is served by gateway/oidc/signin.py from the same templates, scripts and headers.
 
 Plain HTML, CSS and ES modules, no build step. Every page carries a strict Content-Security-Policy:
 scripts and styles only from this origin (no inline code), images from here or `data:` (captchas),
@@ -26,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import errors
+from gateway.accounts.registration import AGREEMENT_VERSION
 from gateway.qr import render as qr_render
 from gateway.qr.symbol import encode
 from gateway.settings import Settings
@@ -170,8 +172,25 @@ def routes(settings: Settings, *, units_mounted: bool) -> list[BaseRoute]:
             raise errors.NotFound("The phone simulator is a demo tool and is off here.", code="not_found")
         return HTMLResponse(render("phone.html", public_url=settings.issuer), headers=page_headers(request))
 
+    async def register(request: Request) -> Response:
+        # The agreement's text is the page's; its version is the one registration requires.
+        return HTMLResponse(render("register.html", agreement_version=AGREEMENT_VERSION), headers=page_headers(request))
+
+    async def forgot_password(request: Request) -> Response:
+        body = render("forgot-password.html", page="forgot", title_key="forgot_title", title="忘记密码")
+        return HTMLResponse(body, headers=page_headers(request))
+
+    async def change_password(request: Request) -> Response:
+        # Reached from the login page after a hall temporary password (403 password_change_required);
+        # the ticket travels in the tab's sessionStorage, never in the URL.
+        body = render("forgot-password.html", page="change", title_key="change_title", title="修改临时密码")
+        return HTMLResponse(body, headers=page_headers(request))
+
     return [
         Route("/", desktop, methods=["GET"]),
+        Route("/register", register, methods=["GET"]),
+        Route("/forgot-password", forgot_password, methods=["GET"]),
+        Route("/change-password", change_password, methods=["GET"]),
         Route("/demo/app", phone, methods=["GET"]),
         Route("/q/{qr_id}", landing, methods=["GET"]),
         Route("/app-download.svg", app_download, methods=["GET"]),

@@ -17,6 +17,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from gateway import cli
+from gateway.accounts.registration import AGREEMENT_VERSION
 from gateway.directory.audit import AuditLog
 from gateway.directory.db import create_engine
 from tests.support.gateway_server import CAPTCHA_ANSWER, ThreadedGateway, free_port
@@ -170,7 +171,12 @@ async def register(
     ip = fresh_ip()
     started = await http.post(
         "/v1/registrations",
-        json={"method": "hall_code", "registration_code": code, **identity_fields(person)},
+        json={
+            "method": "hall_code",
+            "registration_code": code,
+            "agreement_version": AGREEMENT_VERSION,
+            **identity_fields(person),
+        },
         headers=ip,
     )
     assert started.status_code == 201, started.text

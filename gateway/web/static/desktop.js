@@ -107,3 +107,11 @@ demoChannel?.addEventListener("message", (event) => {
   }
 });
 tabs.select("password", { force: true }); // the notice's default: 账号密码登录
+// Back from registration or a password reset: the identifier they left in this tab is filled in
+// (sessionStorage, not the URL: it is personal data), and the password is asked for.
+const handedIdentifier = sessionStorage.getItem("qrgate.login-identifier");
+sessionStorage.removeItem("qrgate.login-identifier");
+if (handedIdentifier) {
+  $("identifier").value = handedIdentifier;
+  $("password").focus();
+}

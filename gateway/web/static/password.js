@@ -72,6 +72,12 @@ export class PasswordForm {
       return this.onSuccess(answer);
     }
     const { status, body: problem } = answer;
+    if (status === 403 && problem.code === "password_change_required") {
+      // A hall temporary password: set a new one first (/change-password, which asks for it again).
+      // Only the identifier is handed over, in this tab's sessionStorage (removed when read).
+      sessionStorage.setItem("qrgate.password-change", identifier);
+      return location.assign(`/change-password${location.search}`);
+    }
     if (status === 401 && problem.code === "invalid_credentials") {
       this.say("wrong_password", { attempts: problem.attempts_left });
     } else if (status === 423) {
