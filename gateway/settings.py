@@ -110,6 +110,14 @@ class Settings(BaseSettings):
         description="Known client ids, comma-separated; `:mint` may mint QR codes, `:scan` may scan them.",
     )
 
+    client_scopes: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            client: ["units.read", "units.verify", "units.manage"]
+            for client in ("withholding-desktop", "mobile-app", "web")
+        },
+        description="Scopes the access tokens of a real-name login (password, QR, the browser sign-in) carry, by "
+        "client, as JSON: {client_id: [scope, ...]}. A client not named gets none; token exchange narrows them.",
+    )
     exchange_audiences: dict[str, AudiencePolicy] = Field(
         default_factory=lambda: {
             "units": AudiencePolicy(

@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.units.access import caller
 from gateway.units.http import json_response, timestamp
+from gateway.units.rules import UnitScope
 from gateway.units.service import UnitsService
 
 
@@ -32,7 +33,7 @@ class UnitView(TypedDict):
 
 
 async def list_units(service: UnitsService, request: Request) -> Response:
-    claims = caller(request)
+    claims = caller(request, UnitScope.READ)
     now = datetime.now(UTC)
     memberships = await service.records.memberships(claims["sub"])
     authorized = await service.records.active_authorizations(claims["sub"], now) if memberships else {}

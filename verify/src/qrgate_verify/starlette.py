@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from qrgate_verify.claims import AccessTokenClaims
 from qrgate_verify.dpop import DpopVerifier, InvalidProof, MemoryReplayCache
 from qrgate_verify.problem import Problem, Unauthorized, problem_app, problem_json
+from qrgate_verify.scopes import check_scope
 from qrgate_verify.verifier import AccessTokenVerifier, InvalidToken
 
 
@@ -87,6 +88,14 @@ def require_claims(conn: HTTPConnection) -> AccessTokenClaims:
     claims: AccessTokenClaims | None = getattr(conn.state, "claims", None)
     if claims is None:
         raise Unauthorized("An access token is required.", code="invalid_token")
+    return claims
+
+
+def require_scope(conn: HTTPConnection, *needed: str) -> AccessTokenClaims:
+    """The verified claims, if the token carries every scope in `needed`; else 403
+    `insufficient_scope` with its `WWW-Authenticate` challenge (RFC 6750 3.1)."""
+    claims = require_claims(conn)
+    check_scope(claims, *needed)
     return claims
 
 
