@@ -159,7 +159,7 @@ async def test_a_token_without_units_scopes_gets_nothing(
         "auth_time": claims["auth_time"],
     }
     for extra in ({"scope": "openid profile"}, None):
-        token = issuer.access_token(**common, extra=extra)  # type: ignore[arg-type]
+        token = issuer.access_token(**common, extra=extra)
         other = Person(clerk.identity, token, http)
         assert_insufficient(await other.get("/v1/units"), "units.read")
         verified = await other.post(f"/v1/units/{tin}/verify", {"declaration_password": DECLARATION_PASSWORD})
