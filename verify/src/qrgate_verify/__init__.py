@@ -16,6 +16,7 @@ from qrgate_verify.claims import AccessTokenClaims, Confirmation
 from qrgate_verify.dpop import DpopVerifier, InvalidProof, MemoryReplayCache, ReplayCache
 from qrgate_verify.problem import Problem, Unauthorized
 from qrgate_verify.scopes import InsufficientScope, check_scope, scopes_of
+from qrgate_verify.session_ends import SessionEnded, SessionEnds, SessionStatusUnavailable
 from qrgate_verify.verifier import AccessTokenVerifier, InvalidToken, KeySource, RemoteJwks, StaticKeys
 
 if TYPE_CHECKING:
@@ -48,6 +49,9 @@ __all__ = [
     "Problem",
     "RemoteJwks",
     "ReplayCache",
+    "SessionEnded",
+    "SessionEnds",
+    "SessionStatusUnavailable",
     "StaticKeys",
     "TokenAuthMiddleware",
     "Unauthorized",
