@@ -9,14 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
 from tests.support.accounts import fresh_ip
-from tests.support.units import DECLARATION_PASSWORD, Person, UnitsStack, bearer, claims_of, new_person, new_unit
+from tests.support.gateway_server import free_port
+from tests.support.redis_procs import RedisServer
+from tests.support.scale_out import PUBLIC_URL, GatewayCluster
+from tests.support.scale_out import Person as ClusterPerson
+from tests.support.units import (
+    DECLARATION_PASSWORD,
+    Person,
+    ServiceProcess,
+    UnitsStack,
+    bearer,
+    claims_of,
+    new_person,
+    new_tin,
+    new_unit,
+)
 
 pytestmark = pytest.mark.anyio
 LIMIT = 5.0  # s: the promise
@@ -174,3 +188,78 @@ async def test_a_state_changing_call_right_after_the_end_is_refused(
             refused = await holder.post(f"/v1/units/{tin}/verify", {"declaration_password": DECLARATION_PASSWORD})
             assert refused.status_code == 401, refused.text
             assert refused.json()["code"] == "session_ended"
+
+
+# Several gateway processes over Redis --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster_and_units(
+    module_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GatewayCluster, ServiceProcess]]:
+    """Two gateway processes on one Redis, and a separate units process following process 0's feed."""
+    root = tmp_path_factory.mktemp("ends-cluster")
+    cluster = GatewayCluster(root, module_redis.url, size=2)
+    units_port = free_port()
+    units = ServiceProcess(
+        ["serve-units"],
+        {
+            "QRGATE_PUBLIC_URL": f"http://127.0.0.1:{units_port}",
+            "QRGATE_DATABASE_URL": cluster.database_url,
+            "QRGATE_DATABASE_AUTO_MIGRATE": "false",
+            "QRGATE_KEYS_FILE": str(root / "unused-gateway-keys.json"),
+            "QRGATE_UNITS_KEYS_FILE": str(root / "units-keys.json"),
+            "QRGATE_UNITS_GATEWAY_ISSUER": PUBLIC_URL,
+            "QRGATE_LOG_LEVEL": "warning",
+        },
+        units_port,
+        root / "units.log",
+    )
+    try:
+        cluster.start()
+        units.args += ["--gateway-url", cluster.processes[0].base_url]
+        units.start().wait_healthy()
+        yield cluster, units
+    finally:
+        units.stop()
+        cluster.stop()
+    assert "Traceback" not in (root / "units.log").read_text()
+
+
+async def test_an_end_at_any_gateway_process_reaches_the_units_service(
+    cluster_and_units: tuple[GatewayCluster, ServiceProcess],
+) -> None:
+    """The units service follows process 0; sessions end at process 1 (logout, then refresh reuse)."""
+    cluster, units_process = cluster_and_units
+    people = [await asyncio.to_thread(cluster.add_person) for _ in range(3)]
+    async with (
+        httpx.AsyncClient(base_url=cluster.processes[1].base_url, timeout=20) as elsewhere,
+        httpx.AsyncClient(base_url=units_process.base_url + "/units", timeout=20) as units,
+    ):
+
+        async def session_of(person: ClusterPerson) -> Login:
+            body = {"identifier": person.identity["login_name"], "password": person.identity["password"]}
+            answer = await elsewhere.post("/v1/login/password", json={**body, "client_id": "web"})
+            assert answer.status_code == 200, answer.text
+            return Login(answer.json()["access_token"], answer.json()["refresh_token"])
+
+        logged_out, reused, live = [await session_of(person) for person in people]
+        for session in (logged_out, reused, live):
+            assert (await units.get("/v1/units", headers=bearer(session.access_token))).status_code == 200
+
+        assert (await elsewhere.post("/v1/logout", headers=bearer(logged_out.access_token))).status_code == 204
+        assert await refused_within(units, logged_out.access_token, LIMIT) < LIMIT
+
+        form = {"grant_type": "refresh_token", "refresh_token": reused.refresh_token, "client_id": "web"}
+        assert (await elsewhere.post("/v1/token", data=form)).status_code == 200
+        assert (await elsewhere.post("/v1/token", data=form)).json()["code"] == "refresh_token_reused"
+        assert await refused_within(units, reused.access_token, LIMIT) < LIMIT
+
+        tin = new_tin()
+        for session in (logged_out, reused):
+            refused = await units.post(f"/v1/units/{tin}/enter", headers=bearer(session.access_token))
+            assert refused.status_code == 401
+            assert refused.json()["code"] == "session_ended"
+        assert (await units.get("/v1/units", headers=bearer(live.access_token))).status_code == 200
+        not_member = await units.post(f"/v1/units/{tin}/enter", headers=bearer(live.access_token))
+        assert not_member.json()["code"] == "not_unit_member"  # past the session check: it lives
