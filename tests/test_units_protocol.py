@@ -262,3 +262,20 @@ async def test_insufficient_scope_answers_hold_to_the_contract(
         assert answer.status_code == 403, (path, answer.text)
         assert problem["code"] == "insufficient_scope", path
         assert answer.headers["www-authenticate"].startswith('Bearer error="insufficient_scope", scope="units.')
+
+
+async def test_session_ended_answers_hold_to_the_contract(units_stack: UnitsStack, http: httpx.AsyncClient) -> None:
+    """After a logout at the gateway: the unit list (within 5 s) and a state-changing call (at once)."""
+    person = await new_person(units_stack, http)
+    tin = new_tin()
+    async with httpx.AsyncClient(base_url=units_stack.gateway_url, timeout=20) as gateway:
+        assert (await gateway.post("/v1/logout", headers=person.headers)).status_code == 204
+    reset = await person.put(f"/v1/units/{tin}/declaration-password", {"new_password": "Other-0002"})
+    assert documented(reset, "PUT", "/units/v1/units/{tin}/declaration-password")["code"] == "session_ended"
+    for method, path, documented_path in (
+        ("POST", f"/v1/units/{tin}/verify", "/units/v1/units/{tin}/verify"),
+        ("POST", f"/v1/units/{tin}/enter", "/units/v1/units/{tin}/enter"),
+        ("GET", "/v1/units", "/units/v1/units"),
+    ):
+        answer = await http.request(method, path, headers=person.headers, json={"declaration_password": "x"})
+        assert documented(answer, method, documented_path)["code"] == "session_ended", path
