@@ -50,6 +50,8 @@ from gateway.tokens.dpop import DpopVerifier, StoreReplayCache
 from gateway.tokens.endpoints import TokenEndpoints
 from gateway.tokens.issuer import TokenIssuer
 from gateway.tokens.keys import KeyFile
+from gateway.tokens.session_ends import SessionEndFeed
+from gateway.tokens.session_ends import routes as session_end_routes
 from gateway.tokens.sessions import SessionManager
 from gateway.units.app import UnitsMount, create_units_app, mounted_lifespan
 from gateway.web import pages as web_pages
@@ -82,6 +84,7 @@ class Services:
     logouts: oidc_logout.Logouts
     backchannel: BackchannelSender
     dpop: DpopVerifier
+    session_ends: SessionEndFeed
 
     @classmethod
     def create(cls, settings: Settings, draining: Draining | None = None) -> Services:
@@ -147,6 +150,8 @@ class Services:
         parties = RelyingParties(engine, refresh=settings.oidc_clients_refresh)
         oidc = OidcProvider(settings, store, parties, sessions, issuer, directory)
         backchannel = BackchannelSender(settings, store, parties, lambda: issuer.ring)
+        session_ends = SessionEndFeed(settings, store, issuer, draining)
+        sessions.on_end(session_ends.publish)  # first: resource servers hear of an end before slower listeners run
         sessions.on_end(backchannel.session_ended)
         return cls(
             settings=settings,
@@ -191,6 +196,7 @@ class Services:
             logouts=oidc_logout.Logouts(oidc, store),
             backchannel=backchannel,
             dpop=dpop,
+            session_ends=session_ends,
         )
 
     def routes(self, *, units_mounted: bool) -> list[BaseRoute]:
@@ -205,6 +211,7 @@ class Services:
                 reauthenticate=self.logins.reauthenticate,
             ),
             *token_endpoints.routes(self.tokens),
+            *session_end_routes(self.session_ends),
             *oidc_http.routes(self.oidc, self.bearer, self.dpop),
             *login.routes(self.logins),
             captcha.route(self.captchas),

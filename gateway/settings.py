@@ -122,6 +122,14 @@ class Settings(BaseSettings):
         description="Known client ids, comma-separated; `:mint` may mint QR codes, `:scan` may scan them.",
     )
 
+    client_scopes: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            client: ["units.read", "units.verify", "units.manage"]
+            for client in ("withholding-desktop", "mobile-app", "web")
+        },
+        description="Scopes the access tokens of a real-name login (password, QR, the browser sign-in) carry, by "
+        "client, as JSON: {client_id: [scope, ...]}. A client not named gets none; token exchange narrows them.",
+    )
     exchange_audiences: dict[str, AudiencePolicy] = Field(
         default_factory=lambda: {
             "units": AudiencePolicy(
@@ -307,6 +315,19 @@ class Settings(BaseSettings):
     units_jwks_max_age: float = Field(300.0, gt=0, le=86400, description="Seconds the gateway's JWKS is cached.")
     units_jwks_refetch_cooldown: float = Field(
         10.0, ge=0, le=300, description="A token naming an unknown key refetches the JWKS at most this often (s)."
+    )
+    units_session_ends_wait: float = Field(
+        20.0,
+        gt=0,
+        le=30,
+        description="Seconds each long-poll of the gateway's session-end feed (GET /v1/session-ends) may wait.",
+    )
+    units_session_ends_max_staleness: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="A state-changing unit call asks the gateway's session-end feed first; when the gateway cannot "
+        "be reached it acts on the last confirmed view only while it is at most this old (s), else 503.",
     )
     units_keys_file: str = Field(
         "", description="The units service's signing keys (private JWKS). Empty: `units-<name>` beside keys_file."

@@ -400,6 +400,7 @@ def test_openapi_is_a_valid_openapi_3_1_document() -> None:
         "POST /v1/revoke",
         "POST /v1/introspect",
         "POST /v1/logout",
+        "GET /v1/session-ends",
         "GET /v1/sessions",
         "DELETE /v1/sessions/{sid}",
         # the browser sign-in page of the OpenID provider (tests/test_oidc_signin.py holds its answers)

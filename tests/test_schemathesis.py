@@ -226,7 +226,25 @@ def test_gateway_conforms_to_openapi(case: schemathesis.Case[Any], fuzzed: Threa
         turn = real.next_turn()  # 0: as generated; 1: real credentials; 2: and a real session to act on
         if turn:
             headers = session_credentials_for(case, real, real_session=turn == 2)
-    case.call_and_validate(base_url=fuzzed.base_url, headers=headers, checks=CHECKS, timeout=35)
+    checks = CHECKS
+    if case.operation.path == "/v1/session-ends":
+        quick_long_poll(case)
+        # Its 200 is a compact JWS (application/jwt), which schemathesis reads as JSON: the page's claims
+        # are held against session-ends-claims.json by tests/test_verify_session_ends.py instead.
+        checks = [check for check in CHECKS if check is not response_schema_conformance]
+    case.call_and_validate(base_url=fuzzed.base_url, headers=headers, checks=checks, timeout=35)
+
+
+def quick_long_poll(case: schemathesis.Case[Any]) -> None:
+    """A valid `wait` on the session-end feed waits it out when no session ends: keep it short (a
+    generated invalid one stays, for its 400)."""
+    query = case.query if isinstance(case.query, dict) else {}
+    try:
+        valid = 0 < float(query.get("wait", 0)) <= 30
+    except (TypeError, ValueError):
+        valid = False
+    if valid:
+        case.query = {**query, "wait": 0.2}
 
 
 STATE = "/v1/qr/{qr_id}/state"

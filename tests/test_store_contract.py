@@ -21,7 +21,7 @@ import pytest
 
 from gateway.qr import machine
 from gateway.qr.machine import TABLE, QrEvent, QrState
-from gateway.state.base import StateStore, StoreUnavailable
+from gateway.state.base import StateStore, StoreUnavailable, cursor_order
 from gateway.state.memory import MemoryStore
 from gateway.state.redis import RedisStore
 from gateway.state.redis_clients import parse_redis_url, reconnect_backoff
@@ -496,6 +496,37 @@ def test_expiring_sets(backend: Backend) -> None:
 
 
 # Sentinel ---------------------------------------------------------------------------------------
+
+
+def test_feeds_append_read_by_cursor_and_wake_every_process(backend: Backend) -> None:
+    """The session-end feed's store primitives: cursors increase, reads start after a cursor, a page
+    is limited, and an append through another store instance (process) wakes this one's waiters."""
+
+    async def body() -> None:
+        async with backend.store() as reader, backend.store() as writer:
+            writer = writer if backend.shared else reader
+            feed, other = "f" + uuid.uuid4().hex[:8], "g" + uuid.uuid4().hex[:8]
+            assert await reader.feed_read(feed, "", 10) == ([], "0-0")
+            cursors = [await writer.feed_append(feed, f"entry {n} 𠮷", 60) for n in range(5)]
+            assert sorted(cursors, key=cursor_order) == cursors
+            assert len(set(cursors)) == 5
+            found, cursor = await reader.feed_read(feed, "", 10)
+            assert found == [(c, f"entry {n} 𠮷") for n, c in enumerate(cursors)]
+            assert cursor == cursors[-1]
+            assert await reader.feed_read(feed, cursors[1], 2) == (
+                [(cursors[2], "entry 2 𠮷"), (cursors[3], "entry 3 𠮷")],
+                cursors[3],
+            )
+            assert await reader.feed_read(feed, cursors[-1], 10) == ([], cursors[-1])
+            assert await reader.feed_read(other, "", 10) == ([], "0-0")
+            async with reader.feed_subscribe(feed) as waiter:
+                await writer.feed_append(other, "elsewhere", 60)
+                assert not await waiter.wait(0.3)  # another feed's append wakes no one here
+                appended = await writer.feed_append(feed, "late", 60)
+                assert await waiter.wait(5)
+            assert await reader.feed_read(feed, cursors[-1], 10) == ([(appended, "late")], appended)
+
+    run(body)
 
 
 def test_sentinel_round_trip(redis_sentinel: RedisSentinelGroup) -> None:

@@ -99,6 +99,7 @@ async def test_reset_needs_a_recent_login(units_stack: UnitsStack, http: httpx.A
         session_id=claims["sid"],
         amr=claims["amr"],
         auth_time=int(time.time()) - 3600,  # logged in an hour ago, token refreshed since
+        extra={"scope": claims["scope"]},
     )
     old_login = Person(boss.identity, stale, http)
     answer = await old_login.put(f"/v1/units/{tin}/declaration-password", {"new_password": NEW_PASSWORD})

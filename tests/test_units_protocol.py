@@ -202,3 +202,94 @@ async def test_legacy_answers_before_the_cutover_hold_to_the_contract(units_stac
         }
         refused = documented(await mounted.post("/v1/legacy/ca-login", json=proof), "POST", "/units/v1/legacy/ca-login")
         assert refused["code"] == "certificate_wrong_unit"
+
+
+async def test_insufficient_scope_answers_hold_to_the_contract(
+    units_stack: UnitsStack, http: httpx.AsyncClient
+) -> None:
+    """Every operation that needs a token documents its 403 `insufficient_scope` (with the challenge)."""
+    person = await new_person(units_stack, http)
+    claims = jwt_parts(person.access_token)[1]
+    assert_valid("access-token-claims.json", claims)
+    tin = new_tin()
+
+    def token(scope: str) -> dict[str, str]:
+        signed = units_stack.gateway_issuer().access_token(
+            subject=claims["sub"],
+            client_id=claims["client_id"],
+            session_id=claims["sid"],
+            amr=claims["amr"],
+            auth_time=claims["auth_time"],
+            extra={"scope": scope},
+        )
+        return {"Authorization": f"Bearer {signed}"}
+
+    calls = [
+        ("GET", "/units/v1/units", "/v1/units", "openid", None),
+        (
+            "POST",
+            "/units/v1/units/{tin}/verify",
+            f"/v1/units/{tin}/verify",
+            "units.read",
+            {"declaration_password": "x"},
+        ),
+        ("POST", "/units/v1/units/{tin}/enter", f"/v1/units/{tin}/enter", "units.read", None),
+        ("POST", "/units/v1/unit-token/renew", "/v1/unit-token/renew", "units.read", {"unit_token": "x"}),
+        ("POST", "/units/v1/units/{tin}/authorizations", f"/v1/units/{tin}/authorizations", "units.verify", {}),
+        ("GET", "/units/v1/units/{tin}/authorizations", f"/v1/units/{tin}/authorizations", "units.verify", None),
+        (
+            "DELETE",
+            "/units/v1/units/{tin}/authorizations/{authorization_id}",
+            f"/v1/units/{tin}/authorizations/a_{'x' * 20}",
+            "units.verify",
+            None,
+        ),
+        (
+            "PUT",
+            "/units/v1/units/{tin}/declaration-password",
+            f"/v1/units/{tin}/declaration-password",
+            "units.verify",
+            {},
+        ),
+        ("POST", "/units/v1/units/{tin}/ca/challenge", f"/v1/units/{tin}/ca/challenge", "units.read", None),
+        ("POST", "/units/v1/units/{tin}/ca/verify", f"/v1/units/{tin}/ca/verify", "units.read", {}),
+        ("POST", "/units/v1/admin/units", "/v1/admin/units", "units.verify", {}),
+        ("PUT", "/units/v1/admin/units/{tin}/roles", f"/v1/admin/units/{tin}/roles", "units.verify", {}),
+        (
+            "DELETE",
+            "/units/v1/admin/units/{tin}/roles/{person_id}",
+            f"/v1/admin/units/{tin}/roles/p_x",
+            "units.verify",
+            None,
+        ),
+        (
+            "PUT",
+            "/units/v1/admin/units/{tin}/declaration-password",
+            f"/v1/admin/units/{tin}/declaration-password",
+            "units.verify",
+            {},
+        ),
+    ]
+    for method, documented_path, path, scope, body in calls:
+        answer = await http.request(method, path, headers=token(scope), json=body)
+        problem = documented(answer, method, documented_path)
+        assert answer.status_code == 403, (path, answer.text)
+        assert problem["code"] == "insufficient_scope", path
+        assert answer.headers["www-authenticate"].startswith('Bearer error="insufficient_scope", scope="units.')
+
+
+async def test_session_ended_answers_hold_to_the_contract(units_stack: UnitsStack, http: httpx.AsyncClient) -> None:
+    """After a logout at the gateway: the unit list (within 5 s) and a state-changing call (at once)."""
+    person = await new_person(units_stack, http)
+    tin = new_tin()
+    async with httpx.AsyncClient(base_url=units_stack.gateway_url, timeout=20) as gateway:
+        assert (await gateway.post("/v1/logout", headers=person.headers)).status_code == 204
+    reset = await person.put(f"/v1/units/{tin}/declaration-password", {"new_password": "Other-0002"})
+    assert documented(reset, "PUT", "/units/v1/units/{tin}/declaration-password")["code"] == "session_ended"
+    for method, path, documented_path in (
+        ("POST", f"/v1/units/{tin}/verify", "/units/v1/units/{tin}/verify"),
+        ("POST", f"/v1/units/{tin}/enter", "/units/v1/units/{tin}/enter"),
+        ("GET", "/v1/units", "/units/v1/units"),
+    ):
+        answer = await http.request(method, path, headers=person.headers, json={"declaration_password": "x"})
+        assert documented(answer, method, documented_path)["code"] == "session_ended", path

@@ -63,6 +63,7 @@ def forged(stack: UnitsStack, person: Person, **changes: object) -> str:
         "session_id": claims["sid"],
         "amr": claims["amr"],
         "auth_time": claims["auth_time"],
+        "extra": {"scope": claims["scope"]},
         **changes,
     }
     return stack.gateway_issuer().access_token(**arguments)  # type: ignore[arg-type]

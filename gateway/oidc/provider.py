@@ -59,6 +59,7 @@ PERSON_MEMORY = 30.0  # s UserInfo may answer from this process's memory of a pe
 PEOPLE_REMEMBERED = 10_000
 SPENT_CODE_MEMORY = 3600  # s a used code is remembered, so a second use revokes what the first issued
 UNIT_SCOPE = "unit"  # the relying party wants the unit step after the login (oidc/units_step.py)
+UNIT_STEP_SCOPE = "units.read units.verify"  # the step lists, verifies and enters; it manages nothing
 UNIT_STEP_TOKEN_TTL = 60  # s the gateway's own token for its calls to the units service lives
 
 
@@ -316,6 +317,7 @@ class OidcProvider:
             amr=session.amr,
             auth_time=session.auth_time,
             ttl=UNIT_STEP_TOKEN_TTL,
+            extra={"scope": UNIT_STEP_SCOPE},
         )
 
     async def complete_unit(self, pending: Pending, unit: Mapping[str, str]) -> Redirect:

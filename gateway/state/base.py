@@ -147,6 +147,19 @@ class StateStore(Protocol):
 
     async def remove_member(self, key: str, member: str) -> None: ...
 
+    # Feeds: append-only logs read by cursor (the session-end feed, gateway/tokens/session_ends.py) ------
+    async def feed_append(self, feed: str, entry: str, retention: int) -> str:
+        """Append `entry`; returns its cursor (`<ms>-<n>`, increasing). Entries older than `retention`
+        seconds may be dropped. Wakes the feed's waiters in every process. Appending twice (a retry
+        after a lost reply) leaves the entry twice: readers must not mind."""
+
+    async def feed_read(self, feed: str, after: str, limit: int) -> tuple[list[tuple[str, str]], str]:
+        """Up to `limit` (cursor, entry) after the cursor `after` ('' for the oldest kept), and the
+        cursor to read from next (the last one returned, else `after`, else '0-0')."""
+
+    def feed_subscribe(self, feed: str) -> AbstractAsyncContextManager[Waiter]:
+        """A waiter woken by every append to `feed` in any process, registered on entry."""
+
     # Generic expiring data ---------------------------------------------------------------------
     async def hit(self, key: str, ttl: int, *, approximate: bool = False) -> int:
         """Increment a counter; its TTL starts at the first hit. Returns the new count. `approximate`:
@@ -196,6 +209,12 @@ class StateStore(Protocol):
 
     async def clear_attempts(self, key: str, now: float) -> bool:
         """Forget the subject's failures, lock and captcha rule; True when it was locked."""
+
+
+def cursor_order(cursor: str) -> tuple[int, int]:
+    """A feed cursor `<ms>-<n>` as a comparable pair; anything else sorts first."""
+    ms, _, n = cursor.partition("-")
+    return (int(ms), int(n or 0)) if ms.isdigit() and (not n or n.isdigit()) else (-1, -1)
 
 
 @asynccontextmanager

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 
 from gateway.state import attempts
-from gateway.state.base import LiveOutcome, LocalWaiters, RotateOutcome, Waiter, waiting
+from gateway.state.base import LiveOutcome, LocalWaiters, RotateOutcome, Waiter, cursor_order, waiting
 from gateway.state.updates import ConditionalUpdate
 
 SWEEP_INTERVAL = 30.0
@@ -27,6 +28,8 @@ class MemoryStore:
         # Live entries (reserve_live): member -> (group, expires_at), and group -> its members.
         self._live: dict[str, tuple[str, float]] = {}
         self._live_groups: dict[str, set[str]] = {}
+        self._feeds: dict[str, deque[tuple[tuple[int, int], str]]] = {}
+        self._feed_last: tuple[int, int] = (0, 0)
         self.waiters = LocalWaiters()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -179,6 +182,28 @@ class MemoryStore:
 
     async def remove_member(self, key: str, member: str) -> None:
         self._read_set(key).discard(member)
+
+    # Feeds ------------------------------------------------------------------------------------------
+    async def feed_append(self, feed: str, entry: str, retention: int) -> str:
+        now_ms = int(time.time() * 1000)
+        last = self._feed_last
+        cursor = (now_ms, 0) if now_ms > last[0] else (last[0], last[1] + 1)
+        self._feed_last = cursor
+        log = self._feeds.setdefault(feed, deque())
+        log.append((cursor, entry))
+        oldest = now_ms - retention * 1000
+        while log and log[0][0][0] < oldest:
+            log.popleft()
+        self.waiters.wake("feed:" + feed)
+        return f"{cursor[0]}-{cursor[1]}"
+
+    async def feed_read(self, feed: str, after: str, limit: int) -> tuple[list[tuple[str, str]], str]:
+        start = cursor_order(after) if after else (-1, -1)
+        found = [(f"{c[0]}-{c[1]}", entry) for c, entry in self._feeds.get(feed, ()) if c > start][:limit]
+        return found, found[-1][0] if found else (after or "0-0")
+
+    def feed_subscribe(self, feed: str) -> AbstractAsyncContextManager[Waiter]:
+        return waiting(self.waiters, "feed:" + feed)
 
     # Generic expiring data ---------------------------------------------------------------------
     async def hit(self, key: str, ttl: int, *, approximate: bool = False) -> int:

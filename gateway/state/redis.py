@@ -155,6 +155,17 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
 
+# KEYS: the feed's stream, its wake-up channel. ARGV: the entry, retention in milliseconds. Returns the
+# entry's id (the cursor). Entries older than the retention are trimmed (approximately), by Redis's clock.
+FEED_APPEND_LUA = """
+local t = redis.call('TIME')
+local oldest = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[2])
+local id = redis.call('XADD', KEYS[1], 'MINID', '~', tostring(oldest), '*', 'e', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SPUBLISH', KEYS[2], id)
+return id
+"""
+
 TAKE_LUA = """
 local flat = redis.call('HGETALL', KEYS[1])
 if #flat > 0 then redis.call('DEL', KEYS[1]) end
@@ -273,6 +284,7 @@ ADD_MEMBER = Script(ADD_MEMBER_LUA)
 TAKE = Script(TAKE_LUA)
 RESERVE_LIVE = Script(RESERVE_LIVE_LUA)
 RELEASE_LIVE = Script(RELEASE_LIVE_LUA)
+FEED_APPEND = Script(FEED_APPEND_LUA)
 ADMIT = Script(ADMIT_LUA)
 SETTLE = Script(SETTLE_LUA)
 CLEAR_ATTEMPTS = Script(CLEAR_ATTEMPTS_LUA)
@@ -531,6 +543,28 @@ class RedisStore:
     async def remove_member(self, key: str, member: str) -> None:
         with _Guard("remove_member"):
             await self.wire.call(self.set_key(key), "SREM", self.set_key(key), member, idempotent=True)
+
+    # Feeds: a stream `qrgate:{feed:<name>}` and its wake-up channel `qrgate:{feed:<name>}:wake` (one slot) ------
+    def feed_keys(self, feed: str) -> list[str]:
+        stream = f"{self.prefix}:{{feed:{feed}}}"
+        return [stream, stream + ":wake"]
+
+    async def feed_append(self, feed: str, entry: str, retention: int) -> str:
+        with _Guard("feed_append"):
+            # Sent again after a lost reply: the entry may then be there twice, which readers allow.
+            reply = await self.wire.script(FEED_APPEND, self.feed_keys(feed), [entry, _ms(retention)], idempotent=True)
+        return text_of(reply)
+
+    async def feed_read(self, feed: str, after: str, limit: int) -> tuple[list[tuple[str, str]], str]:
+        stream = self.feed_keys(feed)[0]
+        start = f"({after}" if after else "-"
+        with _Guard("feed_read"):
+            flat = await self.wire.call(stream, "XRANGE", stream, start, "+", "COUNT", limit, idempotent=True)
+        found = [(text_of(item[0]), text_of(item[1][1])) for item in flat]
+        return found, found[-1][0] if found else (after or "0-0")
+
+    def feed_subscribe(self, feed: str) -> AbstractAsyncContextManager[Waiter]:
+        return self._waiting(self.feed_keys(feed)[1])
 
     # Generic expiring data ---------------------------------------------------------------------
     async def hit(self, key: str, ttl: int, *, approximate: bool = False) -> int:

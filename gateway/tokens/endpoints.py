@@ -19,6 +19,7 @@ from gateway.tokens.client_auth import ClientAuthenticator, refuse
 from gateway.tokens.dpop import DpopVerifier, InvalidProof, single_proof
 from gateway.tokens.issuer import TokenIssuer
 from gateway.tokens.sessions import SessionManager
+from qrgate_verify.scopes import scopes_of
 from qrgate_verify.verifier import AccessTokenVerifier, InvalidToken
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 (a URN)
@@ -121,9 +122,15 @@ class TokenEndpoints:
             raise _oauth_error("invalid_grant", "The subject token was issued to another client.")
         if await self.sessions.alive(subject["sid"]) is None:
             raise _oauth_error("invalid_grant", "The subject token's session has ended.")
-        requested = form.get("scope", "").split() or policy.scopes
-        if not set(requested) <= set(policy.scopes):
-            raise _oauth_error("invalid_scope", f"{audience} allows only: {' '.join(policy.scopes)}.")
+        # Exchange narrows: the audience's scopes that the subject token carries, or fewer.
+        held = set(scopes_of(subject))
+        available = [scope for scope in policy.scopes if scope in held]
+        requested = form.get("scope", "").split() or available
+        if not requested or not set(requested) <= set(available):
+            raise _oauth_error(
+                "invalid_scope",
+                f"{audience} allows only the scopes of the subject token among: {' '.join(policy.scopes)}.",
+            )
         extra: dict[str, Any] = {"scope": " ".join(requested)}
         if service is not None:
             extra["act"] = {"sub": service}

@@ -41,11 +41,13 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _extra_claims(session: Mapping[str, str]) -> dict[str, Any] | None:
-    """What a session's access tokens carry beyond the standard claims: its `scope` and its `claims`."""
+def _extra_claims(session: Mapping[str, str], client_scope: str) -> dict[str, Any] | None:
+    """What a session's access tokens carry beyond the standard claims: its `scope` (the one it was
+    started with, else what its client is allowed: QRGATE_CLIENT_SCOPES) and its `claims`."""
     extra: dict[str, Any] = loads(session["claims"]) if session.get("claims") else {}
-    if session.get("scope"):
-        extra["scope"] = session["scope"]
+    scope = session.get("scope") or client_scope
+    if scope:
+        extra["scope"] = scope
     return extra or None
 
 
@@ -78,6 +80,7 @@ class SessionManager:
         self._store = store
         self._issuer = issuer
         self._listeners: list[Ended] = []
+        self._client_scopes = {client: " ".join(scopes) for client, scopes in settings.client_scopes.items()}
 
     def _index(self, subject: str) -> str:
         return keys.key(keys.Space.PERSON_SESSIONS, subject)
@@ -152,7 +155,7 @@ class SessionManager:
             auth_time=int(session["auth_time"]),
             jkt=jkt,
             roles=session["roles"].split(),
-            extra=_extra_claims(session),
+            extra=_extra_claims(session, self._client_scopes.get(session["client_id"], "")),
             now=now,
         )
         return {

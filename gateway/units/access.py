@@ -21,7 +21,8 @@ from gateway.directory.persons import PersonDirectory
 from gateway.rules import HALL_STAFF
 from gateway.settings import Settings
 from gateway.tokens.claims import AccessTokenClaims
-from qrgate_verify.starlette import require_claims
+from gateway.units.rules import UnitScope
+from qrgate_verify.starlette import require_scope
 from qrgate_verify.verifier import AccessTokenVerifier, InvalidToken, RemoteJwks
 
 JWKS_PATH = "/.well-known/jwks.json"
@@ -91,15 +92,18 @@ def gateway_verifier(settings: Settings) -> tuple[GatewayTokenVerifier, GatewayK
     return GatewayTokenVerifier(keys, issuer=gateway_issuer(settings), audiences=audiences), keys
 
 
-def caller(conn: HTTPConnection) -> AccessTokenClaims:
-    """The verified gateway claims of the person calling (set by TokenAuthMiddleware)."""
-    return require_claims(conn)
+def caller(conn: HTTPConnection, scope: UnitScope) -> AccessTokenClaims:
+    """The verified gateway claims of the person calling (set by TokenAuthMiddleware), if the token
+    carries `scope`; else 403 `insufficient_scope` with `WWW-Authenticate: Bearer error=
+    "insufficient_scope", scope="..."` (or `DPoP ...` for a key-bound token). Every route names its
+    scope here: the table is in docs/units.md ("Scopes")."""
+    return require_scope(conn, scope.value)
 
 
 async def require_hall_staff(conn: HTTPConnection, directory: PersonDirectory) -> str:
     """The staff member's person id: the token carries the role, and the directory still grants it
     (a revoked role takes effect at once). Everyone else: 403 `forbidden_role`."""
-    claims = caller(conn)
+    claims = caller(conn, UnitScope.MANAGE)
     if HALL_STAFF not in claims.get("roles", []) or HALL_STAFF not in await directory.roles_of(claims["sub"]):
         raise errors.Forbidden("Only hall staff may do this.", code="forbidden_role")
     return claims["sub"]

@@ -87,6 +87,7 @@ def create_units_app(settings: Settings, service: UnitsService | None = None) ->
                 public_paths=PUBLIC_PATHS,
                 public_base_url=settings.issuer,
                 dpop=service.dpop,
+                session_ends=service.session_ends,
             )
         ],
         exception_handlers=exception_handlers(),

@@ -23,7 +23,7 @@ from gateway.rules import mask_name
 from gateway.units.access import caller
 from gateway.units.http import json_response, path_tin, require_role, timestamp
 from gateway.units.records import Authorization
-from gateway.units.rules import UnitRole
+from gateway.units.rules import UnitRole, UnitScope
 from gateway.units.service import UnitsService
 
 LEGAL_REP_ONLY = frozenset({UnitRole.LEGAL_REP})
@@ -66,7 +66,7 @@ async def _view(service: UnitsService, record: Authorization, now: datetime) -> 
 
 
 async def grant(service: UnitsService, request: Request) -> Response:
-    claims = caller(request)
+    claims = caller(request, UnitScope.MANAGE)
     tin = path_tin(request)
     await require_role(service, tin, claims["sub"], LEGAL_REP_ONLY)
     body = await read_json(request, GrantRequest)
@@ -88,7 +88,7 @@ async def grant(service: UnitsService, request: Request) -> Response:
 
 
 async def list_authorizations(service: UnitsService, request: Request) -> Response:
-    claims = caller(request)
+    claims = caller(request, UnitScope.MANAGE)
     tin = path_tin(request)
     await require_role(service, tin, claims["sub"], LEGAL_REP_ONLY)
     now = datetime.now(UTC)
@@ -97,7 +97,7 @@ async def list_authorizations(service: UnitsService, request: Request) -> Respon
 
 
 async def revoke(service: UnitsService, request: Request) -> Response:
-    claims = caller(request)
+    claims = caller(request, UnitScope.MANAGE)
     tin = path_tin(request)
     await require_role(service, tin, claims["sub"], LEGAL_REP_ONLY)
     authorization_id = str(request.path_params["authorization_id"])

@@ -31,7 +31,7 @@ from gateway.state import keys
 from gateway.units.access import caller
 from gateway.units.certificates import MAX_CERTIFICATE_CHARS, MAX_CHAIN, MAX_SIGNATURE_BYTES, CaTrust
 from gateway.units.http import json_response, path_tin, require_member
-from gateway.units.rules import Via
+from gateway.units.rules import UnitScope, Via
 from gateway.units.service import UnitsService
 from gateway.units.verification import entered
 
@@ -103,7 +103,7 @@ async def check_proof(service: UnitsService, proof: CaProof, *, holder: str, tin
 
 
 async def new_challenge(service: UnitsService, request: Request) -> Response:
-    claims = caller(request)
+    claims = caller(request, UnitScope.VERIFY)
     tin = path_tin(request)
     trust_of(service)
     await require_member(service, tin, claims["sub"])
@@ -111,7 +111,7 @@ async def new_challenge(service: UnitsService, request: Request) -> Response:
 
 
 async def verify_certificate(service: UnitsService, request: Request) -> Response:
-    claims = caller(request)
+    claims = caller(request, UnitScope.VERIFY)
     tin = path_tin(request)
     membership = await require_member(service, tin, claims["sub"])
     proof = await read_json(request, CaProof)

@@ -18,7 +18,7 @@ from gateway.inputs import StrictModel, read_json
 from gateway.units.access import caller, require_hall_staff, require_recent_login
 from gateway.units.http import path_tin, require_role
 from gateway.units.records import UnitNotFound
-from gateway.units.rules import RESETTERS, check_declaration_password
+from gateway.units.rules import RESETTERS, UnitScope, check_declaration_password
 from gateway.units.service import UnitsService
 
 
@@ -48,7 +48,7 @@ async def reset_declaration_password(service: UnitsService, tin: str, password: 
 
 
 async def reset_by_unit(service: UnitsService, request: Request) -> Response:
-    claims = caller(request)
+    claims = caller(request, UnitScope.MANAGE)
     tin = path_tin(request)
     membership = await require_role(service, tin, claims["sub"], RESETTERS)
     require_recent_login(claims, service.settings.units_reset_max_auth_age)

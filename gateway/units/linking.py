@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Route
 from gateway import errors
 from gateway.inputs import read_json
 from gateway.units.access import caller
-from gateway.units.rules import MAX_TIN_INPUT, Via, check_tin
+from gateway.units.rules import MAX_TIN_INPUT, UnitScope, Via, check_tin
 from gateway.units.service import UnitsService
 from gateway.units.verification import VerifyRequest, check_declaration_password, entered, password_not_set
 
@@ -36,7 +36,7 @@ class LinkRequest(VerifyRequest):
 
 
 async def link(service: UnitsService, request: Request) -> Response:
-    claims = caller(request)
+    claims = caller(request, UnitScope.VERIFY)
     body = await read_json(request, LinkRequest)
     tin = check_tin(body.tin)
     person = claims["sub"]

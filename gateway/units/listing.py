@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.rules import mask_name
 from gateway.units.access import caller
 from gateway.units.http import json_response, timestamp
+from gateway.units.rules import UnitScope
 from gateway.units.service import UnitsService
 
 
@@ -34,7 +35,7 @@ class UnitView(TypedDict):
 
 
 async def list_units(service: UnitsService, request: Request) -> Response:
-    claims = caller(request)
+    claims = caller(request, UnitScope.READ)
     now = datetime.now(UTC)
     memberships = await service.records.memberships(claims["sub"])
     authorized = await service.records.active_authorizations(claims["sub"], now) if memberships else {}

@@ -18,6 +18,15 @@ class UnitRole(StrEnum):
     TAX_STAFF = "tax_staff"  # 办税人员
 
 
+class UnitScope(StrEnum):
+    """What a gateway access token lets its holder do at the units service (docs/units.md, "Scopes").
+    Every route that needs a token names one (gateway/units/access.py `caller`)."""
+
+    READ = "units.read"  # list the caller's units
+    VERIFY = "units.verify"  # verify, enter, link, renew unit tokens, CA challenge and verify
+    MANAGE = "units.manage"  # an officer's or the hall's: reset, grant, list and revoke authorizations, admin
+
+
 # Who may reset the unit's declaration password through the app or WEB (docs/domain.md).
 RESETTERS = frozenset({UnitRole.LEGAL_REP, UnitRole.FINANCE_MANAGER})
 

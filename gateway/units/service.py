@@ -26,10 +26,11 @@ from gateway.state.base import StateStore
 from gateway.state.keys import Guarded, Throttles
 from gateway.tokens.dpop import DpopVerifier, StoreReplayCache
 from gateway.tokens.keys import KeyFile
-from gateway.units.access import GatewayKeys, GatewayTokenVerifier, gateway_verifier
+from gateway.units.access import GatewayKeys, GatewayTokenVerifier, gateway_issuer, gateway_url, gateway_verifier
 from gateway.units.certificates import CaTrust
 from gateway.units.records import UnitRecords
 from gateway.units.tokens import UnitTokens
+from qrgate_verify.session_ends import SessionEnds
 
 
 def units_keys_file(settings: Settings) -> Path:
@@ -64,6 +65,7 @@ class UnitsService:
     verifier: GatewayTokenVerifier
     dpop: DpopVerifier
     ca_trust: CaTrust | None
+    session_ends: SessionEnds  # the gateway's session-end feed, followed over HTTP (docs/downstream.md)
 
     @classmethod
     def create(cls, settings: Settings) -> UnitsService:
@@ -106,15 +108,24 @@ class UnitsService:
             verifier=verifier,
             dpop=DpopVerifier(StoreReplayCache(store)),
             ca_trust=trust,
+            session_ends=SessionEnds(
+                gateway_url(settings) + "/v1/session-ends",
+                keys,
+                issuer=gateway_issuer(settings),
+                wait=settings.units_session_ends_wait,
+                max_staleness=settings.units_session_ends_max_staleness,
+            ),
         )
 
     async def start(self) -> None:
         if self.settings.database_auto_migrate:
             await migrate(self.engine)
         await self.store.start()
+        await self.session_ends.start()
 
     async def close(self) -> None:
         self.captchas.close()
+        await self.session_ends.aclose()
         await self.gateway_keys.aclose()
         await self.store.close()
         await self.engine.dispose()

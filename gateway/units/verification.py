@@ -25,7 +25,7 @@ from gateway.inputs import StrictModel, client_ip, read_json
 from gateway.tokens.claims import AccessTokenClaims
 from gateway.units.access import caller
 from gateway.units.http import json_response, path_tin, require_member
-from gateway.units.rules import UnitRole, Via
+from gateway.units.rules import UnitRole, UnitScope, Via
 from gateway.units.service import UnitsService
 from gateway.units.tokens import UnitTokenResponse
 from qrgate_verify.verifier import InvalidToken
@@ -97,7 +97,7 @@ async def entered(service: UnitsService, claims: AccessTokenClaims, tin: str, ro
 
 
 async def verify(service: UnitsService, request: Request) -> Response:
-    claims = caller(request)
+    claims = caller(request, UnitScope.VERIFY)
     tin = path_tin(request)
     body = await read_json(request, VerifyRequest)
     membership = await require_member(service, tin, claims["sub"])
@@ -113,7 +113,7 @@ async def verify(service: UnitsService, request: Request) -> Response:
 
 async def enter(service: UnitsService, request: Request) -> Response:
     """An authorized person needs only the real-name login (docs/domain.md, unit verification 4)."""
-    claims = caller(request)
+    claims = caller(request, UnitScope.VERIFY)
     tin = path_tin(request)
     membership = await require_member(service, tin, claims["sub"])
     if await service.records.active_authorization(tin, claims["sub"], datetime.now(UTC)) is None:
@@ -127,7 +127,7 @@ async def enter(service: UnitsService, request: Request) -> Response:
 async def renew(service: UnitsService, request: Request) -> Response:
     """A fresh unit token for the same unit and session. The gateway access token proves the session
     lives; the right is checked again (a removed role or a revoked authorization ends renewals)."""
-    claims = caller(request)
+    claims = caller(request, UnitScope.VERIFY)
     body = await read_json(request, RenewRequest)
     try:
         current = await service.tokens.verify(body.unit_token)

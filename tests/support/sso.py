@@ -29,5 +29,9 @@ def start_sso_gateway(tmp: Path) -> ThreadedGateway:
         "units": {"scopes": ["units.read", "units.verify"], "clients": ["withholding-desktop", "mobile-app"]},
         "payroll": {"scopes": ["payroll.read"], "clients": []},
     }
-    settings = make_settings(tmp, port, confidential_clients=clients, exchange_audiences=audiences)
+    everything = ["units.read", "units.verify", "units.manage", "payroll.read"]
+    scopes = {client: everything for client in ("withholding-desktop", "mobile-app", "web")}
+    settings = make_settings(
+        tmp, port, confidential_clients=clients, exchange_audiences=audiences, client_scopes=scopes
+    )
     return ThreadedGateway(settings, port).start()

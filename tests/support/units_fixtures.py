@@ -40,6 +40,13 @@ def units_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UnitsStack
         "QRGATE_UNITS_KEYS_FILE": str(tmp / "mounted-units-keys.json"),
         "QRGATE_UNITS_LEGACY_CUTOVER": LEGACY_OPEN_UNTIL,
         "QRGATE_EXCHANGE_AUDIENCES": json.dumps(audiences),
+        "QRGATE_CLIENT_SCOPES": json.dumps(
+            {
+                "web": ["units.read", "units.verify", "units.manage", "payroll.read"],
+                "withholding-desktop": ["units.read", "units.verify", "units.manage"],
+                "mobile-app": ["units.read", "units.verify", "units.manage"],
+            }
+        ),
     }
     units_env = {
         **common,

@@ -15,14 +15,16 @@ from typing import TYPE_CHECKING, Any
 from qrgate_verify.claims import AccessTokenClaims, Confirmation
 from qrgate_verify.dpop import DpopVerifier, InvalidProof, MemoryReplayCache, ReplayCache
 from qrgate_verify.problem import Problem, Unauthorized
+from qrgate_verify.scopes import InsufficientScope, check_scope, scopes_of
+from qrgate_verify.session_ends import SessionEnded, SessionEnds, SessionStatusUnavailable
 from qrgate_verify.verifier import AccessTokenVerifier, InvalidToken, KeySource, RemoteJwks, StaticKeys
 
 if TYPE_CHECKING:
-    from qrgate_verify.starlette import TokenAuthMiddleware, problem_handler, require_claims
+    from qrgate_verify.starlette import TokenAuthMiddleware, problem_handler, require_claims, require_scope
 
 __version__ = "0.1.0"
 
-_STARLETTE_NAMES = {"TokenAuthMiddleware", "problem_handler", "require_claims"}
+_STARLETTE_NAMES = {"TokenAuthMiddleware", "problem_handler", "require_claims", "require_scope"}
 
 
 def __getattr__(name: str) -> Any:
@@ -39,6 +41,7 @@ __all__ = [
     "AccessTokenVerifier",
     "Confirmation",
     "DpopVerifier",
+    "InsufficientScope",
     "InvalidProof",
     "InvalidToken",
     "KeySource",
@@ -46,9 +49,15 @@ __all__ = [
     "Problem",
     "RemoteJwks",
     "ReplayCache",
+    "SessionEnded",
+    "SessionEnds",
+    "SessionStatusUnavailable",
     "StaticKeys",
     "TokenAuthMiddleware",
     "Unauthorized",
+    "check_scope",
     "problem_handler",
     "require_claims",
+    "require_scope",
+    "scopes_of",
 ]

@@ -22,3 +22,4 @@ class AccessTokenClaims(TypedDict):
     auth_time: int
     cnf: NotRequired[Confirmation]
     roles: NotRequired[list[str]]  # staff roles only (e.g. hall_staff); never personal data
+    scope: NotRequired[str]  # space-separated scopes (qrgate_verify.scopes)

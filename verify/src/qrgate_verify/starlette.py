@@ -10,7 +10,10 @@ Needs the `starlette` extra (`pip install "qrgate-verify[starlette]"`); nothing 
 The middleware verifies `Authorization: Bearer` (or `DPoP` with a proof, for bound tokens) on every
 HTTP request outside `public_paths`, answers 401 problem+json itself, and puts the claims in
 `request.state.claims`. A `Problem` raised by the key source (the gateway's 503 when the issuer's
-keys cannot be fetched) is answered the same way.
+keys cannot be fetched) is answered the same way. With `session_ends=` (a started `SessionEnds`), a
+token of an ended session gets 401 `session_ended`: from the feed's view for reads, after asking the
+gateway for `fresh_methods` (POST, PUT, PATCH, DELETE), which fail closed with 503
+`session_status_unavailable` when the gateway cannot say and the view is too old.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from qrgate_verify.claims import AccessTokenClaims
 from qrgate_verify.dpop import DpopVerifier, InvalidProof, MemoryReplayCache, single_proof
 from qrgate_verify.problem import Problem, Unauthorized, problem_app, problem_json
+from qrgate_verify.scopes import check_scope
+from qrgate_verify.session_ends import SessionEnds
 from qrgate_verify.verifier import AccessTokenVerifier, InvalidToken
 
 
@@ -36,12 +41,16 @@ class TokenAuthMiddleware:
         public_paths: Collection[str] = (),
         public_base_url: str | None = None,
         dpop: DpopVerifier | None = None,
+        session_ends: SessionEnds | None = None,
+        fresh_methods: Collection[str] = ("POST", "PUT", "PATCH", "DELETE"),
     ) -> None:
         self.app = app
         self.verifier = verifier
         self.public_paths = tuple(public_paths)
         self.public_base_url = public_base_url
         self.dpop = dpop or DpopVerifier(MemoryReplayCache())
+        self.session_ends = session_ends
+        self.fresh_methods = frozenset(fresh_methods)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (scope["path"].startswith(self.public_paths) and self.public_paths):
@@ -84,6 +93,9 @@ class TokenAuthMiddleware:
                 )
             except InvalidProof as exc:
                 raise Unauthorized(f"DPoP proof refused: {exc}.", code="invalid_dpop_proof") from exc
+        if self.session_ends is not None:
+            # A state-changing call asks the gateway now; others use the feed's view (no I/O).
+            await self.session_ends.check(claims["sid"], fresh=request.method in self.fresh_methods)
         return claims
 
 
@@ -92,6 +104,14 @@ def require_claims(conn: HTTPConnection) -> AccessTokenClaims:
     claims: AccessTokenClaims | None = getattr(conn.state, "claims", None)
     if claims is None:
         raise Unauthorized("An access token is required.", code="invalid_token")
+    return claims
+
+
+def require_scope(conn: HTTPConnection, *needed: str) -> AccessTokenClaims:
+    """The verified claims, if the token carries every scope in `needed`; else 403
+    `insufficient_scope` with its `WWW-Authenticate` challenge (RFC 6750 3.1)."""
+    claims = require_claims(conn)
+    check_scope(claims, *needed)
     return claims
 
 
