@@ -152,7 +152,15 @@ def topology(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[str, l
         check=False,
     )
     assert upgraded.returncode == 0, upgraded.stderr
-    gateways = [GatewayProcess(common, port, tmp_path / f"gw-{port}.log").start() for port in ports]
+    # As deployed: /metrics on each process's operations port only.
+    gateways = [
+        GatewayProcess(
+            {**common, "QRGATE_METRICS_PORT": str(free_port()), "QRGATE_METRICS_PUBLIC": "false"},
+            port,
+            tmp_path / f"gw-{port}.log",
+        ).start()
+        for port in ports
+    ]
     proxy = subprocess.Popen([nginx, "-c", str(nginx_config(tmp_path, listen, ports)), "-g", "daemon off;"])
     try:
         for _ in range(200):
@@ -207,7 +215,8 @@ async def test_a_full_login_through_nginx(topology: tuple[str, list[GatewayProce
     served = []
     for gateway in gateways:
         async with httpx.AsyncClient() as direct:
-            text = (await direct.get(f"{gateway.base_url}/metrics")).text
+            assert (await direct.get(f"{gateway.base_url}/metrics")).status_code == 404
+            text = (await direct.get(f"{gateway.ops_url}/metrics")).text
         served.append(sum(float(line.split()[-1]) for line in text.splitlines()
                           if line.startswith("qrgate_http_request_duration_seconds_count")))  # fmt: skip
     assert all(count > 0 for count in served), f"round robin should reach both replicas: {served}"
