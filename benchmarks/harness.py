@@ -122,6 +122,7 @@ def gateway_env(workdir: Path, port: int, redis_url: str, **extra: str) -> dict[
         "QRGATE_LOG_LEVEL": "warning",
         "QRGATE_LOGIN_IP_MAX_ATTEMPTS": "1000000",
         "QRGATE_QR_MINT_IP_MAX": "1000000",  # the benchmark's desktops all mint from one address
+        "QRGATE_METRICS_PORT": str(free_port()),  # an operations port each: several gateways run side by side
         **extra,
     }
 

@@ -71,6 +71,12 @@ def test_deployment_probes_and_drain() -> None:
     config = yaml.safe_load((DEPLOY / "kubernetes" / "configmap.yaml").read_text())["data"]
     assert pod["terminationGracePeriodSeconds"] > float(config["QRGATE_DRAIN_DELAY"]) + 10
     assert pod["securityContext"]["runAsNonRoot"] is True
+    # Liveness and the scraper use the operations port, which answers at the public port's connection limit.
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert container["livenessProbe"]["httpGet"]["port"] == "metrics"
+    assert ports["metrics"] == int(config["QRGATE_METRICS_PORT"])
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == config["QRGATE_METRICS_PORT"]
 
 
 def test_compose_file_matches_the_compose_spec(tmp_path: Path) -> None:
