@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import resource
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
+from gateway.serving import RESERVED_FILES, connections_within_open_files
 from gateway.settings import Settings
 from tests.conftest import new_identity
 from tests.support.clients import bearer, mint, next_message, open_events, phone_login
@@ -266,6 +268,19 @@ async def test_metrics_are_on_the_operations_port_only(guarded: ThreadedGateway)
         assert (await http.get(f"{guarded.base_url}/healthz")).status_code == 200
         assert (await http.get(f"{guarded.base_url}/readyz")).status_code == 200
         assert (await http.get(f"{guarded.ops_url}/v1/qr")).status_code == 404  # nothing else there
+
+
+def test_the_connection_cap_stays_below_the_open_files_limit(caplog: pytest.LogCaptureFixture) -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert connections_within_open_files(10) == 10
+    assert not caplog.records
+    if soft == resource.RLIM_INFINITY:
+        pytest.skip("no open-files limit to stay below")
+    wanted = 10**9  # more than any hard limit: the process keeps RESERVED_FILES for itself
+    room = connections_within_open_files(wanted)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)  # raised to the hard limit
+    assert room == soft - RESERVED_FILES
+    assert "open-files limit" in caplog.text
 
 
 # Client hang-ups --------------------------------------------------------------------------------
