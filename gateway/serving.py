@@ -18,6 +18,8 @@ the body, a cap on open connections, and problem+json for what it refuses.
 Every refusal is one log line and one count in `qrgate_http_refusals_total{reason}`; the connection
 is then half-closed and what the client still sends is read and dropped for a moment ("lingering
 close"), so that the answer reaches a client that is still writing instead of being lost to a reset.
+At most `MAX_LINGERING` connections linger at once, so that a flood of refusals cannot use up the
+descriptors the operations port needs.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ log = logging.getLogger("qrgate.http")
 
 LINGER_SECONDS = 1.0  # after a refusal, read and drop what the client still sends, at most this long
 LINGER_MAX_BYTES = 1 << 20  # ... and at most this much
+MAX_LINGERING = 64  # connections lingering at once; beyond, a refusal closes at once (descriptors stay free)
 RESERVED_FILES = 256  # descriptors kept free of client connections: the operations port, Redis, the database
 OPS_MAX_CONNECTIONS = 64  # the operations port serves probes and a scraper, not the public
 
@@ -95,6 +98,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     limits: ClassVar[ServerLimits]
     _answers: ClassVar[dict[str, bytes]]
+    lingering: ClassVar[int] = 0  # of this server's connections (each server has its own subclass)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -120,6 +124,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        if self._lingering:
+            type(self).lingering -= 1
         super().connection_lost(exc)
 
     def eof_received(self) -> None:
@@ -233,6 +239,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         self.transport.write(self._answers[reason])
+        if type(self).lingering >= MAX_LINGERING:
+            self.transport.close()  # after the answer is written
+            return
+        type(self).lingering += 1
         self._lingering = True
         if self.flow is not None:
             self.flow.resume_reading()

@@ -11,6 +11,8 @@ import contextlib
 import json
 import logging
 import resource
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -407,3 +409,57 @@ async def test_a_hang_up_leaves_one_clean_log_line(served: GatewayProcess) -> No
     assert not [line for line in lines if line["level"] in ("error", "critical")]
     refused = [line for line in lines if line.get("msg") == "refused"]
     assert [(line["reason"], line["client"]) for line in refused] == [("malformed_request", "127.0.0.1")]
+
+
+class GatewayWithFewFiles(GatewayProcess):
+    """`qrgate serve` under the usual open-files limit of 1,024 (soft and hard)."""
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)),
+            )
+        return self.proc
+
+
+@pytest.mark.slow
+async def test_idle_connections_past_the_open_files_limit_leave_the_probes_answering(tmp_path: Path) -> None:
+    """The reproduction: with 1,024 open files, 1,100 idle connections made /healthz fail. Now the
+    process caps its connections below the limit, answers the rest 503 at once, and the operations
+    port answers throughout; once the idle ones time out, the public port serves again."""
+    port = free_port()
+    env = {
+        "QRGATE_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "QRGATE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'files.db'}",
+        "QRGATE_KEYS_FILE": str(tmp_path / "keys.json"),
+        "QRGATE_METRICS_PORT": str(free_port()),
+        "QRGATE_HTTP_HEADER_TIMEOUT": "8",
+    }
+    server = GatewayWithFewFiles(env, port, tmp_path / "gateway.log").start()
+    idle: list[asyncio.StreamWriter] = []
+    try:
+        started = time.monotonic()
+        for _ in range(11):
+            opened = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in range(100)))
+            idle += [writer for _, writer in opened]
+        await asyncio.sleep(0.5)  # the server has accepted them all
+        async with httpx.AsyncClient(timeout=5) as http:
+            assert (await http.get(f"{server.ops_url}/healthz")).json() == {"status": "ok"}
+            assert (await http.get(f"{server.ops_url}/readyz")).status_code == 200
+            data, took = await exchange(port, head(200))
+            assert_problem(data, 503, "too_many_connections")
+            assert took < 1, took
+            metrics = (await http.get(f"{server.ops_url}/metrics")).text
+            assert sample(metrics, 'qrgate_http_refusals_total{reason="too_many_connections"}') >= 1100 - 768
+            assert time.monotonic() - started < 8, "the checks ran after the idle connections timed out"
+            await asyncio.sleep(8.5 - (time.monotonic() - started))  # the idle ones time out
+            assert (await http.get(f"{server.base_url}/healthz")).status_code == 200
+    finally:
+        for writer in idle:
+            writer.close()
+        server.stop()
+    assert "allows 768 client connections" in server.log_path.read_text()
