@@ -71,6 +71,7 @@ def start_server(tmp: Path, port: int) -> tuple[subprocess.Popen[bytes], dict[st
         "QRGATE_KEYS_FILE": str(tmp / "keys.json"),
         "QRGATE_LOGIN_IP_MAX_ATTEMPTS": "1000000",  # one client address sends the whole flood
         "QRGATE_LOG_LEVEL": "warning",
+        "QRGATE_METRICS_PORT": "0",  # no operations port: 9100 may be taken on a shared machine
     }
     log = (tmp / "serve.log").open("wb")
     proc = subprocess.Popen(

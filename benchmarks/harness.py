@@ -123,6 +123,7 @@ def gateway_env(workdir: Path, port: int, redis_url: str, **extra: str) -> dict[
         "QRGATE_LOGIN_IP_MAX_ATTEMPTS": "1000000",
         "QRGATE_QR_MINT_IP_MAX": "1000000",  # the benchmark's desktops all mint from one address
         "QRGATE_QR_LIVE_IP_MAX": "1000000",  # and keep their codes live at once
+        "QRGATE_METRICS_PORT": str(free_port()),  # an operations port each: several gateways run side by side
         **extra,
     }
 

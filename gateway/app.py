@@ -229,10 +229,15 @@ class Services:
                 self.engine,
                 lambda: self.issuer.ring,
                 self.draining,
-                with_metrics=settings.metrics_port == 0,
+                with_metrics=settings.metrics_public,
             ),
             *web_pages.routes(settings, units_mounted=units_mounted),
         ]
+
+    def ops_app(self) -> Starlette:
+        """The operations port's app (`QRGATE_METRICS_PORT`): /healthz, /readyz and /metrics."""
+        routes = health.routes(self.store, self.engine, lambda: self.issuer.ring, self.draining, with_metrics=True)
+        return Starlette(routes=routes, exception_handlers=exception_handlers())
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -281,6 +286,7 @@ def create_app(
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
+    app.state.ops_app = services.ops_app()  # `qrgate serve` serves it on the operations port
     return app
 
 

@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import prometheus_client
 import uvicorn
 from pydantic import ValidationError
 
-from gateway import errors, logs, rules
+from gateway import errors, logs, rules, serving
 from gateway.app import create_app
 from gateway.backends import password_hashing
 from gateway.clients import commands as client_commands
@@ -33,10 +32,21 @@ class GatewayServer(uvicorn.Server):
     for `drain_delay` seconds (load balancers notice), then our WebSockets close with 1001 (uvicorn
     would close them with 1012) so desktops reconnect elsewhere, then uvicorn shuts down."""
 
-    def __init__(self, config: uvicorn.Config, draining: Draining, drain_delay: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, draining: Draining, drain_delay: float, ops: uvicorn.Config | None = None
+    ) -> None:
         super().__init__(config)
         self.draining = draining
         self.drain_delay = drain_delay
+        # The operations port (/healthz, /readyz, /metrics): up first, down last, on this event loop.
+        self.ops = uvicorn.Server(ops) if ops is not None else None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.ops is not None:
+            self.ops.config.load()
+            self.ops.lifespan = self.ops.config.lifespan_class(self.ops.config)
+            await self.ops.startup()  # a port in use ends the process here, before the app starts
+        await super().startup(sockets)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.draining.not_ready.set()
@@ -47,24 +57,22 @@ class GatewayServer(uvicorn.Server):
         # Let every socket send its 1001 before uvicorn closes what is left (with 1012).
         await self.draining.sockets_closed(timeout=5.0)
         await super().shutdown(sockets)
+        if self.ops is not None and self.ops.started:
+            await self.ops.shutdown()
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
     logs.configure(settings.log_level, settings.log_format)
-    if settings.metrics_port:
-        prometheus_client.start_http_server(settings.metrics_port, addr=host)
+    settings = settings.model_copy(
+        update={"http_max_connections": serving.connections_within_open_files(settings.http_max_connections)}
+    )
     draining = Draining()
     app = create_app(settings, draining=draining)
-    config = uvicorn.Config(
+    config = serving.server_config(
         app,
-        host=host,
-        port=port,
-        ws="websockets-sansio",
-        http="httptools",
-        ws_ping_interval=settings.ws_ping_interval,
-        ws_ping_timeout=settings.ws_ping_interval,
-        ws_max_size=settings.ws_max_message,
-        ws_per_message_deflate=False,
+        settings,
+        host,
+        port,
         proxy_headers=False,  # gateway/middleware.py ForwardedMiddleware reads them (QRGATE_TRUSTED_PROXIES)
         timeout_graceful_shutdown=10,
         backlog=4096,
@@ -72,7 +80,8 @@ def serve(settings: Settings, host: str, port: int) -> None:
         access_log=False,
         log_config=None,
     )
-    server = GatewayServer(config, draining, settings.drain_delay)
+    ops = serving.ops_config(app.state.ops_app, settings, host) if settings.metrics_port else None
+    server = GatewayServer(config, draining, settings.drain_delay, ops)
     server.run()
 
 

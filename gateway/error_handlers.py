@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ExceptionHandler
 
@@ -54,6 +54,17 @@ async def on_database_error(request: Request, exc: Exception) -> Response:
     return errors.problem_response(DatabaseUnavailable("The directory database is unavailable."))
 
 
+CLIENT_CLOSED_REQUEST = 499  # nginx's name for it: no answer was possible, and no error of ours
+
+
+async def on_client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client hung up before its request was read (half a body, then gone): no traceback and no
+    5xx, one access-log line with 499 (408 when the server closed it for being too slow, serving.py).
+    The response goes nowhere; it only tells the access log and the metrics what happened."""
+    status = 408 if request.scope.get("qrgate.timed_out") else CLIENT_CLOSED_REQUEST
+    return Response(status_code=status)
+
+
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return errors.problem_response(errors.InternalError("An internal error occurred; it has been logged."))
@@ -65,5 +76,6 @@ def exception_handlers() -> Mapping[Any, ExceptionHandler]:
         HTTPException: on_http_exception,
         DBAPIError: on_database_error,  # the database failing in any way: 503, and it reconnects by itself
         SQLAlchemyTimeoutError: on_database_error,
+        ClientDisconnect: on_client_disconnect,
         Exception: on_unexpected,
     }

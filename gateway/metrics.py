@@ -40,7 +40,8 @@ PUSH_LATENCY = Histogram(
 )
 REQUEST_LATENCY = Histogram(
     "qrgate_http_request_duration_seconds",
-    "HTTP request latency by route template, method and status class.",
+    "HTTP request latency by route template, method and status class (499: the client hung up before its "
+    "request was read; not an error of ours).",
     ["route", "method", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0),
 )
@@ -65,6 +66,12 @@ PASSWORD_RESETS = Counter(
     "Passwords set anew, by scope (login: a person's; unit: a declaration password) and how "
     "(forgotten_password, hall, unit_officer, cli, demo).",
     ["scope", "how"],
+)
+HTTP_REFUSALS = Counter(
+    "qrgate_http_refusals_total",
+    "Requests and connections the HTTP server refused before the application: headers_too_large (431), "
+    "header_timeout and body_timeout (408, or closed), too_many_connections (503), malformed_request (400).",
+    ["reason"],
 )
 
 

@@ -90,7 +90,8 @@ class ObserveMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             route = route_template(scope)
-            metrics.labelled(metrics.REQUEST_LATENCY, route, scope["method"], f"{status // 100}xx").observe(
+            outcome = f"{status // 100}xx" if status != 499 else "499"  # 499: the client hung up first
+            metrics.labelled(metrics.REQUEST_LATENCY, route, scope["method"], outcome).observe(
                 time.perf_counter() - started
             )
             client = scope.get("client")

@@ -239,7 +239,14 @@ class Settings(BaseSettings):
         0.0, ge=0, le=120, description="On SIGTERM, seconds to keep serving with /readyz failing before closing."
     )
     metrics_port: int = Field(
-        0, ge=0, le=65535, description="Serve /metrics on this port only (0: on the main port, at /metrics)."
+        9100,
+        ge=0,
+        le=65535,
+        description="The operations port: /metrics, /healthz and /readyz, for the scraper and the probes (0: none). "
+        "It answers while the public port is at its connection limit.",
+    )
+    metrics_public: bool = Field(
+        False, description="Also serve /metrics on the public port (otherwise it answers 404 there)."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="json: one object per line; text: for humans.")
@@ -247,6 +254,42 @@ class Settings(BaseSettings):
         "127.0.0.1",
         description="Addresses or networks (CIDR) whose X-Forwarded-For and X-Forwarded-Proto are trusted "
         "(comma-separated, or *).",
+    )
+
+    # The HTTP server's own limits (gateway/serving.py): no proxy is needed to survive slow or greedy clients.
+    http_max_header_bytes: int = Field(
+        16384,
+        ge=1024,
+        le=1048576,
+        description="Largest request head, request line and headers together (bytes); a larger one is answered 431 "
+        "and its connection closed.",
+    )
+    http_header_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="A connection must send a complete request head within this many seconds of opening (on a "
+        "kept-alive connection: of the head's first byte), else it is closed (408 if part of a head came).",
+    )
+    http_body_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=300,
+        description="A request body must be complete within this many seconds of its head, else 408 and the "
+        "connection is closed. Long-polls and WebSockets are not timed by this (their requests are complete).",
+    )
+    http_keep_alive_timeout: int = Field(
+        5,
+        ge=1,
+        le=300,
+        description="An idle kept-alive connection is closed after this many seconds (a proxy in front should drop "
+        "its idle upstream connections sooner).",
+    )
+    http_max_connections: int = Field(
+        10000,
+        ge=1,
+        description="Open connections on the public port per process, WebSockets and long-polls included; a "
+        "connection beyond is answered 503 at once and closed. Kept below the open-files limit (less 256).",
     )
 
     # Web pages (gateway/web/) ------------------------------------------------------------------------

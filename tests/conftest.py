@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +20,12 @@ pytest_plugins = (
 )
 
 _counter = itertools.count(1)
+
+# Test servers, in this process and the `qrgate serve` ones it starts: no operations port unless a test
+# sets one (many gateways run side by side, and would all want the default 9100), and /metrics on the
+# public port, where most tests read it. tests/test_serving.py runs the defaults' operations port.
+os.environ.setdefault("QRGATE_METRICS_PORT", "0")
+os.environ.setdefault("QRGATE_METRICS_PUBLIC", "true")
 
 # The fast tier (`scripts/test --fast`, i.e. -m "not slow") runs in-process only: the memory store, SQLite,
 # and Starlette's TestClient or the in-thread uvicorn `ThreadedGateway`. A test is marked `slow` here when

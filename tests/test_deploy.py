@@ -71,6 +71,12 @@ def test_deployment_probes_and_drain() -> None:
     config = yaml.safe_load((DEPLOY / "kubernetes" / "configmap.yaml").read_text())["data"]
     assert pod["terminationGracePeriodSeconds"] > float(config["QRGATE_DRAIN_DELAY"]) + 10
     assert pod["securityContext"]["runAsNonRoot"] is True
+    # Liveness and the scraper use the operations port, which answers at the public port's connection limit.
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert container["livenessProbe"]["httpGet"]["port"] == "metrics"
+    assert ports["metrics"] == int(config["QRGATE_METRICS_PORT"])
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == config["QRGATE_METRICS_PORT"]
 
 
 def test_compose_file_matches_the_compose_spec(tmp_path: Path) -> None:
@@ -152,7 +158,15 @@ def topology(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[str, l
         check=False,
     )
     assert upgraded.returncode == 0, upgraded.stderr
-    gateways = [GatewayProcess(common, port, tmp_path / f"gw-{port}.log").start() for port in ports]
+    # As deployed: /metrics on each process's operations port only.
+    gateways = [
+        GatewayProcess(
+            {**common, "QRGATE_METRICS_PORT": str(free_port()), "QRGATE_METRICS_PUBLIC": "false"},
+            port,
+            tmp_path / f"gw-{port}.log",
+        ).start()
+        for port in ports
+    ]
     proxy = subprocess.Popen([nginx, "-c", str(nginx_config(tmp_path, listen, ports)), "-g", "daemon off;"])
     try:
         for _ in range(200):
@@ -207,7 +221,8 @@ async def test_a_full_login_through_nginx(topology: tuple[str, list[GatewayProce
     served = []
     for gateway in gateways:
         async with httpx.AsyncClient() as direct:
-            text = (await direct.get(f"{gateway.base_url}/metrics")).text
+            assert (await direct.get(f"{gateway.base_url}/metrics")).status_code == 404
+            text = (await direct.get(f"{gateway.ops_url}/metrics")).text
         served.append(sum(float(line.split()[-1]) for line in text.splitlines()
                           if line.startswith("qrgate_http_request_duration_seconds_count")))  # fmt: skip
     assert all(count > 0 for count in served), f"round robin should reach both replicas: {served}"

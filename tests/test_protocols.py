@@ -581,7 +581,7 @@ def test_every_route_of_the_contract_is_documented(tmp_path: Path) -> None:
     paths = {getattr(route, "path", "") for route in routes}
     for path in ("/v1/token", "/v1/revoke", "/v1/introspect", "/v1/logout", "/v1/sessions", "/v1/sessions/{sid}"):
         assert path in paths, f"{path} is no longer served: update CONTRACT_PATHS and openapi.yaml"
-    assert {"/readyz", "/metrics"} <= paths  # /metrics: on the main port when QRGATE_METRICS_PORT is 0
+    assert {"/readyz", "/metrics"} <= paths  # /metrics: on the public port too when QRGATE_METRICS_PUBLIC (tests)
     for path, method in served_operations(routes):
         assert (method, path) in documented, f"{method} {path} is served but not in openapi.yaml"
     channels = {channel["address"] for channel in asyncapi()["channels"].values()}

@@ -22,6 +22,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.cli import GatewayServer, add_person_record
 from gateway.draining import Draining
+from gateway.serving import ops_config, server_config
 from gateway.settings import Settings
 
 FAST_HASHING: dict[str, Any] = {"argon2_memory_kib": 1024, "argon2_time_cost": 1}
@@ -55,19 +56,21 @@ class ThreadedGateway:
         self.base_url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}"
         draining = Draining()
-        config = uvicorn.Config(
-            create_app(settings, draining=draining),
-            host="127.0.0.1",
-            port=port,
-            ws="websockets-sansio",
-            ws_max_size=settings.ws_max_message,
-            ws_per_message_deflate=False,
+        app = create_app(settings, draining=draining)
+        # The server `qrgate serve` runs (serving.py: its limits), and its operations port when one is set.
+        config = server_config(
+            app,
+            settings,
+            "127.0.0.1",
+            port,
             log_level="warning",
             lifespan="on",
-            proxy_headers=False,  # the app's ForwardedMiddleware reads them, as under `qrgate serve`
             timeout_graceful_shutdown=3,
+            proxy_headers=False,  # the app's ForwardedMiddleware reads them, as under `qrgate serve`
         )
-        self.server = GatewayServer(config, draining, drain_delay=0.0)
+        ops = ops_config(app.state.ops_app, settings, "127.0.0.1") if settings.metrics_port else None
+        self.ops_url = f"http://127.0.0.1:{settings.metrics_port}"
+        self.server = GatewayServer(config, draining, drain_delay=0.0, ops=ops)
         self._thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> ThreadedGateway:
@@ -121,6 +124,7 @@ class GatewayProcess:
         self.base_url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}"
         self.env = {**os.environ, **env}
+        self.ops_url = f"http://127.0.0.1:{self.env.get('QRGATE_METRICS_PORT', '9100')}"
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
