@@ -5,6 +5,8 @@ valid against its JSON Schema."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -293,3 +295,27 @@ async def test_session_ended_answers_hold_to_the_contract(units_stack: UnitsStac
     ):
         answer = await http.request(method, path, headers=person.headers, json={"declaration_password": "x"})
         assert documented(answer, method, documented_path)["code"] == "session_ended", path
+
+
+async def test_the_standalone_units_service_has_the_gateways_server_defences(units_stack: UnitsStack) -> None:
+    """`qrgate serve-units` runs on the same guarded HTTP protocol as `qrgate serve` (gateway/serving.py):
+    an oversized request head is 431 problem+json, and malformed HTTP a problem+json 400."""
+    host, port = units_stack.units.base_url.split("://", 1)[1].split(":")
+
+    async def exchange(raw: bytes) -> tuple[int, dict[str, Any]]:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(raw)
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), timeout=10)
+        finally:
+            writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert b"content-type: application/problem+json" in head.lower(), head
+        return int(head[9:12]), json.loads(body)
+
+    big = b"GET /units/v1/units HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 17_000 + b"\r\n\r\n"
+    status, problem = await exchange(big)
+    assert (status, problem["code"]) == (431, "headers_too_large")
+    status, problem = await exchange(b"GET /units/v1/units HTTP/1.1\r\nHost x\r\n\r\n")
+    assert (status, problem["code"]) == (400, "malformed_request")

@@ -13,7 +13,7 @@ from typing import Any
 
 import uvicorn
 
-from gateway import errors, logs
+from gateway import errors, logs, serving
 from gateway import rules as account_rules
 from gateway.settings import Settings
 from gateway.units.admin import assign_role, create_unit
@@ -58,8 +58,9 @@ def serve_units(settings: Settings, args: argparse.Namespace) -> int:
         create_standalone_app(configured),
         host=args.host,
         port=args.port,
-        http="httptools",
+        http=serving.protocol_class(serving.ServerLimits.of(configured)),  # the gateway's own defences
         ws="none",
+        timeout_keep_alive=configured.http_keep_alive_timeout,
         proxy_headers=False,  # gateway/middleware.py ForwardedMiddleware reads them (QRGATE_TRUSTED_PROXIES)
         timeout_graceful_shutdown=10,
         lifespan="on",
