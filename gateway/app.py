@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import health
 from gateway.accounts import admin, login, rare_chars, recovery, regions, registration, sms
@@ -265,7 +267,15 @@ def create_app(
     """`draining`: the server's shutdown steps (`qrgate serve` passes its own, to drain on SIGTERM);
     `services`: built by the caller (tests that drive a service's Python API beside its routes)."""
     config = services.settings if services is not None else settings or Settings()
-    units = create_units_app(config) if config.units_mount else None  # trusts us over HTTP, like any service
+    # The mounted units service trusts us as any service does (our JWKS, our session-end feed), but
+    # asks in process: httpx over ASGI to this very app, bound below once the app exists.
+    this_app: list[ASGIApp] = []
+
+    async def in_process(scope: Scope, receive: Receive, send: Send) -> None:
+        await this_app[0](scope, receive, send)
+
+    gateway = httpx.ASGITransport(app=in_process)
+    units = create_units_app(config, gateway=gateway) if config.units_mount else None
     services = services or Services.create(config, draining)
 
     @asynccontextmanager
@@ -287,6 +297,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ops_app = services.ops_app()  # `qrgate serve` serves it on the operations port
+    this_app.append(app)
     return app
 
 

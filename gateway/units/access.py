@@ -45,16 +45,19 @@ class GatewayKeys:
     first use, inside the serving event loop. Keys that cannot be fetched at all are a 503, not a 401:
     the caller's token may be fine."""
 
-    def __init__(self, url: str, *, max_age: float, cooldown: float) -> None:
+    def __init__(
+        self, url: str, *, max_age: float, cooldown: float, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self.url = url
         self._max_age = max_age
         self._cooldown = cooldown
+        self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._remote: RemoteJwks | None = None
 
     async def keys(self, *, refresh_for_kid: str | None = None) -> KeySet:
         if self._remote is None:
-            self._client = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
+            self._client = httpx.AsyncClient(timeout=5.0, follow_redirects=False, transport=self._transport)
             self._remote = RemoteJwks(self.url, client=self._client, max_age=self._max_age, cooldown=self._cooldown)
         try:
             return await self._remote.keys(refresh_for_kid=refresh_for_kid)
@@ -82,11 +85,19 @@ class GatewayTokenVerifier(AccessTokenVerifier):
         return await super().verify(token, audiences=audiences or self.accepted)
 
 
-def gateway_verifier(settings: Settings) -> tuple[GatewayTokenVerifier, GatewayKeys]:
+# Where the mounted service reaches its own gateway in process (httpx over ASGI: no socket, no
+# connection slot of the public port, no proxy): any host, the gateway's routes at the root.
+IN_PROCESS_GATEWAY = "http://gateway.in-process"
+
+
+def gateway_verifier(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> tuple[GatewayTokenVerifier, GatewayKeys]:
     keys = GatewayKeys(
-        gateway_url(settings) + JWKS_PATH,
+        (IN_PROCESS_GATEWAY if transport is not None else gateway_url(settings)) + JWKS_PATH,
         max_age=settings.units_jwks_max_age,
         cooldown=settings.units_jwks_refetch_cooldown,
+        transport=transport,
     )
     audiences = [a.strip() for a in settings.units_accepted_audiences.split(",")]
     return GatewayTokenVerifier(keys, issuer=gateway_issuer(settings), audiences=audiences), keys

@@ -17,6 +17,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from functools import partial
 from typing import cast
 
+import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -67,8 +68,11 @@ def routes(service: UnitsService) -> list[BaseRoute]:
     ]
 
 
-def create_units_app(settings: Settings, service: UnitsService | None = None) -> Starlette:
-    service = service or UnitsService.create(settings)
+def create_units_app(
+    settings: Settings, service: UnitsService | None = None, *, gateway: httpx.AsyncBaseTransport | None = None
+) -> Starlette:
+    """`gateway`: the mounting gateway in process (see `UnitsService.create`)."""
+    service = service or UnitsService.create(settings, gateway=gateway)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.backends import create_store, password_hashing
@@ -26,7 +27,14 @@ from gateway.state.base import StateStore
 from gateway.state.keys import Guarded, Throttles
 from gateway.tokens.dpop import DpopVerifier, StoreReplayCache
 from gateway.tokens.keys import KeyFile
-from gateway.units.access import GatewayKeys, GatewayTokenVerifier, gateway_issuer, gateway_url, gateway_verifier
+from gateway.units.access import (
+    IN_PROCESS_GATEWAY,
+    GatewayKeys,
+    GatewayTokenVerifier,
+    gateway_issuer,
+    gateway_url,
+    gateway_verifier,
+)
 from gateway.units.certificates import CaTrust
 from gateway.units.records import UnitRecords
 from gateway.units.tokens import UnitTokens
@@ -66,12 +74,18 @@ class UnitsService:
     dpop: DpopVerifier
     ca_trust: CaTrust | None
     session_ends: SessionEnds  # the gateway's session-end feed, followed over HTTP (docs/downstream.md)
+    in_process: httpx.AsyncClient | None = None  # mounted: the feed's client, to the gateway in process
 
     @classmethod
-    def create(cls, settings: Settings) -> UnitsService:
+    def create(cls, settings: Settings, *, gateway: httpx.AsyncBaseTransport | None = None) -> UnitsService:
+        """`gateway`: a transport to the gateway in this process (the mounted service: its keys and
+        its session-end feed without a socket, so a public port at its connection limit or a busy
+        proxy cannot cut the service off from them); standalone, the gateway is reached over HTTP."""
         store = create_store(settings)
         engine = create_engine(settings.database_url)
-        verifier, keys = gateway_verifier(settings)
+        verifier, keys = gateway_verifier(settings, gateway)
+        in_process = httpx.AsyncClient(transport=gateway, follow_redirects=False) if gateway is not None else None
+        base = IN_PROCESS_GATEWAY if gateway is not None else gateway_url(settings)
         captchas = Captchas(settings, store)
         guard = SecretGuard(
             store,
@@ -109,12 +123,14 @@ class UnitsService:
             dpop=DpopVerifier(StoreReplayCache(store)),
             ca_trust=trust,
             session_ends=SessionEnds(
-                gateway_url(settings) + "/v1/session-ends",
+                base + "/v1/session-ends",
                 keys,
                 issuer=gateway_issuer(settings),
+                client=in_process,
                 wait=settings.units_session_ends_wait,
                 max_staleness=settings.units_session_ends_max_staleness,
             ),
+            in_process=in_process,
         )
 
     async def start(self) -> None:
@@ -126,6 +142,8 @@ class UnitsService:
     async def close(self) -> None:
         self.captchas.close()
         await self.session_ends.aclose()
+        if self.in_process is not None:
+            await self.in_process.aclose()
         await self.gateway_keys.aclose()
         await self.store.close()
         await self.engine.dispose()
