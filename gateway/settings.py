@@ -124,11 +124,12 @@ class Settings(BaseSettings):
 
     client_scopes: dict[str, list[str]] = Field(
         default_factory=lambda: {
-            client: ["units.read", "units.verify", "units.manage"]
+            client: ["sessions", "units.read", "units.verify", "units.manage"]
             for client in ("withholding-desktop", "mobile-app", "web")
         },
         description="Scopes the access tokens of a real-name login (password, QR, the browser sign-in) carry, by "
-        "client, as JSON: {client_id: [scope, ...]}. A client not named gets none; token exchange narrows them.",
+        "client, as JSON: {client_id: [scope, ...]}. A client not named gets none; token exchange narrows them. "
+        "`sessions` lets a token list and end the person's sessions (GET/DELETE /v1/sessions).",
     )
     exchange_audiences: dict[str, AudiencePolicy] = Field(
         default_factory=lambda: {

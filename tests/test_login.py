@@ -42,7 +42,7 @@ async def test_login_by_each_identifier(
     assert claims["client_id"] == "web"
     assert claims["exp"] - claims["iat"] == 600
     assert set(claims) == {"iss", "sub", "aud", "exp", "iat", "jti", "client_id", "sid", "amr", "auth_time", "scope"}
-    assert claims["scope"] == "units.read units.verify units.manage"  # the web client's (QRGATE_CLIENT_SCOPES)
+    assert claims["scope"] == "sessions units.read units.verify units.manage"  # the web client's (QRGATE_CLIENT_SCOPES)
 
 
 async def test_wrong_password_answers_like_an_unknown_account(http: httpx.AsyncClient, make_person: Person) -> None:

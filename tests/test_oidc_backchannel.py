@@ -22,6 +22,7 @@ from tests.support.oidc import (
     LogoutReceiver,
     add_person,
     alive,
+    app_bearer,
     counted_since,
     outcomes,
     refresh,
@@ -50,12 +51,13 @@ async def test_every_way_a_relying_party_session_ends_sends_its_logout_token(
         at_beta = await sign_in(live, browser, beta, subject)
         await sign_in(live, browser, plain, subject)
         bearer = {"Authorization": f"Bearer {at_alpha.tokens['access_token']}"}
+        phone = await app_bearer(live, subject)  # the person's sessions list is the app's
         expected = ["/bc/alpha"]
         if how == "delete the browser session":
-            answer = await live.http.delete(f"/v1/sessions/{at_alpha.browser_sid}", headers=bearer)
+            answer = await live.http.delete(f"/v1/sessions/{at_alpha.browser_sid}", headers=phone)
             expected = ["/bc/alpha", "/bc/beta"]
         elif how == "delete its own session":
-            answer = await live.http.delete(f"/v1/sessions/{at_alpha.rp_sid}", headers=bearer)
+            answer = await live.http.delete(f"/v1/sessions/{at_alpha.rp_sid}", headers=phone)
         elif how == "logout":
             answer = await live.http.post("/v1/logout", headers=bearer)
         elif how == "revoke":
@@ -85,8 +87,8 @@ async def test_a_relying_party_answering_503_gets_the_token_again(
     signed_in = await sign_in(live, Browser(), alpha, await add_person(live))
     recorder.answers = [503]
     before = outcomes()
-    bearer = {"Authorization": f"Bearer {signed_in.tokens['access_token']}"}
-    assert (await live.http.delete(f"/v1/sessions/{signed_in.rp_sid}", headers=bearer)).status_code == 204
+    phone = await app_bearer(live, signed_in.claims["sub"])
+    assert (await live.http.delete(f"/v1/sessions/{signed_in.rp_sid}", headers=phone)).status_code == 204
     await live.services.backchannel.settled()
     assert [item.path for item in recorder.received] == ["/bc/alpha", "/bc/alpha"]
     first, second = [await verified_logout_token(live, item.logout_token) for item in recorder.received]
@@ -156,3 +158,22 @@ def test_backoff_doubles_with_jitter_up_to_its_cap() -> None:
         waits = [backoff.compute(failures) for _ in range(50)]
         assert all(full / 2 <= wait <= full for wait in waits)
     backoff.reset()
+
+
+async def test_a_relying_partys_token_cannot_see_or_end_the_persons_sessions(live: LiveProvider) -> None:
+    """The sessions list is the person's own apps' (scope `sessions`): a relying party holding an access
+    token of theirs gets 403 insufficient_scope, and every session lives on."""
+    party = await register(live, "nosy-rp")
+    subject = await add_person(live)
+    signed_in = await sign_in(live, Browser(), party, subject)
+    bearer = {"Authorization": f"Bearer {signed_in.tokens['access_token']}"}
+    for answer in (
+        await live.http.get("/v1/sessions", headers=bearer),
+        await live.http.delete(f"/v1/sessions/{signed_in.browser_sid}", headers=bearer),
+    ):
+        assert (answer.status_code, answer.json()["code"]) == (403, "insufficient_scope")
+        assert answer.headers["www-authenticate"] == 'Bearer error="insufficient_scope", scope="sessions"'
+    assert await alive(live, signed_in.browser_sid)
+    assert await alive(live, signed_in.rp_sid)
+    listed = await live.http.get("/v1/sessions", headers=await app_bearer(live, subject))
+    assert {s["sid"] for s in listed.json()["sessions"]} >= {signed_in.browser_sid, signed_in.rp_sid}

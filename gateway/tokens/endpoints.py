@@ -19,8 +19,12 @@ from gateway.tokens.client_auth import ClientAuthenticator, refuse
 from gateway.tokens.dpop import DpopVerifier, InvalidProof, single_proof
 from gateway.tokens.issuer import TokenIssuer
 from gateway.tokens.sessions import SessionManager
-from qrgate_verify.scopes import scopes_of
+from qrgate_verify.scopes import check_scope, scopes_of
 from qrgate_verify.verifier import AccessTokenVerifier, InvalidToken
+
+# The person's devices (GET /v1/sessions, DELETE /v1/sessions/{sid}): first-party apps' tokens carry it
+# (QRGATE_CLIENT_SCOPES); a relying party's never does, so it cannot see or end the person's other sessions.
+SESSIONS_SCOPE = "sessions"
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 (a URN)
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 (a URN)
@@ -215,6 +219,7 @@ class TokenEndpoints:
 
     async def list_sessions(self, request: Request) -> Response:
         claims = await self.bearer.claims(request)
+        check_scope(claims, SESSIONS_SCOPE)
         sessions = await self.sessions.list_of(claims["sub"])
         current = await self.sessions.alive(claims["sid"])  # its masked name, kept since the login
         return _json(
@@ -238,6 +243,7 @@ class TokenEndpoints:
     async def end_session(self, request: Request) -> Response:
         """Sign out one of the caller's devices (e.g. the desktop, from the phone)."""
         claims = await self.bearer.claims(request)
+        check_scope(claims, SESSIONS_SCOPE)
         sid = request.path_params["sid"]
         session = await self.sessions.alive(sid)
         if session is None or session["sub"] != claims["sub"]:

@@ -106,6 +106,13 @@ async def add_person(live: LiveProvider) -> str:
     return await add_person_record(live.settings, **{k: v for k, v in identity.items() if k != "id"})
 
 
+async def app_bearer(live: LiveProvider, subject: str) -> dict[str, str]:
+    """The Authorization header of a mobile-app session of `subject` (as after a password login on
+    the phone): the first-party token that manages the person's sessions (scope `sessions`)."""
+    tokens = await live.services.sessions.start(subject=subject, client_id="mobile-app", amr=["pwd"])
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
 @dataclass
 class Browser:
     """What a browser keeps of the provider: its single sign-on cookie (once signed in)."""

@@ -29,7 +29,7 @@ def start_sso_gateway(tmp: Path) -> ThreadedGateway:
         "units": {"scopes": ["units.read", "units.verify"], "clients": ["withholding-desktop", "mobile-app"]},
         "payroll": {"scopes": ["payroll.read"], "clients": []},
     }
-    everything = ["units.read", "units.verify", "units.manage", "payroll.read"]
+    everything = ["sessions", "units.read", "units.verify", "units.manage", "payroll.read"]
     scopes = {client: everything for client in ("withholding-desktop", "mobile-app", "web")}
     settings = make_settings(
         tmp, port, confidential_clients=clients, exchange_audiences=audiences, client_scopes=scopes

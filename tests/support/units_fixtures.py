@@ -42,9 +42,9 @@ def units_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UnitsStack
         "QRGATE_EXCHANGE_AUDIENCES": json.dumps(audiences),
         "QRGATE_CLIENT_SCOPES": json.dumps(
             {
-                "web": ["units.read", "units.verify", "units.manage", "payroll.read"],
-                "withholding-desktop": ["units.read", "units.verify", "units.manage"],
-                "mobile-app": ["units.read", "units.verify", "units.manage"],
+                "web": ["sessions", "units.read", "units.verify", "units.manage", "payroll.read"],
+                "withholding-desktop": ["sessions", "units.read", "units.verify", "units.manage"],
+                "mobile-app": ["sessions", "units.read", "units.verify", "units.manage"],
             }
         ),
     }
