@@ -1207,9 +1207,10 @@ async def test_refresh_rotates_and_reuse_ends_the_session(sso: httpx.AsyncClient
 @pytest.mark.anyio
 async def test_dpop_bound_refresh_and_session_list(sso: httpx.AsyncClient, sso_gateway: ThreadedGateway) -> None:
     """The `dpopToken` scheme: a desktop whose QR code named its key refreshes and calls with proofs."""
-    for operation in (SESSIONS, LOGOUT, END_SESSION, ("POST", "/v1/qr/{qr_id}/scan")):
+    for operation, scopes in ((SESSIONS, ["sessions"]), (LOGOUT, []), (END_SESSION, ["sessions"])):
         security = openapi()["paths"][operation[1]][operation[0].lower()]["security"]
-        assert {"dpopToken": []} in security, operation
+        assert {"dpopToken": scopes} in security, operation
+    assert {"dpopToken": []} in openapi()["paths"]["/v1/qr/{qr_id}/scan"]["post"]["security"]
     key = DpopKey()
     phone, _ = await password_tokens(sso, sso_gateway)
     desktop = await qr_tokens(sso, phone, dpop_jkt=key.jkt)

@@ -109,7 +109,7 @@ async def add_person(live: LiveProvider) -> str:
 async def app_bearer(live: LiveProvider, subject: str) -> dict[str, str]:
     """The Authorization header of a mobile-app session of `subject` (as after a password login on
     the phone): the first-party token that manages the person's sessions (scope `sessions`)."""
-    tokens = await live.services.sessions.start(subject=subject, client_id="mobile-app", amr=["pwd"])
+    tokens = await live.services.tokens.sessions.start(subject=subject, client_id="mobile-app", amr=["pwd"])
     return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
