@@ -111,7 +111,9 @@ class ForwardedMiddleware:
     """The client's address and scheme behind trusted proxies (instead of the server's own proxy
     headers, which take whatever X-Forwarded-For says). When the peer is one of `trusted` (addresses
     or networks, comma-separated, or `*`), X-Forwarded-For is read from the right: trusted proxies are
-    skipped, the first other address is the client. A value that is not an IP address ends the walk:
+    skipped, the first other address is the client. `*` trusts any peer as the one proxy in front and
+    takes only the address that proxy appended (the right-most): trusting every hop would let a client
+    name itself with an X-Forwarded-For of its own making. A value that is not an IP address ends the walk:
     the client is then the last address known good (the peer, or the proxy that added the junk), so a
     made-up value never gets an address, nor a per-address budget, of its own. Every address is
     written in one spelling (`inputs.canonical_address`): an IPv4-mapped peer as IPv4, IPv6 compressed.
@@ -162,8 +164,8 @@ class ForwardedMiddleware:
                     if address is None:
                         break
                     client = address
-                    if not self._trusts(address):
-                        break
+                    if self.everyone or not self._trusts(address):
+                        break  # with `*`: the hop the trusted peer appended, never one the client wrote
             scheme = proto.decode("latin-1").strip().lower()
             if scheme in ("http", "https"):
                 secure = scheme == "https"

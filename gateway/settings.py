@@ -210,7 +210,8 @@ class Settings(BaseSettings):
     unknown_identity_secret: SecretStr = Field(
         SecretStr(""),
         description="HMAC secret for the masked phone shown when a forgotten-password SMS is asked for an identity "
-        "no account has (so asking twice shows the same); the same on every process. Empty: random per process.",
+        "no account has (so asking twice shows the same); the same on every process, 32 characters or more "
+        "(required in production). Empty: random per process (one process only).",
     )
     face_verification_url: str = Field(
         "", description="Face verification service endpoint; empty disables registration by face."
@@ -231,6 +232,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "the dev SMS sender writes codes to the log: in production set QRGATE_SMS_SENDER=webhook "
                 "and QRGATE_SMS_WEBHOOK_URL"
+            )
+        if self.production and len(self.unknown_identity_secret.get_secret_value()) < 32:
+            raise ValueError(
+                "in production set QRGATE_UNKNOWN_IDENTITY_SECRET (32 characters or more, the same on every "
+                "process): a random one per process would make an unknown identity's made-up phone hint differ "
+                "between processes, and so tell it from a registered one"
             )
         if self.sms_sender == "webhook" and not self.sms_webhook_url:
             raise ValueError("QRGATE_SMS_SENDER=webhook needs QRGATE_SMS_WEBHOOK_URL")

@@ -196,6 +196,20 @@ def test_production_refuses_the_dev_sender() -> None:
         Settings(sms_sender="webhook")
 
 
+def test_production_needs_one_unknown_identity_secret_for_every_process() -> None:
+    """A random secret per process would give an unknown identity a different made-up phone hint on
+    each replica (and after each restart), which a registered identity never has."""
+    url = "https://sms.invalid/send"
+    with pytest.raises(ValidationError, match="QRGATE_UNKNOWN_IDENTITY_SECRET"):
+        Settings(production=True, sms_sender="webhook", sms_webhook_url=url)
+    with pytest.raises(ValidationError, match="QRGATE_UNKNOWN_IDENTITY_SECRET"):
+        Settings(production=True, sms_sender="webhook", sms_webhook_url=url, unknown_identity_secret="too-short")
+    secret = "s" * 32
+    assert Settings(
+        production=True, sms_sender="webhook", sms_webhook_url=url, unknown_identity_secret=secret
+    ).production
+
+
 @pytest.mark.slow  # a `qrgate serve` subprocess
 def test_qrgate_serve_in_production_refuses_the_dev_sender(tmp_path: Path) -> None:
     env = {**os.environ, "QRGATE_PRODUCTION": "true", "QRGATE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db"}

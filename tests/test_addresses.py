@@ -82,3 +82,23 @@ async def test_an_untrusted_peer_s_forwarded_header_is_ignored(tmp_path_factory:
     finally:
         server.stop()
     assert answers == [201, 201, 429]  # all counted as 127.0.0.1, the real peer
+
+
+async def test_trusting_any_peer_takes_only_the_hop_that_proxy_appended(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """`QRGATE_TRUSTED_PROXIES=*` (the shipped compose and Kubernetes files): the peer is the one proxy,
+    and the client is the address it appended, the right-most. Addresses the client wrote to the left
+    of it (a fresh made-up one on every request) get no budgets of their own."""
+    port = free_port()
+    settings = make_settings(tmp_path_factory.mktemp("any-proxy"), port, captcha_ip_max=BUDGET, trusted_proxies="*")
+    server = ThreadedGateway(settings, port).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=20) as http:
+            spoofed = [f"203.0.113.{n}, 198.51.100.9" for n in range(3)]  # the proxy saw 198.51.100.9
+            answers = await statuses(http, spoofed)
+            own = await statuses(http, ["192.0.2.77"])
+    finally:
+        server.stop()
+    assert answers == [201, 201, 429]
+    assert own == [201]

@@ -17,6 +17,7 @@ import pytest
 
 from gateway import cli
 from gateway.oidc.requests import s256
+from gateway.tokens.session_ends import FEED, sid_hash
 from tests.support.oidc import (
     Browser,
     LiveProvider,
@@ -94,6 +95,10 @@ async def removal(live: LiveProvider, recorder: LogoutReceiver, url: str, capsys
             "/userinfo", headers={"Authorization": f"Bearer {signed_in.tokens['access_token']}"}
         )
         assert userinfo.status_code == 401  # its access token died with its session
+    # ... and resource servers hear of it through the session-end feed, as after a logout.
+    published, _ = await live.services.store.feed_read(FEED, "", 100)
+    ended = {entry.split()[0] for _, entry in published}
+    assert {sid_hash(signed_in.rp_sid) for signed_in in (first, second, other_person)} <= ended
     exchanged = await live.http.post(
         "/v1/token",
         data={

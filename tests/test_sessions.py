@@ -313,3 +313,42 @@ async def test_a_stale_proof_is_refused(http: httpx.AsyncClient, sso: ThreadedGa
     old = key.proof("GET", f"{sso.base_url}/v1/sessions", access, iat=int(time.time()) - 600)
     response = await http.get("/v1/sessions", headers={"Authorization": f"DPoP {access}", "DPoP": old})
     assert response.status_code == 401
+
+
+@pytest.mark.anyio
+async def test_a_failing_session_end_listener_keeps_neither_the_others_nor_the_children_from_ending(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The listeners run after the session is already ended: one that fails (the feed's store node down)
+    is logged, and the next listener (a relying party's logout token) and the children's ends still run."""
+    from gateway.settings import Settings
+    from gateway.state.memory import MemoryStore
+    from gateway.tokens.issuer import TokenIssuer
+    from gateway.tokens.keys import KeyFile
+    from gateway.tokens.sessions import SessionManager
+    from tests.support.schemas import jwt_parts
+
+    settings = Settings(keys_file=str(tmp_path / "keys.json"))
+    store = MemoryStore()
+    manager = SessionManager(settings, store, TokenIssuer(settings, KeyFile(settings.keys_file, "ES256")))
+    heard: list[str] = []
+
+    async def failing(sid: str, session: dict[str, str]) -> None:
+        raise ConnectionError("the feed's node is down")
+
+    async def recording(sid: str, session: dict[str, str]) -> None:
+        heard.append(sid)
+
+    manager.on_end(failing)
+    manager.on_end(recording)
+
+    def sid_of(tokens: Any) -> str:
+        sid: str = jwt_parts(tokens["access_token"])[1]["sid"]
+        return sid
+
+    parent = sid_of(await manager.start(subject="p_1", client_id="mobile-app", amr=["pwd"]))
+    child = sid_of(await manager.start(subject="p_1", client_id="withholding-desktop", amr=["qr"], parent=parent))
+    assert await manager.end(parent)
+    assert heard == [parent, child]
+    assert await manager.alive(child) is None
+    assert "failing failed: ConnectionError" in caplog.text

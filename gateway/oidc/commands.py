@@ -24,6 +24,7 @@ from gateway.directory.db import create_engine, migrate
 from gateway.oidc.client_sessions import ClientSessions
 from gateway.oidc.clients import SCOPES, InvalidRelyingParty, RelyingParties, RelyingParty, new_party
 from gateway.settings import Settings
+from gateway.tokens.session_ends import SessionEndPublisher
 from gateway.tokens.sessions import SessionManager
 
 
@@ -177,7 +178,9 @@ async def end_sessions(settings: Settings, client_id: str) -> int:
     store = create_store(settings)
     await store.start()
     try:
-        ending = ClientSessions(settings, store, SessionManager(settings, store, None))
+        manager = SessionManager(settings, store, None)
+        manager.on_end(SessionEndPublisher(settings, store).publish)  # resource servers hear of it too
+        ending = ClientSessions(settings, store, manager)
         ended = await ending.end_all(client_id)
         await asyncio.sleep(settings.oidc_clients_refresh + 0.5)
         return ended + await ending.end_all(client_id)

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
+import logging
 import re
 import secrets
 import time
@@ -28,10 +29,12 @@ from gateway.qr.watch import QrWatch
 from gateway.rules import mask_name
 from gateway.settings import Settings
 from gateway.state import keys
-from gateway.state.base import StateStore
+from gateway.state.base import StateStore, StoreUnavailable
 from gateway.tokens.bearer import Caller
 from gateway.tokens.claims import TokenResponse
 from gateway.tokens.sessions import SessionManager
+
+log = logging.getLogger("qrgate")
 
 QR_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{22}")
 # The built-in client of the browser sign-in page (gateway/oidc/signin.py). Its codes are minted only by
@@ -285,10 +288,17 @@ class QrService:
         if not ok or record is None:
             return None, record
         metrics.labelled(metrics.QR_EVENTS, "deliver").inc()
-        tokens, _ = await asyncio.gather(  # one round trip: the store pipelines both
+        tokens, released = await asyncio.gather(  # one round trip: the store pipelines both
             self._start_session(record),
             self._release_live(record, qr_id),
+            return_exceptions=True,
         )
+        if isinstance(tokens, BaseException):
+            raise tokens
+        if isinstance(released, StoreUnavailable):  # the slot lapses with the code anyway
+            log.warning("a delivered code's live slot was not released: %s", released.__class__.__name__)
+        elif isinstance(released, BaseException):
+            raise released
         return tokens, record
 
     async def _start_session(self, record: QrRecord) -> TokenResponse:

@@ -46,19 +46,28 @@ def sid_hash(sid: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(sid.encode()).digest()).rstrip(b"=").decode()
 
 
-class SessionEndFeed:
-    def __init__(self, settings: Settings, store: StateStore, issuer: TokenIssuer, draining: Draining) -> None:
-        self._settings = settings
+class SessionEndPublisher:
+    """Writes ended sessions to the feed (`SessionManager.on_end` listener): all a process that ends
+    sessions needs, the gateway or a command such as `qrgate admin client remove`."""
+
+    def __init__(self, settings: Settings, store: StateStore) -> None:
         self._store = store
-        self._issuer = issuer
-        self._draining = draining
-        # An entry matters as long as a token of its session may still be accepted.
-        self._retention = settings.access_token_ttl + TOKEN_LEEWAY
+        # An entry matters as long as a token of its session may still be accepted: an access token, or
+        # a unit token (it carries the session's `sid` too, and may be set to live longer).
+        self._retention = max(settings.access_token_ttl, settings.units_token_ttl) + TOKEN_LEEWAY
 
     async def publish(self, sid: str, session: dict[str, str]) -> None:
         """`SessionManager.on_end` listener: the session `sid` has ended."""
         until = int(time.time()) + self._retention
         await self._store.feed_append(FEED, f"{sid_hash(sid)} {until}", self._retention)
+
+
+class SessionEndFeed(SessionEndPublisher):
+    def __init__(self, settings: Settings, store: StateStore, issuer: TokenIssuer, draining: Draining) -> None:
+        super().__init__(settings, store)
+        self._settings = settings
+        self._issuer = issuer
+        self._draining = draining
 
     async def page(self, after: str, wait: float) -> str:
         """The signed answer: the entries after `after`, waiting up to `wait` s for one."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -31,6 +32,8 @@ from gateway.state import keys
 from gateway.state.base import StateStore
 from gateway.tokens.claims import TokenResponse
 from gateway.tokens.issuer import TokenIssuer
+
+log = logging.getLogger("qrgate")
 
 
 class InvalidGrant(errors.BadRequest):
@@ -226,7 +229,14 @@ class SessionManager:
         if session is not None:
             await self._store.remove_member(self._index(session["sub"]), sid)
             for listener in self._listeners:
-                await listener(sid, session)
+                # Each on its own: one that fails (the feed's store node down, say) must not keep the
+                # others (a relying party's logout token) or the children's ends from happening, and
+                # the session is already ended, so nothing would run them later.
+                try:
+                    await listener(sid, session)
+                except Exception as exc:
+                    name = getattr(listener, "__qualname__", "a listener")
+                    log.error("after a session ended, %s failed: %s", name, exc.__class__.__name__)
         for child in sorted(await self._store.members(self._children(sid))):
             await self._store.remove_member(self._children(sid), child)
             await self.end(child)
