@@ -212,7 +212,7 @@ def test_several_units_select_then_enter_and_the_entered_screen_in_both_language
     page.fill("#declaration-password", DECLARATION_PASSWORD)
     page.click("#declaration-submit")
     page.locator("#done").wait_for(state="visible")
-    expect(page.locator("#fact-role")).to_have_text("财务负责人")
+    expect(page.locator("#fact-role")).to_have_text("财务经理")
     expect(page.locator("#fact-via")).to_have_text("申报密码")
     expect(page.locator("#fact-login-time")).to_have_text(re.compile(r"^\d{4}年\d{1,2}月\d{1,2}日 \d{2}:\d{2}:\d{2}$"))
     expect(page.locator("#fact-remaining")).to_have_text(re.compile(r"^[45]分\d+秒$"))

@@ -31,7 +31,7 @@ TOKEN_ENV = "QRGATE_ACCESS_TOKEN"  # noqa: S105 (a variable's name)
 CAPTCHA_TRIES = 3
 ROLE_WORDS = {
     "legal_rep": "法定代表人 / legal representative",
-    "finance_manager": "财务负责人 / finance manager",
+    "finance_manager": "财务经理 / finance manager",
     "tax_staff": "办税人员 / tax staff",
 }
 
@@ -83,7 +83,7 @@ def refusal(answer: httpx.Response) -> str:
     if answer.status_code == 423:
         minutes = -(-int(body.get("retry_after", 60)) // 60)
         return (
-            f"申报密码已锁定，请{minutes}分钟后重试，或由法定代表人或财务负责人重置 / "
+            f"申报密码已锁定，请{minutes}分钟后重试，或由法定代表人或财务经理重置 / "
             f"The declaration password is locked: try again in {minutes} minutes, or have the legal "
             "representative or finance manager reset it"
         )

@@ -14,7 +14,7 @@ from gateway import errors
 
 class UnitRole(StrEnum):
     LEGAL_REP = "legal_rep"  # 法定代表人
-    FINANCE_MANAGER = "finance_manager"  # 财务负责人
+    FINANCE_MANAGER = "finance_manager"  # 财务经理
     TAX_STAFF = "tax_staff"  # 办税人员
 
 
